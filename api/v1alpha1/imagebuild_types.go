@@ -1,0 +1,501 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Compression names how a layer's fetched bytes are compressed.
+// +kubebuilder:validation:Enum=auto;none;gzip;zstd;xz;bzip2
+type Compression string
+
+// Compression values. auto detects the format from the first bytes.
+const (
+	CompressionAuto  Compression = "auto"
+	CompressionNone  Compression = "none"
+	CompressionGzip  Compression = "gzip"
+	CompressionZstd  Compression = "zstd"
+	CompressionXz    Compression = "xz"
+	CompressionBzip2 Compression = "bzip2"
+)
+
+// OutputCompression names how kiln compresses the layers it pushes.
+// +kubebuilder:validation:Enum=gzip;zstd
+type OutputCompression string
+
+// OutputCompression values.
+const (
+	OutputGzip OutputCompression = "gzip"
+	OutputZstd OutputCompression = "zstd"
+)
+
+// NormalizeMode says how much of a layer's tar kiln may rewrite.
+// +kubebuilder:validation:Enum=minimal;reproducible
+type NormalizeMode string
+
+// NormalizeMode values.
+const (
+	// NormalizeMinimal keeps the tar's bytes whenever it is safe to, so an
+	// already-compressed layer can be pushed without recompression.
+	NormalizeMinimal NormalizeMode = "minimal"
+	// NormalizeReproducible rewrites every header deterministically (clamped
+	// mtimes, no owner names, allow-listed PAX records); it forces recompression.
+	NormalizeReproducible NormalizeMode = "reproducible"
+)
+
+// BaseUpdatePolicy says what happens when a tag base moves to a new digest.
+// +kubebuilder:validation:Enum=Rebuild;Report
+type BaseUpdatePolicy string
+
+// BaseUpdatePolicy values.
+const (
+	BaseUpdateRebuild BaseUpdatePolicy = "Rebuild"
+	BaseUpdateReport  BaseUpdatePolicy = "Report"
+)
+
+// ScratchImage is the base image name meaning "no base".
+const ScratchImage = "scratch"
+
+// ImageBuildSpec is the desired image: a base, layers applied in order, the
+// image configuration and where to push the result.
+// +kubebuilder:validation:XValidation:rule="!has(self.layers) || self.layers.all(l, self.layers.exists_one(m, m.name == l.name))",message="layer names must be unique"
+type ImageBuildSpec struct {
+	// base is the image the layers are added on top of. When omitted the base
+	// is scratch (an empty linux/amd64 image).
+	// +optional
+	Base *Base `json:"base,omitempty"`
+
+	// layers are tarballs added on top of the base, in this order. Each is
+	// fetched, verified, normalized and compressed exactly once.
+	// +optional
+	// +kubebuilder:validation:MaxItems=127
+	Layers []Layer `json:"layers,omitempty"`
+
+	// normalize is the default normalization for layers that do not set their
+	// own: minimal (default) or reproducible.
+	// +optional
+	Normalize NormalizeMode `json:"normalize,omitempty"`
+
+	// config is the image configuration, merged onto the base image's.
+	// +optional
+	Config *ImageConfig `json:"config,omitempty"`
+
+	// annotations are set on the pushed manifest. kiln adds
+	// org.opencontainers.image.base.name and .digest for non-scratch bases.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// created is the timestamp written into the image config and its history
+	// entries, and the upper bound of file mtimes in reproducible layers.
+	// Defaults to the Unix epoch so that the same spec always gives the same
+	// digest; kiln never reads the clock into an image.
+	// +optional
+	Created *metav1.Time `json:"created,omitempty"`
+
+	// output sets how pushed layers are encoded.
+	// +optional
+	Output *Output `json:"output,omitempty"`
+
+	// target is where the image is pushed.
+	// +required
+	Target Target `json:"target"`
+
+	// serviceAccountName is a ServiceAccount in this namespace whose
+	// imagePullSecrets (kubernetes.io/dockerconfigjson Secrets) authenticate
+	// kiln to the base, blob and target registries. Empty means anonymous.
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// suspend stops all work on this ImageBuild until it is set to false.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// Base is the image a build starts from: exactly one of image or archive.
+// +kubebuilder:validation:XValidation:rule="has(self.image) != has(self.archive)",message="exactly one of base.image or base.archive must be set"
+type Base struct {
+	// image is "scratch" or an image reference by tag or digest, e.g.
+	// registry.example/base:1.2 or registry.example/base@sha256:....
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	Image string `json:"image,omitempty"`
+
+	// archive is a `docker save` or OCI image-layout tarball, uncompressed or
+	// compressed with gzip, zstd, xz or bzip2.
+	// +optional
+	Archive *Archive `json:"archive,omitempty"`
+
+	// platform selects the child of an index base, and sets os/architecture
+	// of a scratch base: os/arch[/variant], optionally followed by
+	// ":os.version" (matched by prefix) for Windows, e.g. windows/amd64:10.0.20348.
+	// Defaults to linux/amd64.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?(:[0-9][0-9.]*)?$`
+	Platform string `json:"platform,omitempty"`
+
+	// pollInterval is how often a tag base is re-resolved (HEAD request only)
+	// to detect that it moved. Digest bases are never polled. Default 10m.
+	// +optional
+	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
+
+	// updatePolicy says what to do when a tag base moved: Rebuild (default)
+	// or Report (only set the BaseUpToDate condition to False).
+	// +optional
+	UpdatePolicy BaseUpdatePolicy `json:"updatePolicy,omitempty"`
+}
+
+// Archive is an image tarball used as base.
+type Archive struct {
+	// source is where the archive is fetched from.
+	// +required
+	Source Source `json:"source"`
+
+	// digest optionally pins the sha256 of the fetched (possibly compressed) bytes.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^sha256:[a-f0-9]{64}$`
+	Digest string `json:"digest,omitempty"`
+}
+
+// Layer is one tarball added to the image.
+type Layer struct {
+	// name identifies the layer in status, events and error messages.
+	// Unique within the ImageBuild, DNS-label shaped.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// source is where the layer tarball is fetched from.
+	// +required
+	Source Source `json:"source"`
+
+	// digest optionally pins the sha256 of the fetched (possibly compressed)
+	// bytes; a mismatch stops the build before anything is pushed.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^sha256:[a-f0-9]{64}$`
+	Digest string `json:"digest,omitempty"`
+
+	// diffID optionally pins the sha256 of the uncompressed tar kiln pushes.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^sha256:[a-f0-9]{64}$`
+	DiffID string `json:"diffID,omitempty"`
+
+	// compression of the fetched bytes. auto (default) detects it from the
+	// first bytes; an explicit value that contradicts the bytes is an error.
+	// +optional
+	Compression Compression `json:"compression,omitempty"`
+
+	// normalize overrides spec.normalize for this layer.
+	// +optional
+	Normalize NormalizeMode `json:"normalize,omitempty"`
+}
+
+// Source says where bytes come from: exactly one of url, configMap, secret or blob.
+// +kubebuilder:validation:XValidation:rule="[has(self.url), has(self.configMap), has(self.secret), has(self.blob)].filter(x, x).size() == 1",message="exactly one of url, configMap, secret or blob must be set"
+type Source struct {
+	// url is an http or https address, fetched with retries on transient errors.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^https?://.+`
+	URL string `json:"url,omitempty"`
+
+	// headersFrom names a Secret in this namespace whose keys and values are
+	// sent as HTTP headers with a url request (e.g. Authorization).
+	// +optional
+	HeadersFrom *LocalObjectReference `json:"headersFrom,omitempty"`
+
+	// configMap is a key of a ConfigMap in this namespace (binaryData or data).
+	// +optional
+	ConfigMap *KeySelector `json:"configMap,omitempty"`
+
+	// secret is a key of a Secret in this namespace.
+	// +optional
+	Secret *KeySelector `json:"secret,omitempty"`
+
+	// blob is a blob in a registry, as repository@sha256:<hex>, pulled with
+	// the same credentials as the target.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[^@]+@sha256:[a-f0-9]{64}$`
+	Blob string `json:"blob,omitempty"`
+}
+
+// KeySelector selects one key of a ConfigMap or Secret in the ImageBuild's namespace.
+type KeySelector struct {
+	// name of the object.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// key within the object's data.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	Key string `json:"key"`
+}
+
+// LocalObjectReference names an object in the ImageBuild's namespace.
+type LocalObjectReference struct {
+	// name of the object.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+}
+
+// EnvVar is one environment variable of the image.
+type EnvVar struct {
+	// name of the variable.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:Pattern=`^[^=]+$`
+	Name string `json:"name"`
+	// value may reference base variables as $VAR or ${VAR}, expanded the way
+	// a Dockerfile ENV does.
+	// +optional
+	Value string `json:"value"`
+}
+
+// ImageConfig is the part of the OCI image configuration a spec can set.
+// Unset fields are inherited from the base image.
+type ImageConfig struct {
+	// env is merged onto the base environment: a name already present is
+	// replaced in place, new names are appended.
+	// +optional
+	Env []EnvVar `json:"env,omitempty"`
+	// entrypoint replaces the base entrypoint; setting it without cmd clears
+	// the inherited cmd.
+	// +optional
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	// cmd replaces the base cmd.
+	// +optional
+	Cmd []string `json:"cmd,omitempty"`
+	// workingDir replaces the base working directory.
+	// +optional
+	WorkingDir string `json:"workingDir,omitempty"`
+	// user replaces the base user, e.g. "65532:65532".
+	// +optional
+	User string `json:"user,omitempty"`
+	// labels are merged onto the base labels.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// exposedPorts are added to the base's, as port/protocol, e.g. 8080/tcp.
+	// +optional
+	ExposedPorts []string `json:"exposedPorts,omitempty"`
+	// volumes are added to the base's.
+	// +optional
+	Volumes []string `json:"volumes,omitempty"`
+	// stopSignal replaces the base stop signal, e.g. SIGTERM.
+	// +optional
+	StopSignal string `json:"stopSignal,omitempty"`
+}
+
+// Output sets how layers are encoded.
+type Output struct {
+	// compression of pushed layers: gzip (default) or zstd. zstd on a Docker
+	// media-type base converts the manifest to OCI media types.
+	// +optional
+	Compression OutputCompression `json:"compression,omitempty"`
+}
+
+// Target is where the image is pushed.
+type Target struct {
+	// image is the reference to push to, e.g. registry.example/team/app:1.0.
+	// The manifest is pushed by digest first, then this tag is moved.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	Image string `json:"image"`
+	// tags are extra tags of the same repository moved to the pushed digest.
+	// +optional
+	Tags []string `json:"tags,omitempty"`
+	// insecure talks plain http to this registry. Loopback and private
+	// addresses already use http when https is not offered.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
+	// caBundle is a PEM bundle (a key of a ConfigMap or Secret in this
+	// namespace) trusted for the target, base and blob registries.
+	// +optional
+	CABundle *CABundleSource `json:"caBundle,omitempty"`
+}
+
+// CABundleSource is a ConfigMap or Secret key holding PEM certificates.
+// +kubebuilder:validation:XValidation:rule="has(self.configMap) != has(self.secret)",message="exactly one of configMap or secret must be set"
+type CABundleSource struct {
+	// configMap key holding the bundle.
+	// +optional
+	ConfigMap *KeySelector `json:"configMap,omitempty"`
+	// secret key holding the bundle.
+	// +optional
+	Secret *KeySelector `json:"secret,omitempty"`
+}
+
+// Condition types, with kstatus meaning.
+const (
+	// ReadyCondition is True when the image for the current spec is pushed and verified.
+	ReadyCondition = "Ready"
+	// ReconcilingCondition is True while a build runs or is being retried.
+	ReconcilingCondition = "Reconciling"
+	// StalledCondition is True when the build failed permanently and needs a spec change.
+	StalledCondition = "Stalled"
+	// BaseUpToDateCondition is False when the base tag moved since the last build.
+	BaseUpToDateCondition = "BaseUpToDate"
+)
+
+// BuildResult says what the last successful build did.
+// +kubebuilder:validation:Enum=Pushed;UpToDate
+type BuildResult string
+
+// BuildResult values.
+const (
+	ResultPushed   BuildResult = "Pushed"
+	ResultUpToDate BuildResult = "UpToDate"
+)
+
+// ImageBuildStatus is what kiln built and pushed, with every digest.
+type ImageBuildStatus struct {
+	// observedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// conditions: Ready, Reconciling, Stalled (kstatus), BaseUpToDate.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// image is the pushed image by digest: repository@sha256:....
+	// +optional
+	Image string `json:"image,omitempty"`
+	// digest of the pushed manifest.
+	// +optional
+	Digest string `json:"digest,omitempty"`
+	// configDigest is the digest of the image config blob.
+	// +optional
+	ConfigDigest string `json:"configDigest,omitempty"`
+	// mediaType of the pushed manifest.
+	// +optional
+	MediaType string `json:"mediaType,omitempty"`
+	// inputDigest hashes the normalized spec, every resolved input digest and
+	// the engine version: equal inputDigests give equal images.
+	// +optional
+	InputDigest string `json:"inputDigest,omitempty"`
+	// base is the resolved base image.
+	// +optional
+	Base *BaseStatus `json:"base,omitempty"`
+	// layers added by this build, in order, with provenance.
+	// +optional
+	Layers []LayerStatus `json:"layers,omitempty"`
+	// tags that point at digest (target.image's tag and target.tags).
+	// +optional
+	Tags []string `json:"tags,omitempty"`
+	// notes are facts about the build a user should know, e.g. a Docker base
+	// converted to OCI media types for zstd layers.
+	// +optional
+	Notes []string `json:"notes,omitempty"`
+	// lastBuild describes the last completed build.
+	// +optional
+	LastBuild *LastBuild `json:"lastBuild,omitempty"`
+	// failures counts consecutive failed attempts since the last success.
+	// +optional
+	Failures int32 `json:"failures,omitempty"`
+	// history holds the last 10 pushed digests, newest first.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	History []HistoryEntry `json:"history,omitempty"`
+}
+
+// BaseStatus is the resolved base.
+type BaseStatus struct {
+	// image is the base as written in the spec (or the archive source).
+	Image string `json:"image,omitempty"`
+	// digest is the resolved manifest digest of the base (empty for scratch).
+	// +optional
+	Digest string `json:"digest,omitempty"`
+	// platform of the base image used.
+	// +optional
+	Platform string `json:"platform,omitempty"`
+	// checkedAt is when a tag base was last resolved.
+	// +optional
+	CheckedAt *metav1.Time `json:"checkedAt,omitempty"`
+}
+
+// LayerStatus records one added layer and where it came from.
+type LayerStatus struct {
+	// name of the layer in the spec.
+	Name string `json:"name"`
+	// digest of the pushed (compressed) blob.
+	Digest string `json:"digest"`
+	// diffID is the sha256 of the uncompressed tar.
+	DiffID string `json:"diffID"`
+	// size of the pushed blob in bytes.
+	Size int64 `json:"size"`
+	// uncompressedSize of the tar in bytes.
+	// +optional
+	UncompressedSize int64 `json:"uncompressedSize,omitempty"`
+	// mediaType of the pushed blob.
+	MediaType string `json:"mediaType"`
+	// sourceDigest is the sha256 of the fetched bytes.
+	// +optional
+	SourceDigest string `json:"sourceDigest,omitempty"`
+	// sourceCompression is the detected compression of the fetched bytes.
+	// +optional
+	SourceCompression string `json:"sourceCompression,omitempty"`
+	// entries is the number of tar entries pushed.
+	// +optional
+	Entries int64 `json:"entries,omitempty"`
+	// changes counts what normalization rewrote, by kind.
+	// +optional
+	Changes map[string]int64 `json:"changes,omitempty"`
+}
+
+// LastBuild describes one completed build.
+type LastBuild struct {
+	// startTime of the build.
+	StartTime metav1.Time `json:"startTime"`
+	// completionTime of the build.
+	CompletionTime metav1.Time `json:"completionTime"`
+	// duration of the build.
+	Duration metav1.Duration `json:"duration"`
+	// result: Pushed, or UpToDate when the registry already held the digest.
+	Result BuildResult `json:"result"`
+	// bytesIn fetched from sources.
+	// +optional
+	BytesIn int64 `json:"bytesIn,omitempty"`
+	// bytesOut uploaded to the registry.
+	// +optional
+	BytesOut int64 `json:"bytesOut,omitempty"`
+}
+
+// HistoryEntry is one pushed digest.
+type HistoryEntry struct {
+	// digest of the pushed manifest.
+	Digest string `json:"digest"`
+	// inputDigest it was built from.
+	InputDigest string `json:"inputDigest"`
+	// time it was pushed.
+	Time metav1.Time `json:"time"`
+}
+
+// ImageBuild builds an OCI image from a base, layer tarballs and config, and
+// pushes it. kiln records every digest in status.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ib,categories=kiln
+// +kubebuilder:printcolumn:name="Ready",type="string",JSONPath=".status.conditions[?(@.type==\"Ready\")].status"
+// +kubebuilder:printcolumn:name="Image",type="string",JSONPath=".status.image"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
+type ImageBuild struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired image.
+	// +required
+	Spec ImageBuildSpec `json:"spec"`
+	// status is what was built and pushed.
+	// +optional
+	Status ImageBuildStatus `json:"status,omitempty"`
+}
+
+// ImageBuildList is a list of ImageBuilds.
+// +kubebuilder:object:root=true
+type ImageBuildList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ImageBuild `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ImageBuild{}, &ImageBuildList{})
+}
