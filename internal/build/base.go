@@ -1,0 +1,129 @@
+package build
+
+import (
+	"context"
+	"fmt"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/source"
+)
+
+// resolveBase returns the base image and the bytes fetched to get it.
+func (e *Engine) resolveBase(ctx context.Context, spec *kilnv1.ImageBuildSpec, in Inputs, p v1.Platform, o registry.Options) (*image.Base, int64, error) {
+	if spec.Base != nil && spec.Base.Archive != nil {
+		return e.archiveBase(ctx, spec.Base.Archive, in, p, o)
+	}
+	ref := baseImage(spec)
+	if ref == kilnv1.ScratchImage {
+		return image.Scratch(p), 0, nil
+	}
+	// The base registry gets the same transport and credentials as the
+	// target, but never the target's insecure flag: that is per registry.
+	bo := o
+	bo.Insecure = false
+	b, err := image.FromRegistry(ctx, ref, p, registry.RemoteOptions(ctx, bo)...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("resolving base %s: %w", ref, err)
+	}
+	return b, 0, nil
+}
+
+func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, p v1.Platform, o registry.Options) (*image.Base, int64, error) {
+	src, err := sourceSpec("base", &a.Source, a.Digest, in)
+	if err != nil {
+		return nil, 0, err
+	}
+	f := e.fetcher(o)
+	stream, err := f.Open(ctx, src)
+	if err != nil {
+		return nil, 0, fmt.Errorf("fetching base archive: %w", err)
+	}
+	defer func() { _ = stream.Close() }()
+	b, err := image.FromArchive(ctx, stream, e.Store, p, "archive "+describe(&a.Source))
+	if err != nil {
+		return nil, stream.Size(), fmt.Errorf("reading base archive: %w", err)
+	}
+	return b, stream.Size(), nil
+}
+
+// sourceSpec turns an API source into a fetchable one, reading ConfigMap and
+// Secret bytes from the caller's inputs (never from anywhere else).
+func sourceSpec(name string, s *kilnv1.Source, digest string, in Inputs) (source.Spec, error) {
+	spec := source.Spec{Name: name, Digest: digest}
+	switch {
+	case s.URL != "":
+		spec.URL = s.URL
+		if s.HeadersFrom != nil {
+			h, ok := in.Secrets[s.HeadersFrom.Name]
+			if !ok {
+				return spec, failure.Permanentf(failure.SourceNotFound, "layer %q: headers Secret %q not found in the ImageBuild's namespace", name, s.HeadersFrom.Name)
+			}
+			spec.Headers = map[string]string{}
+			for k, v := range h {
+				spec.Headers[k] = string(v)
+			}
+		}
+	case s.ConfigMap != nil:
+		data, err := keyOf(in.ConfigMaps, "ConfigMap", name, s.ConfigMap)
+		if err != nil {
+			return spec, err
+		}
+		spec.Data, spec.DataRef = data, fmt.Sprintf("configMap %s key %s", s.ConfigMap.Name, s.ConfigMap.Key)
+	case s.Secret != nil:
+		data, err := keyOf(in.Secrets, "Secret", name, s.Secret)
+		if err != nil {
+			return spec, err
+		}
+		spec.Data, spec.DataRef = data, fmt.Sprintf("secret %s key %s", s.Secret.Name, s.Secret.Key)
+	case s.Blob != "":
+		spec.Blob = s.Blob
+	default:
+		return spec, failure.Permanentf(failure.InvalidSpec, "layer %q: source has none of url, configMap, secret or blob", name)
+	}
+	return spec, nil
+}
+
+func keyOf(objs map[string]map[string][]byte, kind, layerName string, sel *kilnv1.KeySelector) ([]byte, error) {
+	obj, ok := objs[sel.Name]
+	if !ok {
+		return nil, failure.Permanentf(failure.SourceNotFound, "layer %q: %s %q not found in the ImageBuild's namespace", layerName, kind, sel.Name)
+	}
+	data, ok := obj[sel.Key]
+	if !ok {
+		return nil, failure.Permanentf(failure.SourceNotFound, "layer %q: %s %q has no key %q", layerName, kind, sel.Name, sel.Key)
+	}
+	return data, nil
+}
+
+// describe names a source for history entries and messages.
+func describe(s *kilnv1.Source) string {
+	switch {
+	case s.URL != "":
+		return "url " + s.URL
+	case s.ConfigMap != nil:
+		return "configMap " + s.ConfigMap.Name + "/" + s.ConfigMap.Key
+	case s.Secret != nil:
+		return "secret " + s.Secret.Name + "/" + s.Secret.Key
+	case s.Blob != "":
+		return "blob " + s.Blob
+	}
+	return "unknown source"
+}
+
+// fetcher returns a source fetcher that pulls registry blobs with the same
+// credentials and transport as the push.
+func (e *Engine) fetcher(o registry.Options) *source.Fetcher {
+	so := e.Source
+	if o.Keychain != nil {
+		so.Keychain = o.Keychain
+	}
+	if o.Transport != nil && so.Transport == nil {
+		so.Transport = o.Transport
+	}
+	return source.NewFetcher(so)
+}

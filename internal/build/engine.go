@@ -1,0 +1,270 @@
+// Package build is kiln's engine: an ImageBuild spec plus the inputs resolved
+// by the caller go in, the full status (every digest, with provenance) or a
+// classified error comes out. The controller and the CLI both call Build and
+// neither duplicates any of its logic.
+package build
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/blobstore"
+	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/layer"
+	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/source"
+)
+
+// Engine builds images. One Engine is shared by all builds of a process so
+// that identical layers are fetched and encoded once (single-flight and the
+// content-addressed store).
+type Engine struct {
+	// Store is the blob cache shared by every build.
+	Store *blobstore.Store
+	// Source configures fetching (HTTP client, size cap, allowed hosts).
+	Source source.Options
+	// Registry configures pulls and pushes (transport, retries).
+	Registry registry.Options
+	// Limits bound each layer (size, entries, headers, ratio).
+	Limits layer.Limits
+	// LayerAttempts is how often a layer whose stream broke mid-way is
+	// fetched again before the error is returned as transient. Default 3.
+	LayerAttempts int
+	// Now is the clock for status timestamps (never for image bytes).
+	Now func() time.Time
+}
+
+// Inputs are what the caller resolved outside the engine: ConfigMap and
+// Secret data of the ImageBuild's namespace and registry credentials.
+type Inputs struct {
+	// ConfigMaps maps name -> key -> bytes (binaryData and data merged).
+	ConfigMaps map[string]map[string][]byte
+	// Secrets maps name -> key -> bytes.
+	Secrets map[string]map[string][]byte
+	// Keychain authenticates to registries; nil means Registry.Keychain.
+	Keychain authn.Keychain
+}
+
+// Options tune one Build call.
+type Options struct {
+	// DryRun computes every digest without pushing (kiln plan).
+	DryRun bool
+	// Progress, when set, receives byte counts per layer as they move.
+	Progress func(Progress)
+}
+
+// Progress reports one layer's bytes so far.
+type Progress struct {
+	Layer    string
+	BytesIn  int64
+	BytesOut int64
+	Done     bool
+}
+
+// Result is the outcome of a successful Build.
+type Result struct {
+	// Status is the ImageBuild status as the controller writes it (without
+	// conditions, observedGeneration and history, which belong to the caller).
+	Status kilnv1.ImageBuildStatus
+	// UpToDate is true when the target already held the digest: nothing was written.
+	UpToDate bool
+	// WouldPush is set by DryRun: a push would write to the registry.
+	WouldPush bool
+	// BytesIn fetched from sources, BytesOut uploaded.
+	BytesIn, BytesOut int64
+	// CacheHits counts layers taken from the cache without encoding.
+	CacheHits int
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+// Build runs one ImageBuild: resolve base, produce layers, assemble in one
+// pass, verify, push (unless DryRun) and return the status. Nothing is pushed
+// when any step fails.
+func (e *Engine) Build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, opts Options) (*Result, error) {
+	start := e.now()
+	spec := &ib.Spec
+	regOpts := e.registryOptions(spec, in)
+	if _, err := registry.ParseReference(spec.Target.Image, regOpts); err != nil {
+		return nil, failure.Permanent(failure.InvalidSpec, fmt.Errorf("target.image: %w", err))
+	}
+	plat, err := image.ParsePlatform(platform(spec))
+	if err != nil {
+		return nil, failure.Permanent(failure.InvalidSpec, fmt.Errorf("base.platform: %w", err))
+	}
+	base, baseIn, err := e.resolveBase(ctx, spec, in, plat, regOpts)
+	if err != nil {
+		return nil, err
+	}
+	windows := base.Windows() || plat.OS == "windows"
+	layers, err := e.buildLayers(ctx, spec, in, windows, regOpts, opts.Progress)
+	if err != nil {
+		return nil, err
+	}
+	asm, err := e.assemble(spec, base, layers)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{BytesIn: baseIn}
+	for _, l := range layers {
+		res.BytesIn += l.bytesIn
+		if l.cached {
+			res.CacheHits++
+		}
+	}
+	res.Status = statusOf(spec, base, layers, asm)
+	if err := e.publish(ctx, spec, asm, regOpts, opts, res); err != nil {
+		return nil, err
+	}
+	end := e.now()
+	result := kilnv1.ResultPushed
+	if res.UpToDate || opts.DryRun {
+		result = kilnv1.ResultUpToDate
+	}
+	res.Status.LastBuild = &kilnv1.LastBuild{
+		StartTime: metav1.NewTime(start), CompletionTime: metav1.NewTime(end),
+		Duration: metav1.Duration{Duration: end.Sub(start).Round(time.Millisecond)},
+		Result:   result, BytesIn: res.BytesIn, BytesOut: res.BytesOut,
+	}
+	return res, nil
+}
+
+// publish pushes the assembled image, or in DryRun only asks whether the
+// target already holds it.
+func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, asm *image.Assembled, o registry.Options, opts Options, res *Result) error {
+	if opts.DryRun {
+		held, err := registry.Exists(ctx, spec.Target.Image, asm.Digest, o)
+		if err != nil {
+			return err
+		}
+		res.WouldPush = !held
+		res.UpToDate = held
+		res.Status.Image = repoOf(spec.Target.Image, o) + "@" + asm.Digest.String()
+		return nil
+	}
+	pr, err := registry.Push(ctx, asm.Image, spec.Target.Image, spec.Target.Tags, o)
+	if err != nil {
+		return err
+	}
+	res.UpToDate = pr.UpToDate
+	res.BytesOut = pr.BytesUploaded
+	res.Status.Image = pr.Image
+	res.Status.Tags = pr.Tags
+	if pr.Digest != asm.Digest {
+		return failure.Permanentf(failure.PushRejected, "registry reports digest %s for the pushed manifest, kiln computed %s", pr.Digest, asm.Digest)
+	}
+	return nil
+}
+
+func repoOf(target string, o registry.Options) string {
+	ref, err := registry.ParseReference(target, o)
+	if err != nil {
+		return target
+	}
+	return ref.Context().Name()
+}
+
+func (e *Engine) registryOptions(spec *kilnv1.ImageBuildSpec, in Inputs) registry.Options {
+	o := e.Registry
+	if in.Keychain != nil {
+		o.Keychain = in.Keychain
+	}
+	o.Insecure = spec.Target.Insecure
+	if ca := caBundle(spec, in); len(ca) > 0 {
+		o.CABundle = ca
+	}
+	return o
+}
+
+func caBundle(spec *kilnv1.ImageBuildSpec, in Inputs) []byte {
+	cb := spec.Target.CABundle
+	switch {
+	case cb == nil:
+		return nil
+	case cb.ConfigMap != nil:
+		return in.ConfigMaps[cb.ConfigMap.Name][cb.ConfigMap.Key]
+	case cb.Secret != nil:
+		return in.Secrets[cb.Secret.Name][cb.Secret.Key]
+	}
+	return nil
+}
+
+// assemble builds config and manifest in one pass and verifies them.
+func (e *Engine) assemble(spec *kilnv1.ImageBuildSpec, base *image.Base, layers []*builtLayer) (*image.Assembled, error) {
+	s := image.Spec{
+		Base:        base,
+		Config:      configOf(spec.Config),
+		Annotations: spec.Annotations,
+		Created:     created(spec),
+		Zstd:        outputCompression(spec) == "zstd",
+	}
+	for _, l := range layers {
+		s.Additions = append(s.Additions, l.addition)
+	}
+	asm, err := image.Assemble(s)
+	if err != nil {
+		return nil, fmt.Errorf("assembling image: %w", err)
+	}
+	if err := image.Verify(asm); err != nil {
+		return nil, failure.Permanent(failure.InvalidLayer, fmt.Errorf("verifying image before push: %w", err))
+	}
+	return asm, nil
+}
+
+func configOf(c *kilnv1.ImageConfig) image.Config {
+	if c == nil {
+		return image.Config{}
+	}
+	return image.Config{
+		Env: c.Env, Entrypoint: c.Entrypoint, Cmd: c.Cmd,
+		EntrypointSet: c.Entrypoint != nil, CmdSet: c.Cmd != nil,
+		WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels,
+		ExposedPorts: c.ExposedPorts, Volumes: c.Volumes, StopSignal: c.StopSignal,
+	}
+}
+
+// statusOf records every digest of the assembled image.
+func statusOf(spec *kilnv1.ImageBuildSpec, base *image.Base, layers []*builtLayer, asm *image.Assembled) kilnv1.ImageBuildStatus {
+	st := kilnv1.ImageBuildStatus{
+		Digest:       asm.Digest.String(),
+		ConfigDigest: asm.ConfigDigest.String(),
+		MediaType:    string(asm.MediaType),
+		Notes:        asm.Notes,
+		Base:         &kilnv1.BaseStatus{Image: base.Name, Platform: platformString(base.Platform)},
+	}
+	if !base.Scratch && base.Digest != (v1.Hash{}) {
+		st.Base.Digest = base.Digest.String()
+	}
+	var sources []string
+	for _, l := range layers {
+		st.Layers = append(st.Layers, l.status)
+		sources = append(sources, l.status.SourceDigest)
+	}
+	st.InputDigest = InputDigest(spec, st.Base.Digest, sources)
+	return st
+}
+
+func platformString(p v1.Platform) string {
+	parts := []string{p.OS, p.Architecture}
+	if p.Variant != "" {
+		parts = append(parts, p.Variant)
+	}
+	s := strings.Join(parts, "/")
+	if p.OSVersion != "" {
+		s += ":" + p.OSVersion
+	}
+	return s
+}

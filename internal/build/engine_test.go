@@ -1,0 +1,416 @@
+package build
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+func pull(t *testing.T, ref string) v1.Image {
+	t.Helper()
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatalf("pulling %s: %v", ref, err)
+	}
+	return img
+}
+
+// layerTar returns the uncompressed bytes of the image's layer i.
+func layerTar(t *testing.T, img v1.Image, i int) []byte {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := ls[i].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestScratchXzLayerAndEnvInOneManifestPut(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	rootfs := makeTar(t, dir("bin/"), file("bin/sh", "#!busybox"), symlink("bin/ls", "/bin/busybox"), dir("etc/"), file("etc/passwd", "root:x:0:0::/root:/bin/sh\n"))
+	ib := imageBuild("app", reg.host()+"/team/app:1.0", urlLayer("rootfs", files.put("/rootfs.tar.xz", xzBytes(t, rootfs))))
+	ib.Spec.Config = &kilnv1.ImageConfig{
+		Env:        []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}, {Name: "APP", Value: "1"}},
+		Entrypoint: []string{"/bin/sh"}, WorkingDir: "/app", User: "65532:65532",
+		Labels: map[string]string{"team": "a"},
+	}
+	res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reg.counts.get("PUT manifest"); got != 1 {
+		t.Errorf("manifest PUTs = %d, want exactly 1 (one pass, no append-then-mutate)", got)
+	}
+	img := pull(t, res.Status.Image)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"PATH=/app/bin:", "APP=1"}; strings.Join(cf.Config.Env, ",") != strings.Join(want, ",") {
+		t.Errorf("env = %q, want %q ($PATH expands against the empty scratch env)", cf.Config.Env, want)
+	}
+	if cf.OS != "linux" || cf.Architecture != "amd64" {
+		t.Errorf("os/arch = %s/%s, want linux/amd64", cf.OS, cf.Architecture)
+	}
+	if len(cf.History) != 1 || !strings.Contains(cf.History[0].CreatedBy, "rootfs") {
+		t.Errorf("history = %+v, want one entry naming the layer", cf.History)
+	}
+	if want := sha(rootfs); len(cf.RootFS.DiffIDs) != 1 || cf.RootFS.DiffIDs[0].String() != want {
+		t.Errorf("diff_ids = %v, want [%s] (sha256 of the uncompressed tar, not of the xz bytes)", cf.RootFS.DiffIDs, want)
+	}
+	if got := layerTar(t, img, 0); !bytes.Equal(got, rootfs) {
+		t.Errorf("pushed layer does not decompress to the input tar (%d vs %d bytes)", len(got), len(rootfs))
+	}
+	l := res.Status.Layers[0]
+	if l.SourceCompression != "xz" || l.DiffID != sha(rootfs) || l.SourceDigest == "" || l.Digest == "" {
+		t.Errorf("layer status = %+v", l)
+	}
+	if res.Status.InputDigest == "" || res.Status.ConfigDigest == "" || res.Status.Digest == "" {
+		t.Errorf("status lacks digests: %+v", res.Status)
+	}
+}
+
+func TestSecondBuildIsUpToDateWithoutWrites(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	url := files.put("/app.tar.gz", gzipBytes(t, makeTar(t, file("app/run", "x"))))
+	ib := imageBuild("app", reg.host()+"/team/app:1.0", urlLayer("app", url))
+	ib.Spec.Target.Tags = []string{"latest", "stable"}
+	first, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.UpToDate {
+		t.Fatal("first build reported upToDate")
+	}
+	reg.counts.reset()
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	second, err := newEngine(t, "").Build(context.Background(), ib.DeepCopy(), Inputs{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Status.Digest != first.Status.Digest {
+		t.Errorf("digest differs across cache dirs and GOMAXPROCS: %s vs %s", second.Status.Digest, first.Status.Digest)
+	}
+	if !second.UpToDate || reg.counts.writes() != 0 {
+		t.Errorf("second build: upToDate=%v, registry writes=%d; want true, 0", second.UpToDate, reg.counts.writes())
+	}
+}
+
+func TestGzipDockerSaveArchiveBase(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	base, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err = mutate.Config(base, v1.Config{Env: []string{"PATH=/usr/bin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved bytes.Buffer
+	tag, _ := name.NewTag("base:1")
+	if err := tarball.Write(tag, base, &saved); err != nil {
+		t.Fatal(err)
+	}
+	ib := imageBuild("app", reg.host()+"/team/app:1.0", urlLayer("app", files.put("/app.tar", makeTar(t, file("app", "x")))))
+	ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: files.put("/base.tar.gz", gzipBytes(t, saved.Bytes()))}}}
+	ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}
+	res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
+	if err != nil {
+		t.Fatalf("docker save | gzip base: %v", err)
+	}
+	cf, err := pull(t, res.Status.Image).ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cf.RootFS.DiffIDs) != 3 {
+		t.Errorf("diff_ids = %d, want 2 base + 1 added", len(cf.RootFS.DiffIDs))
+	}
+	if got := strings.Join(cf.Config.Env, ","); got != "PATH=/app:/usr/bin" {
+		t.Errorf("env = %q, want PATH=/app:/usr/bin", got)
+	}
+}
+
+func TestWindowsBaseWithTarDotLayer(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	baseLayer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(makeTar(t, dir("Files/"), dir("Files/Windows/"), dir("Hives/"), file("Hives/Software_Base", "hive")))), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), baseLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err = mutate.ConfigFile(base, &v1.ConfigFile{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2113",
+		RootFS: v1.RootFS{Type: "layers", DiffIDs: mustDiffIDs(t, base)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseRef := reg.host() + "/windows/nanoserver:ltsc2022"
+	if err := remote.Write(mustRef(t, baseRef), base); err != nil {
+		t.Fatal(err)
+	}
+	// What `tar -C dir .` produces: a "./" root entry and "./"-prefixed paths.
+	layer := makeTar(t, dir("./"), dir("./app/"), file("./app/server.exe", "MZ"))
+	ib := imageBuild("win", reg.host()+"/team/win:1.0", urlLayer("app", files.put("/win.tar.gz", gzipBytes(t, layer))))
+	ib.Spec.Base = &kilnv1.Base{Image: baseRef}
+	res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := pull(t, res.Status.Image)
+	cf, _ := img.ConfigFile()
+	if cf.OSVersion != "10.0.20348.2113" || cf.OS != "windows" {
+		t.Errorf("os/os.version = %s/%s, want windows/10.0.20348.2113", cf.OS, cf.OSVersion)
+	}
+	tr := tar.NewReader(bytes.NewReader(layerTar(t, img, 1)))
+	seen := map[string]int{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[strings.TrimSuffix(h.Name, "/")]++
+		if !strings.HasPrefix(h.Name, "Files") && !strings.HasPrefix(h.Name, "Hives") {
+			t.Errorf("entry %q is outside Files/ and Hives/", h.Name)
+		}
+	}
+	for p, n := range seen {
+		if n > 1 {
+			t.Errorf("duplicate path %q (%d times)", p, n)
+		}
+	}
+	if seen["Files"] != 1 || seen["Files/app/server.exe"] != 1 {
+		t.Errorf("entries = %v, want Files once and Files/app/server.exe", seen)
+	}
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func mustDiffIDs(t *testing.T, img v1.Image) []v1.Hash {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []v1.Hash
+	for _, l := range ls {
+		d, err := l.DiffID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func TestEightParallelBuildsWithIdenticalEmptyLayers(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	empty := makeTar(t)
+	url := files.put("/empty.tar", empty)
+	engine := newEngine(t, "")
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ib := imageBuild(fmt.Sprintf("b%d", i), fmt.Sprintf("%s/team/b%d:1", reg.host(), i),
+				urlLayer("one", url), urlLayer("two", url), urlLayer("three", url))
+			ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "N", Value: fmt.Sprint(i)}}}
+			_, errs[i] = engine.Build(context.Background(), ib, Inputs{}, Options{})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("build %d: %v", i, err)
+		}
+	}
+	blobs, err := listBlobs(engine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blobs) != 1 {
+		t.Errorf("blob store holds %d blobs, want exactly 1 (the empty layer, encoded once)", len(blobs))
+	}
+	if tmp, _ := engine.Store.TempFiles(); len(tmp) != 0 {
+		t.Errorf("temp files left: %v", tmp)
+	}
+}
+
+func TestRetriesEndWithTheSameDigest(t *testing.T) {
+	files := newFileServer(t)
+	url := files.put("/app.tar", makeTar(t, file("app/a", strings.Repeat("kiln ", 50000)), file("app/b", "b")))
+	clean := newTestRegistry(t)
+	ib := imageBuild("app", clean.host()+"/team/app:1", urlLayer("app", url))
+	want, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	faulty := newTestRegistry(t)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var reset atomic.Bool
+	fault := func(w http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		seen[r.Method]++
+		n := seen[r.Method]
+		mu.Unlock()
+		if r.URL.Path != "/v2/" && n <= 2 {
+			w.Header().Set("Retry-After", "0")
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return true
+		}
+		if r.Method == http.MethodPatch || (r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/")) {
+			if reset.CompareAndSwap(false, true) {
+				// Reset the connection in the middle of a blob upload.
+				_, _ = io.CopyN(io.Discard, r.Body, 100)
+				if hj, ok := w.(http.Hijacker); ok {
+					if c, _, err := hj.Hijack(); err == nil {
+						if tc, ok := c.(*net.TCPConn); ok {
+							_ = tc.SetLinger(0)
+						}
+						_ = c.Close()
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	faulty.fault.Store(&fault)
+	ib2 := imageBuild("app", faulty.host()+"/team/app:1", urlLayer("app", url))
+	got, err := newEngine(t, "").Build(context.Background(), ib2, Inputs{}, Options{})
+	if err != nil {
+		t.Fatalf("build through faults: %v", err)
+	}
+	if got.Status.Digest != want.Status.Digest {
+		t.Errorf("digest through faults %s, clean %s", got.Status.Digest, want.Status.Digest)
+	}
+	if !reset.Load() {
+		t.Error("the upload reset was never injected")
+	}
+}
+
+func TestPermanentErrorsNameTheProblemAndPushNothing(t *testing.T) {
+	files := newFileServer(t)
+	good := makeTar(t, file("a", "a"))
+	goodURL := files.put("/good.tar", good)
+	badURL := files.put("/bad.tar", []byte("<html>not a tarball</html>"))
+	xzURL := files.put("/x.tar.xz", xzBytes(t, good))
+	tests := []struct {
+		name   string
+		layer  kilnv1.Layer
+		in     Inputs
+		reason failure.Reason
+		want   string
+	}{
+		{"digest mismatch", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: goodURL}, Digest: "sha256:" + strings.Repeat("0", 64)},
+			Inputs{}, failure.DigestMismatch, "sha256:" + strings.Repeat("0", 64)},
+		{"diffID mismatch", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: goodURL}, DiffID: "sha256:" + strings.Repeat("1", 64)},
+			Inputs{}, failure.DiffIDMismatch, sha(good)},
+		{"not a tar", urlLayer("l", badURL), Inputs{}, failure.InvalidLayer, "not a tar archive"},
+		{"declared gzip on xz", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: xzURL}, Compression: kilnv1.CompressionGzip},
+			Inputs{}, failure.InvalidLayer, "xz"},
+		{"404", urlLayer("l", files.srv.URL+"/missing.tar"), Inputs{}, failure.SourceNotFound, "404"},
+		{"missing ConfigMap", kilnv1.Layer{Name: "l", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
+			Inputs{}, failure.SourceNotFound, `ConfigMap "cm" not found`},
+		{"missing key", kilnv1.Layer{Name: "l", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
+			Inputs{ConfigMaps: map[string]map[string][]byte{"cm": {"other": good}}}, failure.SourceNotFound, `has no key "k"`},
+		{"missing Secret", kilnv1.Layer{Name: "l", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "k"}}},
+			Inputs{}, failure.SourceNotFound, `Secret "s" not found`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := newTestRegistry(t)
+			ib := imageBuild("app", reg.host()+"/team/app:1", tt.layer)
+			_, err := newEngine(t, "").Build(context.Background(), ib, tt.in, Options{})
+			if err == nil {
+				t.Fatal("build succeeded")
+			}
+			if !failure.IsPermanent(err) || failure.ReasonOf(err) != tt.reason {
+				t.Errorf("reason = %s (permanent %v), want permanent %s: %v", failure.ReasonOf(err), failure.IsPermanent(err), tt.reason, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), `"l"`) {
+				t.Errorf("error %q should name the layer and contain %q", err, tt.want)
+			}
+			if w := reg.counts.writes(); w != 0 {
+				t.Errorf("%d registry writes for a failed build", w)
+			}
+		})
+	}
+}
+
+func TestInvalidTargetIsInvalidSpec(t *testing.T) {
+	ib := imageBuild("app", "Not A Reference!!", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: "http://127.0.0.1:1/x"}})
+	_, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
+	if failure.ReasonOf(err) != failure.InvalidSpec || !strings.Contains(err.Error(), "target.image") {
+		t.Fatalf("want InvalidSpec naming target.image, got %v", err)
+	}
+}
+
+func TestPlanDoesNotPush(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	ib := imageBuild("app", reg.host()+"/team/app:1", urlLayer("l", files.put("/l.tar", makeTar(t, file("a", "a")))))
+	res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.WouldPush || reg.counts.writes() != 0 || res.Status.Digest == "" {
+		t.Errorf("plan: wouldPush=%v writes=%d digest=%q", res.WouldPush, reg.counts.writes(), res.Status.Digest)
+	}
+}
+
+// listBlobs returns the blob files of the engine's store.
+func listBlobs(e *Engine) ([]string, error) {
+	return globBlobs(e.Store.Root())
+}
+

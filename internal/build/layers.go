@@ -1,0 +1,267 @@
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/compression"
+	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/layer"
+	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/source"
+	"github.com/kiln-build/kiln/internal/version"
+)
+
+// layerParallelism is how many layers of one build are produced at once.
+// Each pipeline already keeps both cores busy (decode | normalize | encode),
+// so more would only add memory.
+const layerParallelism = 2
+
+// builtLayer is a layer ready for assembly.
+type builtLayer struct {
+	addition image.Addition
+	status   kilnv1.LayerStatus
+	bytesIn  int64
+	cached   bool
+}
+
+// cachedLayer is the metadata record that lets a later build reuse a layer
+// produced from the same source bytes with the same options, without
+// fetching or encoding it again.
+type cachedLayer struct {
+	Digest            string         `json:"digest"`
+	DiffID            string         `json:"diffID"`
+	Size              int64          `json:"size"`
+	UncompressedSize  int64          `json:"uncompressedSize"`
+	MediaType         string         `json:"mediaType"`
+	SourceDigest      string         `json:"sourceDigest"`
+	SourceCompression string         `json:"sourceCompression"`
+	Entries           int            `json:"entries"`
+	Changes           map[string]int `json:"changes,omitempty"`
+}
+
+// buildLayers produces every layer of the spec, in order, at most
+// layerParallelism at a time.
+func (e *Engine) buildLayers(ctx context.Context, spec *kilnv1.ImageBuildSpec, in Inputs, windows bool, o registry.Options, progress func(Progress)) ([]*builtLayer, error) {
+	out := make([]*builtLayer, len(spec.Layers))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(layerParallelism)
+	for i := range spec.Layers {
+		l := &spec.Layers[i]
+		g.Go(func() error {
+			b, err := e.buildLayer(gctx, spec, l, in, windows, o, progress)
+			if err != nil {
+				return fmt.Errorf("layer %q: %w", l.Name, err)
+			}
+			out[i] = b
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, windows bool, o registry.Options, progress func(Progress)) (*builtLayer, error) {
+	src, err := sourceSpec(l.Name, &l.Source, l.Digest, in)
+	if err != nil {
+		return nil, err
+	}
+	declared, err := declaredCompression(l)
+	if err != nil {
+		return nil, err
+	}
+	bo := layer.BuildOptions{
+		Options: layer.Options{
+			Mode: normalizeMode(spec, l), Created: created(spec), Windows: windows,
+			Limits: e.Limits, LayerName: l.Name,
+		},
+		Declared: declared,
+		DiffID:   l.DiffID,
+		Output:   outputCompression(spec),
+	}
+	opts := optionsKey(bo)
+	if id := src.Identity(); id != "" {
+		if c, ok := e.lookup(id, opts); ok {
+			return e.finish(l, c, 0, true, progress)
+		}
+	}
+	flight := src.Identity()
+	if flight == "" {
+		flight = string(src.Kind()) + " " + src.URL + src.Blob
+	}
+	v, _, err := e.Store.Do(ctx, "layer "+flight+" "+opts, func() (any, error) {
+		return e.produce(ctx, src, bo, opts, o, progress)
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := v.(produced)
+	return e.finish(l, p.layer, p.bytesIn, false, progress)
+}
+
+type produced struct {
+	layer   cachedLayer
+	bytesIn int64
+}
+
+// produce fetches and encodes one layer, retrying a stream that broke
+// mid-way (the fetcher itself retries only before the first byte).
+func (e *Engine) produce(ctx context.Context, src source.Spec, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
+	attempts := e.LayerAttempts
+	if attempts <= 0 {
+		attempts = 3
+	}
+	var lastErr error
+	for a := 0; a < attempts; a++ {
+		if a > 0 {
+			if err := sleepCtx(ctx, time.Duration(a)*time.Second); err != nil {
+				return produced{}, err
+			}
+		}
+		p, err := e.produceOnce(ctx, src, bo, opts, o, progress)
+		if err == nil || failure.IsPermanent(err) || ctx.Err() != nil {
+			return p, err
+		}
+		lastErr = err
+	}
+	return produced{}, lastErr
+}
+
+func (e *Engine) produceOnce(ctx context.Context, src source.Spec, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
+	stream, err := e.fetcher(o).Open(ctx, src)
+	if err != nil {
+		return produced{}, fmt.Errorf("fetching: %w", err)
+	}
+	defer func() { _ = stream.Close() }()
+	var in io.Reader = stream
+	if progress != nil {
+		in = &progressReader{r: stream, name: src.Name, report: progress}
+	}
+	res, err := layer.Build(ctx, in, bo, e.Store)
+	if err != nil {
+		return produced{}, err
+	}
+	c := cachedLayer{
+		Digest: res.Digest.String(), DiffID: res.DiffID.String(), Size: res.Size,
+		UncompressedSize: res.UncompressedSize, MediaType: string(res.MediaType),
+		SourceDigest: stream.Digest().String(), SourceCompression: string(res.SourceCompression),
+		Entries: res.Entries, Changes: res.Changes,
+	}
+	// The record is keyed by the digest of the bytes actually fetched, so a
+	// later build that knows the digest up front (pinned, ConfigMap, blob)
+	// skips the fetch. A failed write only costs a future re-encode.
+	_ = e.Store.PutMeta(metaKey(c.SourceDigest, opts), c)
+	return produced{layer: c, bytesIn: stream.Size()}, nil
+}
+
+// lookup returns a cached layer for source identity id whose blob is still
+// in the store.
+func (e *Engine) lookup(id, opts string) (cachedLayer, bool) {
+	var c cachedLayer
+	ok, err := e.Store.GetMeta(metaKey(id, opts), &c)
+	if err != nil || !ok {
+		return c, false
+	}
+	d, err := v1.NewHash(c.Digest)
+	if err != nil || !e.Store.Has(d) {
+		return c, false
+	}
+	return c, true
+}
+
+// finish checks the declared diffID and turns a layer record into an addition.
+func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bool, progress func(Progress)) (*builtLayer, error) {
+	if l.DiffID != "" && l.DiffID != c.DiffID {
+		return nil, failure.Permanentf(failure.DiffIDMismatch, "layer %q: uncompressed tar has diffID %s, spec declares %s", l.Name, c.DiffID, l.DiffID)
+	}
+	d, err := v1.NewHash(c.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("layer %q: cached digest: %w", l.Name, err)
+	}
+	diffID, err := v1.NewHash(c.DiffID)
+	if err != nil {
+		return nil, fmt.Errorf("layer %q: cached diffID: %w", l.Name, err)
+	}
+	if progress != nil {
+		progress(Progress{Layer: l.Name, BytesIn: bytesIn, BytesOut: c.Size, Done: true})
+	}
+	changes := map[string]int64{}
+	for k, v := range c.Changes {
+		changes[k] = int64(v)
+	}
+	if len(changes) == 0 {
+		changes = nil
+	}
+	return &builtLayer{
+		addition: image.Addition{
+			Name: l.Name, Source: describe(&l.Source), Digest: d, DiffID: diffID,
+			Size: c.Size, MediaType: types.MediaType(c.MediaType), Path: e.Store.Path(d),
+		},
+		status: kilnv1.LayerStatus{
+			Name: l.Name, Digest: c.Digest, DiffID: c.DiffID, Size: c.Size,
+			UncompressedSize: c.UncompressedSize, MediaType: c.MediaType,
+			SourceDigest: c.SourceDigest, SourceCompression: c.SourceCompression,
+			Entries: int64(c.Entries), Changes: changes,
+		},
+		bytesIn: bytesIn,
+		cached:  cached,
+	}, nil
+}
+
+// optionsKey names everything besides the source bytes that determines a
+// layer's output bytes.
+func optionsKey(bo layer.BuildOptions) string {
+	return fmt.Sprintf("%s mode=%s windows=%t created=%d out=%s declared=%s",
+		version.Engine, bo.Mode, bo.Windows, bo.Created.Unix(), bo.Output, compressionOrAuto(bo.Declared))
+}
+
+func compressionOrAuto(a compression.Algorithm) compression.Algorithm {
+	if a == "" {
+		return compression.Auto
+	}
+	return a
+}
+
+func metaKey(sourceDigest, opts string) string {
+	sum := sha256.Sum256([]byte(sourceDigest + "\x00" + opts))
+	return "layer-" + hex.EncodeToString(sum[:])
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// progressReader reports bytes read from a source.
+type progressReader struct {
+	r      io.Reader
+	name   string
+	n      atomic.Int64
+	report func(Progress)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	total := p.n.Add(int64(n))
+	p.report(Progress{Layer: p.name, BytesIn: total})
+	return n, err
+}

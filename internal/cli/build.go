@@ -1,0 +1,199 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"sigs.k8s.io/yaml"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/blobstore"
+	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// buildFlags are shared by build and plan.
+type buildFlags struct {
+	files    []string
+	cacheDir string
+	output   string
+	parallel int
+	progress bool
+}
+
+func (f *buildFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVarP(&f.files, "filename", "f", nil, "file with ImageBuild (and referenced ConfigMap/Secret) documents; repeatable; - for stdin")
+	cmd.Flags().StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "blob cache directory, shared by concurrent builds")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "yaml", "output format: yaml or json")
+	cmd.Flags().IntVar(&f.parallel, "parallel", 4, "independent builds run at once")
+	cmd.Flags().BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show per-layer progress on stderr")
+	_ = cmd.MarkFlagRequired("filename")
+}
+
+func defaultCacheDir() string {
+	if d := os.Getenv("KILN_CACHE_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "kiln")
+	}
+	return filepath.Join(os.TempDir(), "kiln-cache")
+}
+
+func newBuildCmd() *cobra.Command {
+	f := &buildFlags{}
+	cmd := &cobra.Command{
+		Use:   "build -f FILE [-f FILE ...]",
+		Short: "Build and push the ImageBuilds in the given files",
+		Long: `Build reads ImageBuild documents, and the ConfigMap and Secret documents they
+reference, from the files; builds and pushes every ImageBuild (independent builds
+in parallel) and prints them with .status filled in exactly as the controller
+would. Registry credentials come from the docker config (~/.docker/config.json
+or $DOCKER_CONFIG). Exit status 0 only when every build is Ready.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runBuild(cmd, f, false) },
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newPlanCmd() *cobra.Command {
+	f := &buildFlags{}
+	cmd := &cobra.Command{
+		Use:   "plan -f FILE [-f FILE ...]",
+		Short: "Compute digests of the ImageBuilds in the given files without pushing",
+		Long: `Plan fetches and encodes every layer (into the cache) and computes the manifest
+digest and inputDigest of each ImageBuild, then asks the registry whether the
+target already holds it. Nothing is written to the registry. The printed status
+carries the digests; the Ready condition says whether a push would happen.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runBuild(cmd, f, true) },
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
+	if f.output != "yaml" && f.output != "json" {
+		return &ExitError{Code: 2, Err: fmt.Errorf("--output must be yaml or json, not %q", f.output)}
+	}
+	docs, err := readFiles(f.files, cmd.InOrStdin())
+	if err != nil {
+		return &ExitError{Code: 2, Err: err}
+	}
+	store, err := blobstore.Open(f.cacheDir, blobstore.Options{})
+	if err != nil {
+		return fmt.Errorf("opening cache %s: %w", f.cacheDir, err)
+	}
+	engine := &build.Engine{Store: store}
+	var prog *progressView
+	if f.progress {
+		prog = newProgressView(cmd.ErrOrStderr())
+		defer prog.stop()
+	}
+	failed := buildAll(cmd.Context(), engine, docs, f.parallel, dryRun, prog)
+	if prog != nil {
+		prog.stop()
+	}
+	if err := printBuilds(cmd.OutOrStdout(), docs.builds, f.output); err != nil {
+		return err
+	}
+	for _, line := range failed {
+		fprintf(cmd.ErrOrStderr(), "%s\n", line)
+	}
+	if len(failed) > 0 {
+		return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d builds failed", len(failed), len(docs.builds))}
+	}
+	return nil
+}
+
+// buildAll runs the builds and fills in their status; it returns one line
+// per failed build.
+func buildAll(ctx context.Context, engine *build.Engine, docs *documents, parallel int, dryRun bool, prog *progressView) []string {
+	if parallel < 1 {
+		parallel = 1
+	}
+	var (
+		mu     sync.Mutex
+		failed []string
+	)
+	g := &errgroup.Group{}
+	g.SetLimit(parallel)
+	for _, ib := range docs.builds {
+		g.Go(func() error {
+			opts := build.Options{DryRun: dryRun}
+			if prog != nil {
+				opts.Progress = prog.reporter(ib.Name)
+			}
+			res, err := engine.Build(ctx, ib, docs.inputsOf(ib.Namespace), opts)
+			now := time.Now()
+			if err != nil {
+				build.ApplyFailure(ib, err, now)
+				mu.Lock()
+				failed = append(failed, fmt.Sprintf("%s/%s: %s: %v", ib.Namespace, ib.Name, failure.ReasonOf(err), err))
+				mu.Unlock()
+				return nil
+			}
+			build.ApplyResult(ib, res, now)
+			if dryRun {
+				markPlan(ib, res)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return failed
+}
+
+// markPlan rewrites Ready for a dry run: True only when the registry already
+// holds the digest, otherwise False with reason PushRequired.
+func markPlan(ib *kilnv1.ImageBuild, res *build.Result) {
+	for i := range ib.Status.Conditions {
+		c := &ib.Status.Conditions[i]
+		if c.Type != kilnv1.ReadyCondition {
+			continue
+		}
+		if res.WouldPush {
+			c.Status, c.Reason = "False", "PushRequired"
+			c.Message = fmt.Sprintf("a build would push %s to %s", ib.Status.Digest, ib.Spec.Target.Image)
+		}
+	}
+	ib.Status.LastBuild = nil
+	ib.Status.History = nil
+}
+
+// printBuilds prints one object, or a v1 List when there are several.
+func printBuilds(w io.Writer, builds []*kilnv1.ImageBuild, format string) error {
+	var obj any
+	for _, ib := range builds {
+		ib.APIVersion, ib.Kind = kilnv1.GroupVersion.String(), "ImageBuild"
+	}
+	if len(builds) == 1 {
+		obj = builds[0]
+	} else {
+		obj = map[string]any{"apiVersion": "v1", "kind": "List", "items": builds}
+	}
+	var (
+		out []byte
+		err error
+	)
+	if format == "json" {
+		out, err = json.MarshalIndent(obj, "", "  ")
+		out = append(out, '\n')
+	} else {
+		out, err = yaml.Marshal(obj)
+	}
+	if err != nil {
+		return fmt.Errorf("encoding output: %w", err)
+	}
+	_, err = w.Write(out)
+	return err
+}

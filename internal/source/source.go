@@ -1,0 +1,287 @@
+// Package source opens a layer or base source (URL, ConfigMap/Secret bytes,
+// registry blob) as a verified stream.
+//
+// Every error names the source (Spec.Name) and is classified with package
+// failure: bad input and refusals are permanent, network trouble is
+// transient. Retries happen only before the first body byte is handed out;
+// afterwards a failure surfaces from Read and the caller retries the layer.
+package source
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// Kind says where a source's bytes come from.
+type Kind string
+
+// Source kinds.
+const (
+	KindURL       Kind = "url"
+	KindConfigMap Kind = "configMap"
+	KindSecret    Kind = "secret"
+	KindBlob      Kind = "blob"
+	KindBytes     Kind = "bytes"
+)
+
+// Spec describes one source. Exactly one of URL, Blob, or Data/DataRef is set.
+type Spec struct {
+	// Name is the layer name (or "base"), used in every error message.
+	Name string
+	// URL is an http(s) URL.
+	URL string
+	// Headers are extra request headers for URL sources (e.g. Authorization
+	// from a Secret). They are not sent to another host after a redirect.
+	Headers map[string]string
+	// Data holds ConfigMap/Secret bytes already resolved by the caller.
+	Data []byte
+	// DataRef describes Data for messages, e.g. "configMap app-files key
+	// app.tar.gz"; its first word ("configMap"/"secret") sets the Kind.
+	DataRef string
+	// Blob is "registry/repo@sha256:...", pulled with go-containerregistry.
+	Blob string
+	// Digest is an optional declared sha256 of the fetched bytes.
+	Digest string
+}
+
+// Options configure a Fetcher. Zero values select the defaults.
+type Options struct {
+	// HTTPClient fetches URL sources. Default: connect timeout 10s,
+	// response-header timeout 30s, at most 5 redirects, and a dialer that
+	// refuses link-local addresses. A caller's client is used as is except
+	// that redirects are limited to 5 and checked against the host policy.
+	HTTPClient *http.Client
+	// MaxBytes caps a source's size; default 8 GiB. Exceeding it is a
+	// permanent LimitExceeded failure naming the limit.
+	MaxBytes int64
+	// Retries is the number of retries after a failed attempt; default 5,
+	// negative for none. Backoff is exponential with jitter from 200ms,
+	// capped at 10s; a Retry-After on 429/503 is honoured exactly.
+	Retries int
+	// ReadTimeout fails a body read that yields no byte for this long
+	// (transient); default 60s. Time the caller spends between Reads does
+	// not count.
+	ReadTimeout time.Duration
+	// Keychain resolves registry credentials for Blob sources; default
+	// authn.DefaultKeychain.
+	Keychain authn.Keychain
+	// Insecure allows plain http to blob registries (name.Insecure).
+	Insecure bool
+	// AllowedHosts, when set, is the only hosts URL sources may use (host
+	// names or IP literals, matched case-insensitively, with or without
+	// port). When empty, link-local addresses (169.254.0.0/16, fe80::/10) and
+	// cloud metadata names are refused. Refusals are permanent
+	// SourceForbidden failures.
+	AllowedHosts []string
+	// Transport carries Blob pulls; default remote.DefaultTransport.
+	Transport http.RoundTripper
+	// Sleep waits between retries; tests inject it. Default: a timer that
+	// returns early with ctx.Err() when ctx ends.
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Defaults.
+const (
+	DefaultMaxBytes    int64 = 8 << 30
+	DefaultRetries           = 5
+	DefaultReadTimeout       = 60 * time.Second
+	maxRedirects             = 5
+	backoffBase              = 200 * time.Millisecond
+	backoffCap               = 10 * time.Second
+	// maxRetryAfter bounds how long one attempt waits on a server's
+	// Retry-After; beyond it the failure is returned (transient, with the
+	// hint) so the caller can requeue instead of holding a worker.
+	maxRetryAfter = 60 * time.Second
+)
+
+// Fetcher opens sources. It is safe for concurrent use.
+type Fetcher struct {
+	opts       Options
+	policy     hostPolicy // URL sources
+	blobPolicy hostPolicy // registry pulls
+	client     *http.Client
+}
+
+// NewFetcher returns a Fetcher with opts, defaults filled in.
+func NewFetcher(opts Options) *Fetcher {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.Retries == 0 {
+		opts.Retries = DefaultRetries
+	} else if opts.Retries < 0 {
+		opts.Retries = 0
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
+	if opts.Keychain == nil {
+		opts.Keychain = authn.DefaultKeychain
+	}
+	if opts.Transport == nil {
+		opts.Transport = remote.DefaultTransport
+	}
+	if opts.Sleep == nil {
+		opts.Sleep = sleep
+	}
+	f := &Fetcher{
+		opts:       opts,
+		policy:     newHostPolicy(opts.AllowedHosts, true),
+		blobPolicy: newHostPolicy(opts.AllowedHosts, false),
+	}
+	f.client = f.urlClient()
+	return f
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Kind reports the kind of source s describes, or "" when it sets none.
+func (s Spec) Kind() Kind {
+	switch {
+	case s.URL != "":
+		return KindURL
+	case s.Blob != "":
+		return KindBlob
+	case strings.HasPrefix(s.DataRef, "configMap"):
+		return KindConfigMap
+	case strings.HasPrefix(s.DataRef, "secret"):
+		return KindSecret
+	case s.Data != nil || s.DataRef != "":
+		return KindBytes
+	}
+	return ""
+}
+
+// Identity returns a stable string identifying the source content when it
+// is known before fetching: the declared digest, else the blob's digest, else
+// the sha256 of Data; "" when unknown (an unpinned URL) or malformed. Equal
+// identities mean equal fetched bytes whatever the kind, because all of them
+// are the sha256 of those bytes.
+func (s Spec) Identity() string {
+	if s.Digest != "" {
+		if h, err := v1.NewHash(s.Digest); err == nil && h.Algorithm == "sha256" {
+			return h.String()
+		}
+		return ""
+	}
+	switch s.Kind() {
+	case KindBlob:
+		if ref, err := name.NewDigest(s.Blob); err == nil {
+			return ref.DigestStr()
+		}
+		return ""
+	case KindConfigMap, KindSecret, KindBytes:
+		sum := sha256.Sum256(s.Data)
+		return "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return ""
+}
+
+// Open returns the source's bytes as a stream; see the package comment for
+// retry and error semantics. The declared Digest is verified while
+// streaming: the Read that reaches the end returns a permanent DigestMismatch
+// error instead of io.EOF when it differs.
+func (f *Fetcher) Open(ctx context.Context, s Spec) (*Stream, error) {
+	want, err := s.validate()
+	if err != nil {
+		return nil, err
+	}
+	switch s.Kind() {
+	case KindURL:
+		return f.openURL(ctx, s, want)
+	case KindBlob:
+		return f.openBlob(ctx, s, want)
+	default:
+		return f.openData(ctx, s, want)
+	}
+}
+
+// validate checks that exactly one source is set and parses the digest.
+func (s Spec) validate() (want v1.Hash, err error) {
+	set := 0
+	for _, ok := range []bool{s.URL != "", s.Blob != "", s.Data != nil || s.DataRef != ""} {
+		if ok {
+			set++
+		}
+	}
+	if set != 1 {
+		return v1.Hash{}, failure.Permanentf(failure.InvalidSpec,
+			"layer %q: source must set exactly one of url, blob, configMap/secret data (%d set)", s.Name, set)
+	}
+	if s.Digest == "" {
+		return v1.Hash{}, nil
+	}
+	want, err = v1.NewHash(s.Digest)
+	if err != nil || want.Algorithm != "sha256" {
+		return v1.Hash{}, failure.Permanentf(failure.InvalidSpec,
+			"layer %q: digest %q is not a sha256 digest (sha256:<64 hex>)", s.Name, s.Digest)
+	}
+	return want, nil
+}
+
+func (f *Fetcher) openData(ctx context.Context, s Spec, want v1.Hash) (*Stream, error) {
+	if int64(len(s.Data)) > f.opts.MaxBytes {
+		return nil, f.limitError(s)
+	}
+	st := newStream(ctx, s, s.Kind(), want, f.opts, io.NopCloser(bytes.NewReader(s.Data)))
+	return st, nil
+}
+
+func (f *Fetcher) limitError(s Spec) error {
+	return failure.Permanentf(failure.LimitExceeded,
+		"layer %q: %s is larger than the limit of %d bytes (%s)", s.Name, s.describe(), f.opts.MaxBytes, humanBytes(f.opts.MaxBytes))
+}
+
+// describe names the source for messages, without secrets.
+func (s Spec) describe() string {
+	switch s.Kind() {
+	case KindURL:
+		return redactURL(s.URL)
+	case KindBlob:
+		return "blob " + s.Blob
+	default:
+		if s.DataRef != "" {
+			return s.DataRef
+		}
+		return "inline data"
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	s := fmt.Sprintf("%.1f", v)
+	s = strings.TrimSuffix(s, ".0")
+	return s + " " + string("KMGTPE"[exp]) + "iB"
+}

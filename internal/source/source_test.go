@@ -1,0 +1,669 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+func sha(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// recordingSleep records the waits instead of waiting.
+type recordingSleep struct {
+	mu     sync.Mutex
+	delays []time.Duration
+}
+
+func (r *recordingSleep) sleep(ctx context.Context, d time.Duration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.delays = append(r.delays, d)
+	return ctx.Err()
+}
+
+func (r *recordingSleep) got() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Duration(nil), r.delays...)
+}
+
+// server serves handler and counts requests.
+func server(t *testing.T, handler func(n int, w http.ResponseWriter, r *http.Request)) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var count atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handler(int(count.Add(1)), w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &count
+}
+
+func fetcher(opts Options) (*Fetcher, *recordingSleep) {
+	rs := &recordingSleep{}
+	if opts.Sleep == nil {
+		opts.Sleep = rs.sleep
+	}
+	return NewFetcher(opts), rs
+}
+
+// readAll opens s and reads it to the end.
+func readAll(t *testing.T, f *Fetcher, s Spec) ([]byte, *Stream, error) {
+	t.Helper()
+	st, err := f.Open(context.Background(), s)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer st.Close()
+	b, err := io.ReadAll(st)
+	return b, st, err
+}
+
+func assertErr(t *testing.T, err error, reason failure.Reason, permanent bool, fragment string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want %s %q", reason, fragment)
+	}
+	if got := failure.ReasonOf(err); got != reason || failure.IsPermanent(err) != permanent {
+		t.Errorf("error %q: reason %s permanent %v, want %s %v", err, got, failure.IsPermanent(err), reason, permanent)
+	}
+	if !strings.Contains(err.Error(), fragment) {
+		t.Errorf("error %q does not contain %q", err, fragment)
+	}
+}
+
+func TestURLSuccess(t *testing.T) {
+	body := bytes.Repeat([]byte("layer bytes "), 100000) // > the read-ahead buffer
+	srv, count := server(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer t0k" || r.Header.Get("Accept-Encoding") != "identity" {
+			http.Error(w, "bad headers", http.StatusBadRequest)
+			return
+		}
+		w.Write(body)
+	})
+	for _, digest := range []string{"", sha(body)} {
+		f, rs := fetcher(Options{})
+		got, st, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL + "/x.tar", Digest: digest,
+			Headers: map[string]string{"Authorization": "Bearer t0k"}})
+		if err != nil {
+			t.Fatalf("digest %q: %v", digest, err)
+		}
+		if !bytes.Equal(got, body) || st.Digest().String() != sha(body) || st.Size() != int64(len(body)) || st.Kind() != KindURL {
+			t.Fatalf("got %d bytes, digest %s, size %d, kind %s", len(got), st.Digest(), st.Size(), st.Kind())
+		}
+		if len(rs.got()) != 0 {
+			t.Fatalf("slept %v", rs.got())
+		}
+	}
+	if count.Load() != 2 {
+		t.Fatalf("requests = %d", count.Load())
+	}
+}
+
+func TestURLDigestMismatch(t *testing.T) {
+	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write([]byte("actual")) })
+	f, _ := fetcher(Options{})
+	want := sha([]byte("declared"))
+	_, st, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL, Digest: want})
+	assertErr(t, err, failure.DigestMismatch, true,
+		fmt.Sprintf(`layer "rootfs": fetched bytes have digest %s, spec declares %s`, sha([]byte("actual")), want))
+	if _, err2 := st.Read(make([]byte, 1)); err2 != err {
+		t.Fatalf("error not sticky: %v", err2)
+	}
+}
+
+func TestURLStatusClassification(t *testing.T) {
+	tests := []struct {
+		status    int
+		reason    failure.Reason
+		permanent bool
+		requests  int32
+		fragment  string
+	}{
+		{http.StatusNotFound, failure.SourceNotFound, true, 1, `layer "rootfs": GET http://`},
+		{http.StatusGone, failure.SourceNotFound, true, 1, "410 Gone: nope"},
+		{http.StatusUnauthorized, failure.Unauthorized, true, 1, "401 Unauthorized"},
+		{http.StatusForbidden, failure.Unauthorized, true, 1, "403 Forbidden"},
+		{http.StatusBadRequest, failure.InvalidSpec, true, 1, "400 Bad Request"},
+		{http.StatusNotModified, failure.InvalidSpec, true, 1, "304 Not Modified"},
+		{http.StatusRequestTimeout, failure.Transient, false, 3, "408 Request Timeout: nope (gave up after 3 attempts)"},
+		{http.StatusInternalServerError, failure.Transient, false, 3, "500 Internal Server Error"},
+		{http.StatusBadGateway, failure.Transient, false, 3, "502 Bad Gateway"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+			srv, count := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, "nope", tt.status)
+			})
+			f, rs := fetcher(Options{Retries: 2})
+			_, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL + "/l.tar?X-Signature=secret"})
+			assertErr(t, err, tt.reason, tt.permanent, tt.fragment)
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("error leaks the query: %v", err)
+			}
+			if count.Load() != tt.requests || len(rs.got()) != int(tt.requests-1) {
+				t.Errorf("requests = %d, sleeps = %v; want %d requests", count.Load(), rs.got(), tt.requests)
+			}
+		})
+	}
+}
+
+func TestURLRetryThenSuccess(t *testing.T) {
+	srv, count := server(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok"))
+	})
+	f, rs := fetcher(Options{})
+	got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL})
+	if err != nil || string(got) != "ok" || count.Load() != 3 {
+		t.Fatalf("got %q, %v after %d requests", got, err, count.Load())
+	}
+	delays := rs.got()
+	if len(delays) != 2 {
+		t.Fatalf("delays = %v", delays)
+	}
+	// Exponential from 200ms with jitter in the upper half.
+	for i, d := range delays {
+		hi := backoffBase << i
+		if d < hi/2 || d > hi {
+			t.Errorf("delay %d = %s, want in [%s, %s]", i, d, hi/2, hi)
+		}
+	}
+}
+
+func TestBackoffCapped(t *testing.T) {
+	for try := range 70 {
+		if d := backoff(try); d <= 0 || d > backoffCap {
+			t.Fatalf("backoff(%d) = %s", try, d)
+		}
+	}
+	if d := backoff(30); d < backoffCap/2 {
+		t.Fatalf("backoff(30) = %s, want the cap with jitter", d)
+	}
+}
+
+func TestURLRetryAfter(t *testing.T) {
+	srv, count := server(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte("ok"))
+	})
+	f, rs := fetcher(Options{})
+	if _, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if d := rs.got(); len(d) != 1 || d[0] != time.Second || count.Load() != 2 {
+		t.Fatalf("delays = %v, requests = %d; want [1s], 2", d, count.Load())
+	}
+}
+
+func TestURLRetryAfterTooLong(t *testing.T) {
+	srv, count := server(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "3600")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	f, rs := fetcher(Options{})
+	_, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL})
+	assertErr(t, err, failure.Transient, false, "503 Service Unavailable (gave up after 1 attempts)")
+	if failure.RetryAfterOf(err) != time.Hour || count.Load() != 1 || len(rs.got()) != 0 {
+		t.Fatalf("RetryAfter = %s, requests = %d, sleeps = %v", failure.RetryAfterOf(err), count.Load(), rs.got())
+	}
+}
+
+func TestRetryAfterParse(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"": 0, "0": 0, "7": 7 * time.Second, "-3": 0, "soon": 0,
+		"Wed, 21 Oct 2015 07:28:00 GMT": 0, // in the past
+	} {
+		if got := retryAfter(in); got != want {
+			t.Errorf("retryAfter(%q) = %s, want %s", in, got, want)
+		}
+	}
+	future := time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)
+	if got := retryAfter(future); got < 58*time.Minute || got > time.Hour {
+		t.Errorf("retryAfter(date in an hour) = %s", got)
+	}
+}
+
+func TestURLServerErrorForever(t *testing.T) {
+	srv, count := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	f, rs := fetcher(Options{}) // default: 5 retries
+	_, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL})
+	assertErr(t, err, failure.Transient, false, "500 Internal Server Error (gave up after 6 attempts)")
+	if count.Load() != DefaultRetries+1 || len(rs.got()) != DefaultRetries {
+		t.Fatalf("requests = %d, sleeps = %v", count.Load(), rs.got())
+	}
+}
+
+func TestURLConnectionRefused(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := srv.URL
+	srv.Close()
+	f, rs := fetcher(Options{Retries: 1})
+	_, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: addr + "/x?token=secret"})
+	assertErr(t, err, failure.Transient, false, "connection refused")
+	if len(rs.got()) != 1 || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("sleeps = %v, err = %v", rs.got(), err)
+	}
+}
+
+// stallingServer sends prefix, then stalls until the client gives up.
+func stallingServer(t *testing.T, stallOn func(n int) bool, prefix []byte) (*httptest.Server, *atomic.Int32) {
+	return server(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(prefix)+100))
+		w.WriteHeader(http.StatusOK)
+		w.Write(prefix)
+		w.(http.Flusher).Flush()
+		if stallOn(n) {
+			<-r.Context().Done()
+			return
+		}
+		w.Write(make([]byte, 100))
+	})
+}
+
+func TestURLStallMidBody(t *testing.T) {
+	srv, count := stallingServer(t, func(int) bool { return true }, []byte("some"))
+	f, rs := fetcher(Options{ReadTimeout: 50 * time.Millisecond})
+	got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL})
+	assertErr(t, err, failure.Transient, false, `layer "rootfs": reading http://`)
+	assertErr(t, err, failure.Transient, false, "no data received for 50ms (after 4 bytes)")
+	if string(got) != "some" || count.Load() != 1 || len(rs.got()) != 0 {
+		t.Fatalf("got %q, requests %d, sleeps %v: a stall after bytes were handed out must not be retried", got, count.Load(), rs.got())
+	}
+}
+
+func TestURLStallBeforeFirstByteIsRetried(t *testing.T) {
+	srv, count := stallingServer(t, func(n int) bool { return n == 1 }, nil)
+	f, rs := fetcher(Options{ReadTimeout: 50 * time.Millisecond})
+	got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL})
+	if err != nil || len(got) != 100 || count.Load() != 2 || len(rs.got()) != 1 {
+		t.Fatalf("got %d bytes, %v, requests %d, sleeps %v", len(got), err, count.Load(), rs.got())
+	}
+}
+
+// Time the consumer spends between Reads does not count as a stall.
+func TestURLSlowConsumer(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 3*bodyBuffer)
+	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write(body) })
+	f, _ := fetcher(Options{ReadTimeout: 20 * time.Millisecond})
+	st, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	buf := make([]byte, bodyBuffer)
+	var n int
+	for {
+		time.Sleep(40 * time.Millisecond)
+		m, err := st.Read(buf)
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+	}
+	if n != len(body) {
+		t.Fatalf("read %d bytes", n)
+	}
+}
+
+func TestURLMaxBytes(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 1000)
+	tests := []struct {
+		name    string
+		chunked bool
+	}{{"content-length", false}, {"chunked", true}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+				if tt.chunked {
+					w.Write(body[:500])
+					w.(http.Flusher).Flush()
+				}
+				w.Write(body[len(body)/2*boolInt(tt.chunked):])
+			})
+			f, _ := fetcher(Options{MaxBytes: 999})
+			got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL + "/big.tar"})
+			assertErr(t, err, failure.LimitExceeded, true,
+				fmt.Sprintf(`layer "rootfs": %s/big.tar is larger than the limit of 999 bytes (999 B)`, srv.URL))
+			if len(got) > 999 {
+				t.Fatalf("handed out %d bytes past the limit", len(got))
+			}
+		})
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestURLRedirects(t *testing.T) {
+	var srv *httptest.Server
+	srv, count := server(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/loop":
+			http.Redirect(w, r, fmt.Sprintf("/loop?n=%d", n), http.StatusFound)
+		case "/hop":
+			http.Redirect(w, r, "/final", http.StatusMovedPermanently)
+		case "/final":
+			w.Write([]byte("final"))
+		case "/metadata":
+			http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusFound)
+		}
+	})
+	_ = srv
+	f, rs := fetcher(Options{})
+	got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL + "/hop"})
+	if err != nil || string(got) != "final" {
+		t.Fatalf("redirect: %q, %v", got, err)
+	}
+
+	count.Store(0)
+	_, err = f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL + "/loop"})
+	assertErr(t, err, failure.InvalidSpec, true, "stopped after 5 redirects")
+	if count.Load() != maxRedirects+1 || len(rs.got()) != 0 {
+		t.Fatalf("requests = %d, sleeps = %v", count.Load(), rs.got())
+	}
+
+	_, err = f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL + "/metadata"})
+	assertErr(t, err, failure.SourceForbidden, true, `resolves to link-local or metadata address 169.254.169.254`)
+}
+
+func TestURLHostPolicy(t *testing.T) {
+	srv, count := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
+	u, _ := url.Parse(srv.URL)
+	tests := []struct {
+		url      string
+		allowed  []string
+		fragment string // "" = allowed
+	}{
+		{url: "http://169.254.169.254/latest/meta-data/", fragment: `refusing http://169.254.169.254/latest/meta-data/: host "169.254.169.254" resolves to link-local or metadata address 169.254.169.254`},
+		{url: "http://[fe80::1%25eth0]:8080/x", fragment: "link-local"},
+		{url: "http://[::ffff:169.254.1.1]/x", fragment: "link-local or metadata address 169.254.1.1"},
+		{url: "http://[fd00:ec2::254]/x", fragment: "metadata address fd00:ec2::254"},
+		{url: "http://metadata.google.internal/computeMetadata/v1/", fragment: `host "metadata.google.internal" is a cloud metadata endpoint`},
+		{url: "http://METADATA.google.internal./x", fragment: "cloud metadata endpoint"},
+		{url: "ftp://example.com/x", fragment: `scheme "ftp" is not allowed`},
+		{url: "file:///etc/passwd", fragment: `scheme "file" is not allowed`},
+		{url: srv.URL, allowed: []string{"registry.example"}, fragment: `host "127.0.0.1" is not in the allowed hosts`},
+		{url: srv.URL, allowed: []string{"127.0.0.1"}},
+		{url: srv.URL, allowed: []string{u.Host}},
+		{url: srv.URL},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			count.Store(0)
+			f, _ := fetcher(Options{AllowedHosts: tt.allowed, Retries: -1,
+				HTTPClient: &http.Client{Timeout: 200 * time.Millisecond}})
+			st, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: tt.url})
+			if tt.fragment == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.Close()
+				return
+			}
+			assertErr(t, err, failure.SourceForbidden, true, tt.fragment)
+			if count.Load() != 0 {
+				t.Fatal("a refused URL reached the network")
+			}
+		})
+	}
+}
+
+// The default client checks addresses after DNS resolution too.
+func TestDialRefusesLinkLocal(t *testing.T) {
+	p := newHostPolicy(nil, true)
+	dial := p.dialContext(&net.Dialer{Timeout: time.Second})
+	_, err := dial(context.Background(), "tcp", "169.254.169.254:80")
+	if msg, ok := isForbidden(err); !ok || !strings.Contains(msg, "169.254.169.254") {
+		t.Fatalf("dial = %v", err)
+	}
+	if err := p.checkAddr("evil.example", mustAddr("fe80::1")); err == nil {
+		t.Fatal("name resolving to fe80::1 allowed")
+	}
+	// Listed explicitly: allowed although link-local.
+	listed := newHostPolicy([]string{"imds.internal", "169.254.0.1"}, true)
+	if err := listed.checkAddr("imds.internal", mustAddr("169.254.169.254")); err != nil {
+		t.Fatalf("listed host refused: %v", err)
+	}
+	if err := listed.checkURL(&url.URL{Scheme: "http", Host: "169.254.0.1:1"}); err != nil {
+		t.Fatalf("listed address refused: %v", err)
+	}
+}
+
+func TestDataSources(t *testing.T) {
+	data := []byte("configmap layer")
+	f, _ := fetcher(Options{MaxBytes: 100})
+	tests := []struct {
+		spec     Spec
+		kind     Kind
+		reason   failure.Reason
+		fragment string
+	}{
+		{spec: Spec{Name: "app", Data: data, DataRef: "configMap app-files key app.tar.gz"}, kind: KindConfigMap},
+		{spec: Spec{Name: "app", Data: data, DataRef: "secret creds key layer.tar", Digest: sha(data)}, kind: KindSecret},
+		{spec: Spec{Name: "app", Data: data}, kind: KindBytes},
+		{spec: Spec{Name: "empty", Data: []byte{}, DataRef: "configMap c key k"}, kind: KindConfigMap},
+		{spec: Spec{Name: "app", Data: data, DataRef: "configMap app-files key app.tar.gz", Digest: sha([]byte("x"))},
+			reason: failure.DigestMismatch, fragment: `layer "app": fetched bytes have digest ` + sha(data) + ", spec declares " + sha([]byte("x"))},
+		{spec: Spec{Name: "big", Data: make([]byte, 101), DataRef: "configMap big key k"},
+			reason: failure.LimitExceeded, fragment: `layer "big": configMap big key k is larger than the limit of 100 bytes (100 B)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec.Name+"/"+string(tt.kind), func(t *testing.T) {
+			got, st, err := readAll(t, f, tt.spec)
+			if tt.fragment != "" {
+				assertErr(t, err, tt.reason, true, tt.fragment)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tt.spec.Data) || st.Kind() != tt.kind || st.Digest().String() != sha(tt.spec.Data) {
+				t.Fatalf("got %q kind %s digest %s", got, st.Kind(), st.Digest())
+			}
+		})
+	}
+}
+
+func TestSpecValidation(t *testing.T) {
+	f, _ := fetcher(Options{})
+	tests := []struct {
+		spec     Spec
+		reason   failure.Reason
+		fragment string
+	}{
+		{Spec{Name: "l"}, failure.InvalidSpec, `layer "l": source must set exactly one of url, blob, configMap/secret data (0 set)`},
+		{Spec{Name: "l", URL: "http://x", Data: []byte("x")}, failure.InvalidSpec, "(2 set)"},
+		{Spec{Name: "l", Data: []byte("x"), Digest: "md5:abc"}, failure.InvalidSpec, `layer "l": digest "md5:abc" is not a sha256 digest`},
+		{Spec{Name: "l", Data: []byte("x"), Digest: "sha256:xyz"}, failure.InvalidSpec, "is not a sha256 digest"},
+		{Spec{Name: "l", URL: "http://[::1"}, failure.InvalidSpec, `layer "l": invalid URL`},
+		{Spec{Name: "l", Blob: "registry.example/repo:latest"}, failure.InvalidSpec, `blob "registry.example/repo:latest" is not a digest reference`},
+		{Spec{Name: "l", Blob: "registry.example/repo@" + sha([]byte("a")), Digest: sha([]byte("b"))}, failure.InvalidSpec,
+			"spec declares digest " + sha([]byte("b")) + " but blob reference pins " + sha([]byte("a"))},
+		{Spec{Name: "l", Blob: "169.254.169.254/repo@" + sha([]byte("a"))}, failure.SourceForbidden, "refusing blob 169.254.169.254/repo@"},
+	}
+	for _, tt := range tests {
+		_, err := f.Open(context.Background(), tt.spec)
+		assertErr(t, err, tt.reason, true, tt.fragment)
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	data := []byte("abc")
+	blobDigest := sha([]byte("blob"))
+	tests := []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{URL: "https://x/y.tar"}, ""},
+		{Spec{URL: "https://x/y.tar", Digest: sha(data)}, sha(data)},
+		{Spec{URL: "https://x/y.tar", Digest: "garbage"}, ""},
+		{Spec{Blob: "r.example/repo@" + blobDigest}, blobDigest},
+		{Spec{Blob: "r.example/repo:tag"}, ""},
+		{Spec{Data: data, DataRef: "configMap a key b"}, sha(data)},
+		{Spec{Data: nil, DataRef: "secret a key b"}, sha(nil)},
+		{Spec{}, ""},
+	}
+	for _, tt := range tests {
+		if got := tt.spec.Identity(); got != tt.want {
+			t.Errorf("%+v.Identity() = %q, want %q", tt.spec, got, tt.want)
+		}
+	}
+}
+
+func TestContextCancelledWhileWaiting(t *testing.T) {
+	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) })
+	ctx, cancel := context.WithCancel(context.Background())
+	f := NewFetcher(Options{Sleep: func(ctx context.Context, d time.Duration) error {
+		cancel()
+		return sleep(ctx, d)
+	}})
+	_, err := f.Open(ctx, Spec{Name: "rootfs", URL: srv.URL})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), `layer "rootfs": waiting to retry`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestStreamContextCancelled(t *testing.T) {
+	srv, _ := stallingServer(t, func(int) bool { return true }, []byte("abc"))
+	ctx, cancel := context.WithCancel(context.Background())
+	f, _ := fetcher(Options{})
+	st, err := f.Open(ctx, Spec{Name: "rootfs", URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	io.ReadFull(st, make([]byte, 3))
+	go cancel()
+	_, err = st.Read(make([]byte, 10))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Read after cancel = %v", err)
+	}
+}
+
+func TestBlobSource(t *testing.T) {
+	reg := httptest.NewServer(registry.New(registry.Logger(nopLogger())))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	repo, err := name.NewRepository(host + "/team/artifacts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := bytes.Repeat([]byte("blob content "), 50000)
+	layer := static.NewLayer(content, types.OCILayer)
+	if err := remote.WriteLayer(repo, layer); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := layer.Digest()
+
+	f, rs := fetcher(Options{Transport: http.DefaultTransport})
+	got, st, err := readAll(t, f, Spec{Name: "artifacts", Blob: repo.String() + "@" + d.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, content) || st.Digest() != d || st.Kind() != KindBlob {
+		t.Fatalf("got %d bytes, digest %s, kind %s", len(got), st.Digest(), st.Kind())
+	}
+
+	missing := sha([]byte("missing"))
+	_, err = f.Open(context.Background(), Spec{Name: "artifacts", Blob: repo.String() + "@" + missing})
+	assertErr(t, err, failure.SourceNotFound, true, `layer "artifacts": GET blob `+repo.String()+"@"+missing)
+	if len(rs.got()) != 0 {
+		t.Fatalf("slept %v", rs.got())
+	}
+}
+
+// A registry serving bytes that do not match the digest in the reference.
+func TestBlobSourceCorrupt(t *testing.T) {
+	srv, _ := server(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		w.Write([]byte("tampered"))
+	})
+	host := strings.TrimPrefix(srv.URL, "http://")
+	want := sha([]byte("original"))
+	f, _ := fetcher(Options{Transport: http.DefaultTransport})
+	_, _, err := readAll(t, f, Spec{Name: "artifacts", Blob: host + "/repo@" + want})
+	assertErr(t, err, failure.DigestMismatch, true, "fetched bytes have digest "+sha([]byte("tampered"))+", spec declares "+want)
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1 KiB", 1536: "1.5 KiB", 8 << 30: "8 GiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func BenchmarkStreamData(b *testing.B) {
+	data := make([]byte, 64<<20)
+	f := NewFetcher(Options{})
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		st, err := f.Open(context.Background(), Spec{Name: "b", Data: data})
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.CopyBuffer(io.Discard, st, buf)
+	}
+}
+
+func BenchmarkStreamHTTP(b *testing.B) {
+	data := make([]byte, 64<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(data) }))
+	defer srv.Close()
+	f := NewFetcher(Options{})
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		st, err := f.Open(context.Background(), Spec{Name: "b", URL: srv.URL, Digest: sha(data)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyBuffer(io.Discard, st, buf); err != nil {
+			b.Fatal(err)
+		}
+		st.Close()
+	}
+}

@@ -1,0 +1,192 @@
+package source
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync/atomic"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// bodyBuffer is the read-ahead for network bodies: it lets Open fetch the
+// first bytes before handing the stream out (so failures there are retried)
+// and turns small network reads into larger ones for the decompressors.
+const bodyBuffer = 256 << 10
+
+// Stream is a source's bytes, hashed and counted as they are read, with the
+// declared digest checked at the end and the size limit enforced. It is an
+// io.ReadCloser and is not safe for concurrent use.
+type Stream struct {
+	spec  Spec
+	kind  Kind
+	want  v1.Hash
+	limit int64
+
+	r    io.Reader
+	body io.Closer
+	h    hash.Hash
+	n    int64
+	err  error // sticky: once failed or at EOF, every Read returns it
+
+	ctx     context.Context // cancelled by Close or the watchdog
+	cancel  context.CancelFunc
+	parent  context.Context
+	timeout time.Duration
+	timer   *time.Timer // nil for in-memory sources
+	stalled atomic.Bool
+	closed  bool
+}
+
+func newStream(parent context.Context, s Spec, kind Kind, want v1.Hash, opts Options, body io.ReadCloser) *Stream {
+	ctx, cancel := context.WithCancel(parent)
+	return &Stream{
+		spec: s, kind: kind, want: want, limit: opts.MaxBytes,
+		r: body, body: body, h: sha256.New(),
+		ctx: ctx, cancel: cancel, parent: parent, timeout: opts.ReadTimeout,
+	}
+}
+
+// watch makes st read a network body that can stall: reads are buffered and
+// guarded by a watchdog that cancels st.ctx (and with it the request, which
+// must have been made with st.ctx) when a Read makes no progress for
+// ReadTimeout.
+func (st *Stream) watch(body io.ReadCloser) {
+	st.body = body
+	st.r = bufio.NewReaderSize(body, bodyBuffer)
+	st.timer = time.AfterFunc(time.Hour, func() {
+		st.stalled.Store(true)
+		st.cancel()
+	})
+	st.timer.Stop()
+}
+
+// guarded runs one blocking read under the watchdog. Only time spent inside
+// a read counts, so a slow consumer never trips it.
+func (st *Stream) guarded(read func() (int, error)) (int, error) {
+	if st.timer == nil {
+		if err := st.parent.Err(); err != nil {
+			return 0, err
+		}
+		return read()
+	}
+	st.timer.Reset(st.timeout)
+	n, err := read()
+	st.timer.Stop()
+	return n, err
+}
+
+// prefetch reads the first bytes of a network body into the buffer, so that
+// a failure before any byte is handed out can be retried by Open.
+func (st *Stream) prefetch() error {
+	br := st.r.(*bufio.Reader)
+	_, err := st.guarded(func() (int, error) {
+		_, err := br.Peek(1)
+		return 0, err
+	})
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return st.readError(err)
+}
+
+// Read reads the source's bytes.
+func (st *Stream) Read(p []byte) (int, error) {
+	if st.err != nil {
+		return 0, st.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	// Read at most one byte past the limit: enough to know it is exceeded
+	// without handing out more than the limit.
+	if room := st.limit - st.n; int64(len(p)) > room+1 {
+		p = p[:room+1]
+	}
+	n, err := st.guarded(func() (int, error) { return st.r.Read(p) })
+	if st.n+int64(n) > st.limit {
+		n = int(st.limit - st.n)
+		err = failure.Permanentf(failure.LimitExceeded,
+			"layer %q: %s is larger than the limit of %d bytes (%s)", st.spec.Name, st.spec.describe(), st.limit, humanBytes(st.limit))
+	}
+	st.h.Write(p[:n])
+	st.n += int64(n)
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF) && !isClassified(err):
+		st.err = st.verify()
+	case isClassified(err):
+		st.err = err
+	default:
+		st.err = st.readError(err)
+	}
+	return n, st.err
+}
+
+func isClassified(err error) bool {
+	var fe *failure.Error
+	return errors.As(err, &fe)
+}
+
+// verify is called at EOF: it returns io.EOF when the bytes match the
+// declared digest (or none was declared), a DigestMismatch otherwise.
+func (st *Stream) verify() error {
+	if st.want == (v1.Hash{}) {
+		return io.EOF
+	}
+	if got := st.Digest(); got != st.want {
+		return failure.Permanentf(failure.DigestMismatch,
+			"layer %q: fetched bytes have digest %s, spec declares %s", st.spec.Name, got, st.want)
+	}
+	return io.EOF
+}
+
+// readError classifies a failed body read.
+func (st *Stream) readError(err error) error {
+	switch {
+	case st.stalled.Load():
+		return failure.Retryable(fmt.Errorf("layer %q: reading %s: no data received for %s (after %d bytes)",
+			st.spec.Name, st.spec.describe(), st.timeout, st.n), 0)
+	case st.parent.Err() != nil:
+		return fmt.Errorf("layer %q: reading %s: %w", st.spec.Name, st.spec.describe(), st.parent.Err())
+	case st.closed:
+		return fmt.Errorf("layer %q: read after Close", st.spec.Name)
+	}
+	return failure.Retryable(fmt.Errorf("layer %q: reading %s after %d bytes: %w",
+		st.spec.Name, st.spec.describe(), st.n, err), 0)
+}
+
+// Close releases the connection. It is safe to call more than once.
+func (st *Stream) Close() error {
+	if st.closed {
+		return nil
+	}
+	st.closed = true
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	st.cancel()
+	if st.err == nil {
+		st.err = fmt.Errorf("layer %q: read after Close", st.spec.Name)
+	}
+	return st.body.Close()
+}
+
+// Digest returns the sha256 of the bytes read so far (final after EOF).
+func (st *Stream) Digest() v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(st.h.Sum(nil))}
+}
+
+// Size returns the number of bytes read so far.
+func (st *Stream) Size() int64 { return st.n }
+
+// Kind returns the kind of source.
+func (st *Stream) Kind() Kind { return st.kind }
