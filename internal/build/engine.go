@@ -109,6 +109,8 @@ func (e *Engine) Build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 	if err != nil {
 		return nil, err
 	}
+	// The base's stored blobs stay pinned against eviction until the push is done.
+	defer base.Release()
 	windows := base.Windows() || plat.OS == "windows"
 	layers, err := e.buildLayers(ctx, spec, in, windows, regOpts, opts.Progress)
 	if err != nil {

@@ -137,7 +137,13 @@ func TestGzipDockerSaveArchiveBase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, err = mutate.Config(base, v1.Config{Env: []string{"PATH=/usr/bin"}})
+	cf, err := base.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Config.Env = "linux", "amd64", []string{"PATH=/usr/bin"}
+	base, err = mutate.ConfigFile(base, cf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +159,7 @@ func TestGzipDockerSaveArchiveBase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("docker save | gzip base: %v", err)
 	}
-	cf, err := pull(t, res.Status.Image).ConfigFile()
+	cf, err = pull(t, res.Status.Image).ConfigFile()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,3 +420,22 @@ func listBlobs(e *Engine) ([]string, error) {
 	return globBlobs(e.Store.Root())
 }
 
+
+func TestUnpinnedURLIsNotDownloadedTwice(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	url := files.put("/app.tar", makeTar(t, file("a", "a")))
+	engine := newEngine(t, "")
+	for i := range 3 {
+		ib := imageBuild(fmt.Sprintf("b%d", i), fmt.Sprintf("%s/team/b%d:1", reg.host(), i), urlLayer("l", url))
+		res, err := engine.Build(context.Background(), ib, Inputs{}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 && res.CacheHits != 1 {
+			t.Errorf("build %d: cache hits = %d, want 1 (304 Not Modified)", i, res.CacheHits)
+		}
+	}
+	if got := files.gets("/app.tar"); got != 3 {
+		t.Errorf("GETs = %d, want 3 (one download, then two conditional requests)", got)
+	}
+}

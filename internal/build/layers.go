@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -103,23 +104,60 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 		flight = string(src.Kind()) + " " + src.URL + src.Blob
 	}
 	v, _, err := e.Store.Do(ctx, "layer "+flight+" "+opts, func() (any, error) {
-		return e.produce(ctx, src, bo, opts, o, progress)
+		return e.produce(ctx, e.conditional(src, opts), bo, opts, o, progress)
 	})
 	if err != nil {
 		return nil, err
 	}
 	p := v.(produced)
-	return e.finish(l, p.layer, p.bytesIn, false, progress)
+	return e.finish(l, p.layer, p.bytesIn, p.cached, progress)
 }
 
 type produced struct {
 	layer   cachedLayer
 	bytesIn int64
+	cached  bool
+}
+
+// urlRecord remembers what an unpinned URL served last time, so the next
+// fetch can be conditional: a 304 reuses the layer without downloading it.
+type urlRecord struct {
+	Validators   source.Validators `json:"validators"`
+	SourceDigest string            `json:"sourceDigest"`
+}
+
+func urlKey(url string) string {
+	sum := sha256.Sum256([]byte(url))
+	return "url-" + hex.EncodeToString(sum[:])
+}
+
+// conditional returns src with cache validators set when an unpinned URL was
+// fetched before and the layer it produced is still in the store.
+func (e *Engine) conditional(src source.Spec, opts string) conditionalSource {
+	cs := conditionalSource{Spec: src}
+	if src.URL == "" || src.Identity() != "" {
+		return cs
+	}
+	var rec urlRecord
+	if ok, err := e.Store.GetMeta(urlKey(src.URL), &rec); err != nil || !ok || rec.Validators.IsZero() {
+		return cs
+	}
+	if c, ok := e.lookup(rec.SourceDigest, opts); ok {
+		cs.Validators = rec.Validators
+		cs.previous = &c
+	}
+	return cs
+}
+
+// conditionalSource is a source plus the layer its validators stand for.
+type conditionalSource struct {
+	source.Spec
+	previous *cachedLayer
 }
 
 // produce fetches and encodes one layer, retrying a stream that broke
 // mid-way (the fetcher itself retries only before the first byte).
-func (e *Engine) produce(ctx context.Context, src source.Spec, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
+func (e *Engine) produce(ctx context.Context, src conditionalSource, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
 	attempts := e.LayerAttempts
 	if attempts <= 0 {
 		attempts = 3
@@ -140,8 +178,11 @@ func (e *Engine) produce(ctx context.Context, src source.Spec, bo layer.BuildOpt
 	return produced{}, lastErr
 }
 
-func (e *Engine) produceOnce(ctx context.Context, src source.Spec, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
-	stream, err := e.fetcher(o).Open(ctx, src)
+func (e *Engine) produceOnce(ctx context.Context, src conditionalSource, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
+	stream, err := e.fetcher(o).Open(ctx, src.Spec)
+	if errors.Is(err, source.ErrNotModified) && src.previous != nil {
+		return produced{layer: *src.previous, cached: true}, nil
+	}
 	if err != nil {
 		return produced{}, fmt.Errorf("fetching: %w", err)
 	}
@@ -164,6 +205,9 @@ func (e *Engine) produceOnce(ctx context.Context, src source.Spec, bo layer.Buil
 	// later build that knows the digest up front (pinned, ConfigMap, blob)
 	// skips the fetch. A failed write only costs a future re-encode.
 	_ = e.Store.PutMeta(metaKey(c.SourceDigest, opts), c)
+	if v := stream.Validators(); !v.IsZero() && src.URL != "" {
+		_ = e.Store.PutMeta(urlKey(src.URL), urlRecord{Validators: v, SourceDigest: c.SourceDigest})
+	}
 	return produced{layer: c, bytesIn: stream.Size()}, nil
 }
 

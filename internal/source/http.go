@@ -66,7 +66,7 @@ func (f *Fetcher) withRetries(ctx context.Context, s Spec, attempt func() (*Stre
 		if err == nil {
 			return st, nil
 		}
-		if failure.IsPermanent(err) || ctx.Err() != nil {
+		if failure.IsPermanent(err) || errors.Is(err, ErrNotModified) || ctx.Err() != nil {
 			return nil, err
 		}
 		wait := failure.RetryAfterOf(err)
@@ -116,6 +116,12 @@ func (f *Fetcher) openURL(ctx context.Context, s Spec, want v1.Hash) (*Stream, e
 		for k, v := range s.Headers {
 			req.Header.Set(k, v)
 		}
+		if s.Validators.ETag != "" {
+			req.Header.Set("If-None-Match", s.Validators.ETag)
+		}
+		if s.Validators.LastModified != "" {
+			req.Header.Set("If-Modified-Since", s.Validators.LastModified)
+		}
 		return f.startBody(st, f.client, req, "GET "+redactURL(s.URL))
 	})
 }
@@ -128,6 +134,12 @@ func (f *Fetcher) startBody(st *Stream, c *http.Client, req *http.Request, what 
 		st.Close()
 		return nil, doError(st.spec, what, err)
 	}
+	if resp.StatusCode == http.StatusNotModified && !st.spec.Validators.IsZero() {
+		resp.Body.Close()
+		st.Close()
+		return nil, ErrNotModified
+	}
+	st.validators = Validators{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}
 	if err := statusError(st.spec, what, resp); err != nil {
 		resp.Body.Close()
 		st.Close()

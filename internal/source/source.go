@@ -8,6 +8,7 @@
 package source
 
 import (
+	"errors"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -56,7 +57,25 @@ type Spec struct {
 	Blob string
 	// Digest is an optional declared sha256 of the fetched bytes.
 	Digest string
+	// Validators, when set on a URL source, make the GET conditional
+	// (If-None-Match / If-Modified-Since). A 304 answer makes Open return
+	// ErrNotModified, so a caller that cached the previous fetch can reuse it
+	// without downloading the layer again.
+	Validators Validators
 }
+
+// Validators are an HTTP response's cache validators.
+type Validators struct {
+	ETag         string `json:"etag,omitempty"`
+	LastModified string `json:"lastModified,omitempty"`
+}
+
+// IsZero reports whether no validator is set.
+func (v Validators) IsZero() bool { return v.ETag == "" && v.LastModified == "" }
+
+// ErrNotModified is returned by Open for a conditional URL request answered
+// with 304 Not Modified.
+var ErrNotModified = errors.New("source not modified since the previous fetch")
 
 // Options configure a Fetcher. Zero values select the defaults.
 type Options struct {

@@ -667,3 +667,37 @@ func BenchmarkStreamHTTP(b *testing.B) {
 		st.Close()
 	}
 }
+
+func TestConditionalGet(t *testing.T) {
+	body := []byte("layer bytes")
+	var gets int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gets++
+		w.Header().Set("ETag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	f := NewFetcher(Options{})
+	st, err := f.Open(context.Background(), Spec{Name: "l", URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(st); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	v := st.Validators()
+	if v.ETag != `"v1"` {
+		t.Fatalf("validators = %+v", v)
+	}
+	if _, err := f.Open(context.Background(), Spec{Name: "l", URL: srv.URL, Validators: v}); !errors.Is(err, ErrNotModified) {
+		t.Fatalf("conditional GET: err = %v, want ErrNotModified", err)
+	}
+	if gets != 2 {
+		t.Errorf("requests = %d, want 2 (no retry of a 304)", gets)
+	}
+}

@@ -44,7 +44,13 @@ type Stream struct {
 	timer   *time.Timer // nil for in-memory sources
 	stalled atomic.Bool
 	closed  bool
+
+	validators Validators // of the HTTP response, for conditional refetches
 }
+
+// Validators returns the cache validators (ETag, Last-Modified) of a URL
+// source's response; zero for other kinds.
+func (st *Stream) Validators() Validators { return st.validators }
 
 func newStream(parent context.Context, s Spec, kind Kind, want v1.Hash, opts Options, body io.ReadCloser) *Stream {
 	ctx, cancel := context.WithCancel(parent)

@@ -1,0 +1,208 @@
+// Package image resolves base images (scratch, a registry reference, an
+// image archive) and assembles the final image: one config and one manifest
+// per build, whatever the spec sets.
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/registry"
+)
+
+// Base is a resolved base image.
+type Base struct {
+	Image    v1.Image    // never nil; for scratch an empty image
+	Name     string      // as given in the spec ("scratch", a reference, or "archive <source>")
+	Digest   v1.Hash     // resolved manifest digest of the chosen image; zero for scratch
+	Platform v1.Platform // of the chosen image (from its config)
+	Docker   bool        // base uses Docker v2s2 media types
+	Scratch  bool
+
+	// RefDigest is what the reference itself resolves to: the index digest
+	// when the reference names an index (then Digest is the chosen child's),
+	// otherwise equal to Digest. HeadDigest returns this value, so drift
+	// polling compares HeadDigest with RefDigest. Zero for scratch and archives.
+	RefDigest v1.Hash
+	// Archive is set for a base loaded by FromArchive.
+	Archive bool
+	// Notes are facts about how the base was loaded, e.g. docker-save layers
+	// compressed with gzip at load time.
+	Notes []string
+
+	releaseOnce sync.Once
+	release     []func()
+}
+
+// Windows reports whether the base is a Windows image (config os == "windows").
+func (b *Base) Windows() bool { return b.Platform.OS == "windows" }
+
+// Release lets the blob store evict the blobs an archive base pinned. Call it
+// once the build that uses the base has pushed (or failed). It is a no-op for
+// other bases and safe to call more than once.
+func (b *Base) Release() {
+	b.releaseOnce.Do(func() {
+		for _, r := range b.release {
+			r()
+		}
+	})
+}
+
+// Scratch returns an empty OCI image for platform p (linux/amd64 when p is
+// empty). os and architecture are always set: umoci refuses os "".
+func Scratch(p v1.Platform) *Base {
+	if p.OS == "" || p.Architecture == "" {
+		p = DefaultPlatform
+	}
+	cf := &v1.ConfigFile{
+		OS:           p.OS,
+		Architecture: p.Architecture,
+		Variant:      p.Variant,
+		OSVersion:    p.OSVersion,
+		RootFS:       v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{}},
+	}
+	raw, err := encodeConfig(cf)
+	if err != nil {
+		panic(err) // a fixed struct always encodes
+	}
+	img, err := newMemImage(types.OCIManifestSchema1, types.OCIConfigJSON, raw, nil, nil, nil)
+	if err != nil {
+		panic(err) // config and layers are consistent by construction
+	}
+	return &Base{Image: img, Name: "scratch", Platform: platformOf(cf), Scratch: true}
+}
+
+// FromRegistry resolves ref (tag or digest). When ref names an index the
+// child matching p is chosen (for Windows, os.version by prefix when p has
+// one). Errors are classified with registry.Classify: not found is
+// BaseNotFound, 401/403 Unauthorized; a missing platform is PlatformNotFound
+// and lists the platforms the index has.
+func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote.Option) (*Base, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, failure.Permanentf(failure.InvalidSpec, "base image %q is not a valid reference: %v", ref, err)
+	}
+	opts = append(opts, remote.WithContext(ctx))
+	what := "base " + ref
+	desc, err := remote.Get(r, opts...)
+	if err != nil {
+		return nil, registry.Classify(err, what)
+	}
+	b := &Base{Name: ref, RefDigest: desc.Digest}
+	img, digest, err := pickImage(desc, ref, p)
+	if err != nil {
+		return nil, err
+	}
+	b.Image, b.Digest = img, digest
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, registry.Classify(err, what)
+	}
+	b.Docker = mt == types.DockerManifestSchema2
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), what)
+	}
+	b.Platform = platformOf(cf)
+	return b, nil
+}
+
+// pickImage returns the image desc names, choosing the child for p when it
+// is an index.
+func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (v1.Image, v1.Hash, error) {
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return nil, v1.Hash{}, registry.Classify(err, "base "+ref)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return nil, v1.Hash{}, registry.Classify(err, "base "+ref)
+		}
+		child, err := choosePlatform(im.Manifests, ref, p)
+		if err != nil {
+			return nil, v1.Hash{}, err
+		}
+		img, err := idx.Image(child.Digest)
+		if err != nil {
+			return nil, v1.Hash{}, registry.Classify(err, "base "+ref)
+		}
+		return img, child.Digest, nil
+	case desc.MediaType.IsSchema1():
+		return nil, v1.Hash{}, failure.Permanentf(failure.InvalidSpec,
+			"base %s uses the Docker schema 1 manifest format, which kiln does not support; re-push it with a current client", ref)
+	case desc.MediaType.IsImage():
+		img, err := desc.Image()
+		if err != nil {
+			return nil, v1.Hash{}, registry.Classify(err, "base "+ref)
+		}
+		return img, desc.Digest, nil
+	default:
+		return nil, v1.Hash{}, failure.Permanentf(failure.InvalidSpec,
+			"base %s is a %s, not an image or an image index", ref, desc.MediaType)
+	}
+}
+
+// choosePlatform picks the first image child of an index matching p.
+// Children without a platform (attestations, "unknown/unknown") never match.
+func choosePlatform(children []v1.Descriptor, ref string, p v1.Platform) (v1.Descriptor, error) {
+	var have []string
+	for _, c := range children {
+		if c.Platform == nil || !c.MediaType.IsImage() || c.Platform.OS == "unknown" {
+			continue
+		}
+		if platformMatches(p, *c.Platform) {
+			return c, nil
+		}
+		have = append(have, formatPlatform(*c.Platform))
+	}
+	return v1.Descriptor{}, errNoPlatform(ref, p, have)
+}
+
+func errNoPlatform(ref string, p v1.Platform, have []string) error {
+	sort.Strings(have)
+	list := strings.Join(dedup(have), ", ")
+	if list == "" {
+		list = "no platform-specific images"
+	}
+	return failure.Permanentf(failure.PlatformNotFound,
+		"base %s has no %s image; it has: %s", ref, formatPlatform(p), list)
+}
+
+func dedup(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// HeadDigest returns the digest ref currently resolves to, with a HEAD
+// request only (for drift polling; compare with Base.RefDigest).
+func HeadDigest(ctx context.Context, ref string, opts ...remote.Option) (v1.Hash, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return v1.Hash{}, failure.Permanentf(failure.InvalidSpec, "base image %q is not a valid reference: %v", ref, err)
+	}
+	desc, err := remote.Head(r, append(opts, remote.WithContext(ctx))...)
+	if err != nil {
+		return v1.Hash{}, registry.Classify(err, "base "+ref)
+	}
+	if desc == nil {
+		return v1.Hash{}, errors.New("HEAD " + ref + ": no descriptor")
+	}
+	return desc.Digest, nil
+}

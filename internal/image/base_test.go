@@ -1,0 +1,120 @@
+package image
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// pushIndex pushes an index with one small image per platform.
+func pushIndex(t *testing.T, reg *countingRegistry, repo string, plats ...string) (map[string]v1.Hash, v1.Hash) {
+	t.Helper()
+	var adds []mutate.IndexAddendum
+	digests := map[string]v1.Hash{}
+	for _, ps := range plats {
+		p, err := ParsePlatform(ps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := random.Image(100, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf := mustConfig(t, img)
+		cf.OS, cf.Architecture, cf.Variant, cf.OSVersion = p.OS, p.Architecture, p.Variant, p.OSVersion
+		if img, err = mutate.ConfigFile(img, cf); err != nil {
+			t.Fatal(err)
+		}
+		digests[ps], _ = img.Digest()
+		pp := p
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &pp}})
+	}
+	idx := mutate.AppendManifests(empty.Index, adds...)
+	ref, _ := name.ParseReference(reg.host + "/" + repo)
+	if err := remote.WriteIndex(ref, idx, remoteOpts()...); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := idx.Digest()
+	return digests, d
+}
+
+func TestFromRegistryIndexPicksPlatform(t *testing.T) {
+	reg := newRegistry(t)
+	digests, idxDigest := pushIndex(t, reg, "lib/multi:1", "linux/amd64", "linux/arm64/v8")
+	ctx := context.Background()
+	ref := reg.host + "/lib/multi:1"
+
+	b, err := FromRegistry(ctx, ref, v1.Platform{OS: "linux", Architecture: "arm64"}, remoteOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Digest != digests["linux/arm64/v8"] || b.RefDigest != idxDigest || b.Platform.Architecture != "arm64" {
+		t.Fatalf("base %+v", b)
+	}
+	head, err := HeadDigest(ctx, ref, remoteOpts()...)
+	if err != nil || head != b.RefDigest {
+		t.Fatalf("HeadDigest = %s, %v; want %s", head, err, b.RefDigest)
+	}
+
+	_, err = FromRegistry(ctx, ref, v1.Platform{OS: "linux", Architecture: "s390x"}, remoteOpts()...)
+	want := "base " + ref + " has no linux/s390x image; it has: linux/amd64, linux/arm64/v8"
+	if failure.ReasonOf(err) != failure.PlatformNotFound || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+}
+
+func TestFromRegistryWindowsOSVersionPrefix(t *testing.T) {
+	reg := newRegistry(t)
+	digests, _ := pushIndex(t, reg, "win/base:ltsc", "windows/amd64:10.0.17763.5122", "windows/amd64:10.0.20348.2113")
+	ctx := context.Background()
+	ref := reg.host + "/win/base:ltsc"
+	for _, tc := range []struct{ want, pick string }{
+		{"windows/amd64:10.0.20348", "windows/amd64:10.0.20348.2113"},
+		{"windows/amd64:10.0.17763", "windows/amd64:10.0.17763.5122"},
+		{"windows/amd64", "windows/amd64:10.0.17763.5122"}, // first in index order
+	} {
+		p, _ := ParsePlatform(tc.want)
+		b, err := FromRegistry(ctx, ref, p, remoteOpts()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Digest != digests[tc.pick] || !b.Windows() {
+			t.Errorf("%s picked %s, want %s", tc.want, b.Digest, tc.pick)
+		}
+	}
+	p, _ := ParsePlatform("windows/amd64:10.0.2")
+	_, err := FromRegistry(ctx, ref, p, remoteOpts()...)
+	if failure.ReasonOf(err) != failure.PlatformNotFound {
+		t.Fatalf("10.0.2 must not prefix-match 10.0.20348: %v", err)
+	}
+}
+
+func TestFromRegistryErrors(t *testing.T) {
+	reg := newRegistry(t)
+	ctx := context.Background()
+	_, err := FromRegistry(ctx, reg.host+"/lib/missing:1", DefaultPlatform, remoteOpts()...)
+	if failure.ReasonOf(err) != failure.BaseNotFound {
+		t.Fatalf("missing base: %v", err)
+	}
+	_, err = FromRegistry(ctx, "UPPER/Case:x", DefaultPlatform, remoteOpts()...)
+	if failure.ReasonOf(err) != failure.InvalidSpec {
+		t.Fatalf("bad reference: %v", err)
+	}
+	_, err = HeadDigest(ctx, reg.host+"/lib/missing:1", remoteOpts()...)
+	if failure.ReasonOf(err) != failure.BaseNotFound {
+		t.Fatalf("HeadDigest of a missing base: %v", err)
+	}
+	if reg.count("PUT manifests")+reg.count("POST blobs") != 0 {
+		t.Fatal("resolving a base wrote to the registry")
+	}
+	_ = http.MethodGet
+}

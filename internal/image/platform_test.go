@@ -1,0 +1,64 @@
+package image
+
+import (
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+func TestParsePlatform(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    v1.Platform
+		wantErr string
+	}{
+		{"", v1.Platform{OS: "linux", Architecture: "amd64"}, ""},
+		{"linux/arm64", v1.Platform{OS: "linux", Architecture: "arm64"}, ""},
+		{"linux/arm/v7", v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}, ""},
+		{"windows/amd64:10.0.20348", v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348"}, ""},
+		{"linux", v1.Platform{}, "want os/arch[/variant][:os.version]"},
+		{"linux/amd64/v1/x", v1.Platform{}, "want os/arch[/variant][:os.version]"},
+		{"Linux/amd64", v1.Platform{}, `"Linux" is not a lower-case`},
+		{"linux//v7", v1.Platform{}, `"" is not a lower-case`},
+		{"windows/amd64:ltsc", v1.Platform{}, `os.version "ltsc" must be digits and dots`},
+	}
+	for _, tt := range tests {
+		got, err := ParsePlatform(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || failure.ReasonOf(err) != failure.InvalidSpec {
+				t.Errorf("ParsePlatform(%q) error = %v, want InvalidSpec containing %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got.OS != tt.want.OS || got.Architecture != tt.want.Architecture ||
+			got.Variant != tt.want.Variant || got.OSVersion != tt.want.OSVersion {
+			t.Errorf("ParsePlatform(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestPlatformMatches(t *testing.T) {
+	p := func(s string) v1.Platform { x, _ := ParsePlatform(s); return x }
+	tests := []struct {
+		want, have string
+		match      bool
+	}{
+		{"linux/amd64", "linux/amd64", true},
+		{"linux/arm64", "linux/arm64/v8", true},
+		{"linux/arm64/v8", "linux/arm64", true},
+		{"linux/arm/v7", "linux/arm/v6", false},
+		{"linux/amd64", "windows/amd64", false},
+		{"windows/amd64:10.0.20348", "windows/amd64:10.0.20348.2113", true},
+		{"windows/amd64:10.0.2", "windows/amd64:10.0.20348.2113", false},
+		{"windows/amd64:10.0.17763", "windows/amd64:10.0.20348.2113", false},
+		{"windows/amd64", "windows/amd64:10.0.17763.5122", true},
+	}
+	for _, tt := range tests {
+		if got := platformMatches(p(tt.want), p(tt.have)); got != tt.match {
+			t.Errorf("platformMatches(%s, %s) = %v", tt.want, tt.have, got)
+		}
+	}
+}

@@ -1,0 +1,153 @@
+package registry
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// Classify maps an error of go-containerregistry (or of the transport) to a
+// classified failure whose message starts with what and says what to do.
+//
+// what names the thing being accessed and decides the reason of a "not
+// found": it starts with "base" for a base image (BaseNotFound), "target"
+// for the push target (PushRejected: the repository cannot be written), and
+// anything else, e.g. "layer rootfs blob r@sha256:...", for a layer source
+// (SourceNotFound).
+//
+//   - 401/403, UNAUTHORIZED, DENIED: Unauthorized
+//   - NAME_UNKNOWN, MANIFEST_UNKNOWN, BLOB_UNKNOWN on a pull, 404: see above
+//   - MANIFEST_INVALID, BLOB_UNKNOWN on a push, DIGEST_INVALID, SIZE_INVALID,
+//     other 4xx: PushRejected (base/source: InvalidSpec)
+//   - 408, 429, 5xx, connection resets, EOF, timeouts: Retryable
+//   - certificate errors: InvalidSpec (a CA bundle or insecure is missing)
+//
+// Errors that are already classified keep their reason; cancellation is
+// returned unclassified so that the caller sees its own context error.
+func Classify(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var fe *failure.Error
+	if errors.As(err, &fe) {
+		return wrapKeeping(fe, what, err)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		return failure.Retryable(fmt.Errorf("%s: %w", what, err), ra.after)
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return classifyStatus(te, what, err)
+	}
+	var bad *name.ErrBadName
+	if errors.As(err, &bad) {
+		return failure.Permanentf(failure.InvalidSpec, "%s: %v", what, err)
+	}
+	if isCertError(err) {
+		return failure.Permanentf(failure.InvalidSpec,
+			"%s: %v: the registry's certificate is not trusted; give its CA bundle (target.caBundle) or use a trusted certificate", what, err)
+	}
+	return failure.Retryable(fmt.Errorf("%s: %w", what, err), 0)
+}
+
+// wrapKeeping prefixes an already classified error with what, keeping its
+// reason and retry hint.
+func wrapKeeping(fe *failure.Error, what string, err error) error {
+	if strings.HasPrefix(err.Error(), what) {
+		return err
+	}
+	return &failure.Error{Reason: fe.Reason, Permanent: fe.Permanent, RetryAfter: fe.RetryAfter,
+		Err: fmt.Errorf("%s: %w", what, err)}
+}
+
+type accessKind int
+
+const (
+	accessSource accessKind = iota
+	accessBase
+	accessTarget
+)
+
+func accessOf(what string) accessKind {
+	switch {
+	case strings.HasPrefix(what, "base"):
+		return accessBase
+	case strings.HasPrefix(what, "target"), strings.HasPrefix(what, "push"):
+		return accessTarget
+	default:
+		return accessSource
+	}
+}
+
+func classifyStatus(te *transport.Error, what string, err error) error {
+	c := accessOf(what)
+	switch {
+	case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden ||
+		hasCode(te, transport.UnauthorizedErrorCode, transport.DeniedErrorCode):
+		return failure.Permanentf(failure.Unauthorized, "%s: %v: %s", what, err, authHint(c))
+	case hasCode(te, transport.NameUnknownErrorCode, transport.ManifestUnknownErrorCode) ||
+		(c != accessTarget && hasCode(te, transport.BlobUnknownErrorCode)) ||
+		te.StatusCode == http.StatusNotFound:
+		return notFound(c, what, err)
+	case te.Temporary() || retryableStatus(te.StatusCode) || te.StatusCode >= 500:
+		return failure.Retryable(fmt.Errorf("%s: %w", what, err), 0)
+	case c == accessTarget:
+		return failure.Permanentf(failure.PushRejected,
+			"%s: the registry rejected the push: %v", what, err)
+	default:
+		return failure.Permanentf(failure.InvalidSpec, "%s: the registry refused the request: %v", what, err)
+	}
+}
+
+func notFound(c accessKind, what string, err error) error {
+	switch c {
+	case accessBase:
+		return failure.Permanentf(failure.BaseNotFound,
+			"%s: not found (%v): check the base reference and that its repository is readable", what, err)
+	case accessTarget:
+		return failure.Permanentf(failure.PushRejected,
+			"%s: repository not found (%v): create it or check target.image", what, err)
+	default:
+		return failure.Permanentf(failure.SourceNotFound, "%s: not found (%v)", what, err)
+	}
+}
+
+func authHint(c accessKind) string {
+	verb := "pull from"
+	if c == accessTarget {
+		verb = "push to"
+	}
+	return "not allowed to " + verb + " this registry; check the pull secrets of serviceAccountName (kiln build: docker login / DOCKER_CONFIG)"
+}
+
+func hasCode(te *transport.Error, codes ...transport.ErrorCode) bool {
+	for _, d := range te.Errors {
+		for _, c := range codes {
+			if d.Code == c {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isCertError(err error) bool {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		hostname  x509.HostnameError
+	)
+	return errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname)
+}

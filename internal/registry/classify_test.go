@@ -1,0 +1,212 @@
+package registry
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+func terr(status int, codes ...transport.ErrorCode) error {
+	e := &transport.Error{StatusCode: status}
+	for _, c := range codes {
+		e.Errors = append(e.Errors, transport.Diagnostic{Code: c, Message: "m"})
+	}
+	return e
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		err       error
+		what      string
+		reason    failure.Reason
+		permanent bool
+		fragment  string
+	}{
+		{terr(401), "base r/a:1", failure.Unauthorized, true, "base r/a:1: unexpected status code 401 Unauthorized: not allowed to pull from this registry; check the pull secrets of serviceAccountName"},
+		{terr(403, transport.DeniedErrorCode), "target r/a:1", failure.Unauthorized, true, "not allowed to push to this registry"},
+		{terr(404, transport.ManifestUnknownErrorCode), "base r/a:1", failure.BaseNotFound, true, "base r/a:1: not found"},
+		{terr(404, transport.NameUnknownErrorCode), "layer app blob r/a@sha256:x", failure.SourceNotFound, true, "layer app blob r/a@sha256:x: not found"},
+		{terr(404, transport.NameUnknownErrorCode), "target r/a:1", failure.PushRejected, true, "repository not found"},
+		{terr(400, transport.ManifestInvalidErrorCode), "target r/a:1", failure.PushRejected, true, "the registry rejected the push: MANIFEST_INVALID"},
+		{terr(400, transport.BlobUnknownErrorCode), "target r/a:1", failure.PushRejected, true, "BLOB_UNKNOWN"},
+		{terr(400, transport.DigestInvalidErrorCode), "target r/a:1", failure.PushRejected, true, "DIGEST_INVALID"},
+		{terr(503), "target r/a:1", failure.Transient, false, "503"},
+		{terr(429, transport.TooManyRequestsErrorCode), "base r", failure.Transient, false, "TOOMANYREQUESTS"},
+		{terr(408), "base r", failure.Transient, false, "408"},
+		{&url.Error{Op: "Put", URL: "https://r", Err: syscall.ECONNRESET}, "target r", failure.Transient, false, "connection reset"},
+		{io.ErrUnexpectedEOF, "target r", failure.Transient, false, "unexpected EOF"},
+		{&url.Error{Op: "Get", URL: "https://r", Err: x509.UnknownAuthorityError{}}, "target r", failure.InvalidSpec, true, "give its CA bundle"},
+		{&retryAfterError{method: "PUT", url: "u", status: 429, after: time.Minute * 5, attempts: 6}, "target r", failure.Transient, false, "retry after 5m0s"},
+		{failure.Permanentf(failure.DigestMismatch, "x"), "target r", failure.DigestMismatch, true, "target r: x"},
+	}
+	for i, tt := range tests {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			got := Classify(tt.err, tt.what)
+			if failure.ReasonOf(got) != tt.reason || failure.IsPermanent(got) != tt.permanent || !strings.Contains(got.Error(), tt.fragment) {
+				t.Fatalf("Classify(%v) = %v [%s permanent=%v], want %s permanent=%v containing %q",
+					tt.err, got, failure.ReasonOf(got), failure.IsPermanent(got), tt.reason, tt.permanent, tt.fragment)
+			}
+			if !strings.HasPrefix(got.Error(), tt.what) {
+				t.Fatalf("message %q does not start with %q", got, tt.what)
+			}
+		})
+	}
+	if Classify(nil, "x") != nil {
+		t.Fatal("nil must stay nil")
+	}
+	if err := Classify(context.Canceled, "x"); !errors.Is(err, context.Canceled) || failure.IsPermanent(err) {
+		t.Fatalf("cancellation: %v", err)
+	}
+}
+
+// scripted answers requests from a list of outcomes and records them.
+type scripted struct {
+	outcomes []func(*http.Request) (*http.Response, error)
+	bodies   []string
+}
+
+func (s *scripted) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		s.bodies = append(s.bodies, string(b))
+	} else {
+		s.bodies = append(s.bodies, "")
+	}
+	f := s.outcomes[0]
+	if len(s.outcomes) > 1 {
+		s.outcomes = s.outcomes[1:]
+	}
+	return f(r)
+}
+
+func status(code int) func(*http.Request) (*http.Response, error) {
+	return func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: code, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: r}, nil
+	}
+}
+
+func connReset(*http.Request) (*http.Response, error) { return nil, syscall.ECONNRESET }
+
+func TestRetryTransport(t *testing.T) {
+	tests := []struct {
+		name     string
+		method   string
+		path     string
+		body     string
+		getBody  bool
+		outcomes []func(*http.Request) (*http.Response, error)
+		attempts int
+		status   int
+		errFrag  string
+	}{
+		{"503 then ok, replayed body", "PUT", "/v2/r/manifests/1", "m", true, []func(*http.Request) (*http.Response, error){status(503), status(201)}, 2, 201, ""},
+		{"reset on GET is retried", "GET", "/v2/r/blobs/sha256:x", "", false, []func(*http.Request) (*http.Response, error){connReset, status(200)}, 2, 200, ""},
+		{"reset mid PATCH left to the whole-upload retry", "PATCH", "/v2/r/blobs/uploads/u", "chunk", true, []func(*http.Request) (*http.Response, error){connReset}, 1, 0, "connection reset"},
+		{"body without GetBody is not replayed", "PUT", "/v2/r/manifests/1", "m", false, []func(*http.Request) (*http.Response, error){status(503)}, 1, 503, ""},
+		{"404 is not retried", "GET", "/v2/r/manifests/1", "", false, []func(*http.Request) (*http.Response, error){status(404)}, 1, 404, ""},
+		{"gives up after retries", "GET", "/v2/", "", false, []func(*http.Request) (*http.Response, error){connReset}, 1 + defaultRetries, 0, "after 6 attempts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &scripted{outcomes: tt.outcomes}
+			rt := newRetryTransport(s, Options{Sleep: (&sleeps{}).sleep}, nil)
+			var body io.Reader
+			if tt.body != "" {
+				body = io.NopCloser(strings.NewReader(tt.body)) // hides the type: no GetBody
+			}
+			req, _ := http.NewRequest(tt.method, "http://r"+tt.path, body)
+			if tt.getBody {
+				req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(tt.body)), nil }
+			}
+			resp, err := rt.RoundTrip(req)
+			if len(s.bodies) != tt.attempts {
+				t.Fatalf("%d attempts, want %d", len(s.bodies), tt.attempts)
+			}
+			for i, b := range s.bodies {
+				if b != tt.body {
+					t.Errorf("attempt %d sent body %q, want %q", i, b, tt.body)
+				}
+			}
+			if tt.errFrag != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.errFrag) {
+					t.Fatalf("err = %v, want %q", err, tt.errFrag)
+				}
+				return
+			}
+			if err != nil || resp.StatusCode != tt.status {
+				t.Fatalf("resp %v err %v, want %d", resp, err, tt.status)
+			}
+		})
+	}
+}
+
+func TestRetryWholePredicate(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{&url.Error{Op: "Patch", URL: "u", Err: syscall.ECONNRESET}, true},
+		{io.ErrUnexpectedEOF, true},
+		{&exhaustedError{err: syscall.ECONNRESET, attempts: 6}, false},
+		{terr(503), false},
+		{terr(416), true},
+		{terr(404, transport.BlobUploadUnknownErrorCode), true},
+		{terr(401), false},
+		{context.Canceled, false},
+		{&url.Error{Op: "Get", URL: "u", Err: x509.UnknownAuthorityError{}}, false},
+	}
+	for _, tt := range tests {
+		if got := retryWhole(tt.err); got != tt.want {
+			t.Errorf("retryWhole(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestBackoffBounds(t *testing.T) {
+	for n := 0; n < 40; n++ {
+		d := backoff(n)
+		lo := min(backoffBase<<min(n, 10), backoffCap) / 2
+		if d < lo || d > backoffCap {
+			t.Fatalf("backoff(%d) = %v, want in [%v, %v]", n, d, lo, backoffCap)
+		}
+	}
+	if retryAfter("12") != 12*time.Second || retryAfter("x") != 0 || retryAfter("") != 0 {
+		t.Fatal("retryAfter parsing")
+	}
+}
+
+func TestCABundle(t *testing.T) {
+	rt := baseTransport(Options{CABundle: []byte("not pem")})
+	req, _ := http.NewRequest("GET", "https://r/v2/", nil)
+	_, err := rt.RoundTrip(req)
+	if failure.ReasonOf(err) != failure.InvalidSpec || !strings.Contains(err.Error(), "CA bundle contains no PEM certificate") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, ok := baseTransport(Options{}).(*http.Transport); !ok {
+		t.Fatal("default base transport")
+	}
+}
+
+func TestParseReference(t *testing.T) {
+	ref, err := ParseReference("registry.example/team/app:1.0", Options{Insecure: true})
+	if err != nil || ref.Context().Registry.Scheme() != "http" {
+		t.Fatalf("insecure: %v %v", ref, err)
+	}
+	_, err = ParseReference("registry.example/Team/app", Options{})
+	if failure.ReasonOf(err) != failure.InvalidSpec || !strings.Contains(err.Error(), `image reference "registry.example/Team/app" is invalid`) {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,139 @@
+package registry
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+)
+
+// testRegistry is an in-process registry behind a handler that counts
+// requests and injects faults.
+type testRegistry struct {
+	host string
+	srv  *httptest.Server
+
+	mu     sync.Mutex
+	counts map[string]int // by method
+	seen   map[string]int // by method, including faulted ones
+
+	// fail503 makes the first n requests of each method answer 503.
+	fail503 int
+	// retryAfter is sent with injected 503s when set.
+	retryAfter string
+	// resetPatches resets the connection during the first n PATCH bodies.
+	resetPatches int
+	// status, when set, answers every request with it (e.g. 401).
+	status int
+}
+
+func newTestRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	r := &testRegistry{counts: map[string]int{}, seen: map[string]int{}}
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.fault(w, req) {
+			return
+		}
+		r.mu.Lock()
+		r.counts[req.Method]++
+		r.mu.Unlock()
+		inner.ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.srv.Close)
+	r.host = strings.TrimPrefix(r.srv.URL, "http://")
+	return r
+}
+
+func (r *testRegistry) fault(w http.ResponseWriter, req *http.Request) bool {
+	r.mu.Lock()
+	r.seen[req.Method]++
+	n := r.seen[req.Method]
+	status, fail, ra := r.status, n <= r.fail503, r.retryAfter
+	reset := req.Method == http.MethodPatch && r.resetPatches > 0
+	if reset && !fail {
+		r.resetPatches--
+	}
+	r.mu.Unlock()
+	switch {
+	case status != 0:
+		w.WriteHeader(status)
+		return true
+	case fail:
+		if ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	case reset:
+		// Read part of the chunk, then drop the connection mid-upload.
+		_, _ = io.CopyN(io.Discard, req.Body, 100)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+		return true
+	}
+	return false
+}
+
+func (r *testRegistry) count(method string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts[method]
+}
+
+func (r *testRegistry) writes() int {
+	return r.count(http.MethodPut) + r.count(http.MethodPost) + r.count(http.MethodPatch)
+}
+
+func (r *testRegistry) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.counts, r.seen = map[string]int{}, map[string]int{}
+}
+
+// sleeps records the waits the retry transport asked for, without waiting.
+type sleeps struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (s *sleeps) sleep(ctx context.Context, d time.Duration) error {
+	s.mu.Lock()
+	s.d = append(s.d, d)
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+func testOptions(s *sleeps) Options {
+	return Options{Keychain: authn.NewMultiKeychain(), Sleep: s.sleep}
+}
+
+func randomImage(t *testing.T) v1.Image {
+	t.Helper()
+	img, err := random.Image(3000, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func digestOf(t *testing.T, img v1.Image) v1.Hash {
+	t.Helper()
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

@@ -1,0 +1,169 @@
+// Package registry talks to OCI registries for kiln: options (auth, TLS,
+// retries), push with skip-unchanged and tag moves, and classification of
+// registry errors into failure reasons.
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// Options configures registry access.
+type Options struct {
+	Keychain  authn.Keychain                                   // default authn.DefaultKeychain (docker config, DOCKER_CONFIG)
+	Insecure  bool                                             // plain http (name.Insecure)
+	CABundle  []byte                                           // extra PEM roots
+	Transport http.RoundTripper                                // base transport (tests inject a faulty one); wrapped with retries
+	Retries   int                                              // default 5; exponential backoff with jitter from 500ms, cap 20s; honour Retry-After
+	Jobs      int                                              // concurrent blob uploads, default 4
+	Sleep     func(ctx context.Context, d time.Duration) error // injectable; default waits on a timer or ctx
+	UserAgent string
+}
+
+const (
+	defaultRetries = 5
+	defaultJobs    = 4
+	backoffBase    = 500 * time.Millisecond
+	backoffCap     = 20 * time.Second
+	// maxRetryAfter is the longest server-requested wait honoured in place;
+	// a longer one ends the attempt with a Retryable error carrying the hint
+	// so that the controller requeues instead of holding a worker.
+	maxRetryAfter = 60 * time.Second
+)
+
+func (o Options) retries() int {
+	if o.Retries > 0 {
+		return o.Retries
+	}
+	return defaultRetries
+}
+
+func (o Options) jobs() int {
+	if o.Jobs > 0 {
+		return o.Jobs
+	}
+	return defaultJobs
+}
+
+func (o Options) keychain() authn.Keychain {
+	if o.Keychain != nil {
+		return o.Keychain
+	}
+	return authn.DefaultKeychain
+}
+
+func (o Options) sleep() func(context.Context, time.Duration) error {
+	if o.Sleep != nil {
+		return o.Sleep
+	}
+	return sleepCtx
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// uploadBackoff is go-containerregistry's own retry of a whole blob upload
+// (a fresh POST + PATCH + PUT), which it runs when an upload fails midway,
+// e.g. a connection reset during the PATCH. Single requests are retried below
+// it by retryTransport, so this only covers what a request retry cannot.
+var uploadBackoff = remote.Backoff{Duration: backoffBase, Factor: 2, Jitter: 0.5, Steps: 4, Cap: backoffCap}
+
+// RemoteOptions returns go-containerregistry remote options: auth via the
+// keychain, the base transport with the TLS config and the retry wrapper,
+// the context and the number of parallel uploads.
+func RemoteOptions(ctx context.Context, o Options) []remote.Option {
+	return remoteOptions(ctx, o, nil)
+}
+
+func remoteOptions(ctx context.Context, o Options, st *stats) []remote.Option {
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(o.keychain()),
+		remote.WithTransport(newRetryTransport(baseTransport(o), o, st)),
+		remote.WithJobs(o.jobs()),
+		remote.WithRetryBackoff(uploadBackoff),
+		remote.WithRetryPredicate(retryWhole),
+		// Status codes are retried per request by retryTransport; letting
+		// go-containerregistry retry them too would multiply the attempts.
+		remote.WithRetryStatusCodes(),
+	}
+	if o.UserAgent != "" {
+		opts = append(opts, remote.WithUserAgent(o.UserAgent))
+	}
+	return opts
+}
+
+// baseTransport is o.Transport or a clone of remote.DefaultTransport, with
+// the CA bundle added to the system roots.
+func baseTransport(o Options) http.RoundTripper {
+	base := o.Transport
+	if base == nil {
+		base = remote.DefaultTransport
+	}
+	if len(o.CABundle) == 0 {
+		return base
+	}
+	ht, ok := base.(*http.Transport)
+	if !ok {
+		return base // an injected transport owns its TLS config
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(o.CABundle) {
+		return failingTransport{failure.Permanentf(failure.InvalidSpec,
+			"the registry CA bundle contains no PEM certificate")}
+	}
+	ht = ht.Clone()
+	if ht.TLSClientConfig == nil {
+		ht.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	ht.TLSClientConfig.RootCAs = pool
+	return ht
+}
+
+// failingTransport reports a configuration error on every request, because
+// RemoteOptions has no error result.
+type failingTransport struct{ err error }
+
+func (f failingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return nil, f.err
+}
+
+// ParseReference parses s (with name.Insecure when o.Insecure). Errors are
+// permanent InvalidSpec failures naming the reference.
+func ParseReference(s string, o Options) (name.Reference, error) {
+	ref, err := name.ParseReference(s, nameOptions(o)...)
+	if err != nil {
+		return nil, failure.Permanentf(failure.InvalidSpec, "image reference %q is invalid: %v", s, err)
+	}
+	return ref, nil
+}
+
+func nameOptions(o Options) []name.Option {
+	if o.Insecure {
+		return []name.Option{name.Insecure}
+	}
+	return nil
+}

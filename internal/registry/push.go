@@ -1,0 +1,155 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// PushResult is what Push did.
+type PushResult struct {
+	Digest        v1.Hash
+	Image         string   // repo@sha256:...
+	UpToDate      bool     // the target already held Digest: no blob or manifest was written
+	Tags          []string // tags pointing at Digest: target.image's tag, then each extra tag
+	BlobsUploaded int      // blobs actually uploaded (not counting existing or mounted ones)
+	BytesUploaded int64
+}
+
+// Push makes target (and each extra tag of its repository) point at img.
+//
+// When target already resolves to img's digest (one HEAD) nothing is written
+// and only extra tags that do not point at it yet are moved, so an unchanged
+// rebuild makes no PUT at all. Otherwise missing blobs are uploaded (HEAD
+// check per blob; layers of a base from the same registry are mounted), then
+// the manifest is put under target (its tag, or its digest), then under each
+// extra tag that does not point at it yet: one manifest PUT per tag.
+func Push(ctx context.Context, img v1.Image, target string, tags []string, o Options) (*PushResult, error) {
+	what := "target " + target
+	ref, err := ParseReference(target, o)
+	if err != nil {
+		return nil, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return nil, failure.Permanentf(failure.InvalidSpec, "%s: computing the image digest: %v", what, err)
+	}
+	if dr, ok := ref.(name.Digest); ok && dr.DigestStr() != d.String() {
+		return nil, failure.Permanentf(failure.InvalidSpec,
+			"%s pins digest %s but the built image is %s", what, dr.DigestStr(), d)
+	}
+	tagRefs, err := tagsOf(ref, tags, o)
+	if err != nil {
+		return nil, err
+	}
+
+	st := &stats{}
+	ropts := remoteOptions(ctx, o, st)
+	pusher, err := remote.NewPusher(ropts...)
+	if err != nil {
+		return nil, Classify(err, what)
+	}
+	puller, err := remote.NewPuller(ropts...)
+	if err != nil {
+		return nil, Classify(err, what)
+	}
+
+	res := &PushResult{Digest: d, Image: ref.Context().Digest(d.String()).String()}
+	res.UpToDate, err = pointsAt(ctx, puller, ref, d)
+	if err != nil {
+		return nil, Classify(err, what)
+	}
+	if !res.UpToDate {
+		// Blobs, then the manifest under target's own tag or digest: a tag
+		// PUT also makes the manifest reachable by digest, so a tag target
+		// costs exactly one manifest PUT.
+		if err := pusher.Push(ctx, ref, img); err != nil {
+			return nil, Classify(err, what)
+		}
+	}
+	for _, t := range tagRefs {
+		if err := moveTag(ctx, pusher, puller, t, ref, res, img); err != nil {
+			return nil, Classify(err, "target tag "+t.String())
+		}
+		res.Tags = append(res.Tags, t.TagStr())
+	}
+	res.BlobsUploaded = int(st.blobs.Load())
+	res.BytesUploaded = st.bytes.Load()
+	return res, nil
+}
+
+// moveTag makes t point at the image unless it already does. The target's
+// own tag was either up to date or written by the push itself.
+func moveTag(ctx context.Context, pusher *remote.Pusher, puller *remote.Puller, t name.Tag, target name.Reference, res *PushResult, img v1.Image) error {
+	if t.String() == target.String() {
+		return nil
+	}
+	if ok, err := pointsAt(ctx, puller, t, res.Digest); err != nil || ok {
+		return err
+	}
+	return pusher.Put(ctx, t, img)
+}
+
+// tagsOf returns the tags Push must set: the target's own tag (when it is a
+// tag) and each extra tag of the same repository, without duplicates.
+func tagsOf(ref name.Reference, extra []string, o Options) ([]name.Tag, error) {
+	var out []name.Tag
+	seen := map[string]bool{}
+	add := func(t name.Tag) {
+		if !seen[t.String()] {
+			seen[t.String()] = true
+			out = append(out, t)
+		}
+	}
+	if t, ok := ref.(name.Tag); ok {
+		add(t)
+	}
+	for _, s := range extra {
+		t, err := name.NewTag(ref.Context().Name()+":"+s, nameOptions(o)...)
+		if err != nil || t.TagStr() != s {
+			return nil, failure.Permanentf(failure.InvalidSpec,
+				"target tag %q is not a valid tag (letters, digits, _ . -, at most 128 characters)", s)
+		}
+		add(t)
+	}
+	return out, nil
+}
+
+// pointsAt reports whether ref currently resolves to d, with one HEAD. A
+// missing manifest (404, and 403 from registries that hide existence) is
+// "no".
+func pointsAt(ctx context.Context, puller *remote.Puller, ref name.Reference, d v1.Hash) (bool, error) {
+	desc, err := puller.Head(ctx, ref)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusForbidden) {
+			return false, nil
+		}
+		return false, err
+	}
+	return desc.Digest == d, nil
+}
+
+// Exists reports whether ref resolves to digest d, with a HEAD request only.
+func Exists(ctx context.Context, ref string, d v1.Hash, o Options) (bool, error) {
+	r, err := ParseReference(ref, o)
+	if err != nil {
+		return false, err
+	}
+	puller, err := remote.NewPuller(RemoteOptions(ctx, o)...)
+	if err != nil {
+		return false, Classify(err, "target "+ref)
+	}
+	ok, err := pointsAt(ctx, puller, r, d)
+	if err != nil {
+		return false, Classify(err, "target "+ref)
+	}
+	return ok, nil
+}

@@ -1,0 +1,237 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+func TestPushTwiceSecondIsUpToDate(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := randomImage(t)
+	ctx := context.Background()
+	target := reg.host + "/team/app:1.0"
+
+	res, err := Push(ctx, img, target, []string{"latest"}, testOptions(&sleeps{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.UpToDate || res.Digest != digestOf(t, img) {
+		t.Fatalf("first push: %+v", res)
+	}
+	if res.BlobsUploaded != 4 { // 3 layers + config
+		t.Errorf("BlobsUploaded = %d, want 4", res.BlobsUploaded)
+	}
+	if res.BytesUploaded <= 0 {
+		t.Errorf("BytesUploaded = %d", res.BytesUploaded)
+	}
+	if got := strings.Join(res.Tags, ","); got != "1.0,latest" {
+		t.Errorf("Tags = %q", got)
+	}
+	if want := reg.host + "/team/app@" + res.Digest.String(); res.Image != want {
+		t.Errorf("Image = %q, want %q", res.Image, want)
+	}
+	// Manifest PUTs: the target tag and the extra tag.
+	if got := reg.count(http.MethodPut); got != 4+2 {
+		t.Errorf("first push made %d PUTs, want 6 (4 blob commits + 2 manifests)", got)
+	}
+
+	reg.reset()
+	res, err = Push(ctx, img, target, []string{"latest"}, testOptions(&sleeps{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.UpToDate || res.BlobsUploaded != 0 || res.BytesUploaded != 0 {
+		t.Fatalf("second push: %+v", res)
+	}
+	if n := reg.writes(); n != 0 {
+		t.Fatalf("second push made %d PUT/POST/PATCH requests, want 0", n)
+	}
+	if got := strings.Join(res.Tags, ","); got != "1.0,latest" {
+		t.Errorf("Tags = %q", got)
+	}
+}
+
+func TestPushMovesOnlyMissingTags(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := randomImage(t)
+	ctx := context.Background()
+	target := reg.host + "/team/app:1.0"
+	if _, err := Push(ctx, img, target, nil, testOptions(&sleeps{})); err != nil {
+		t.Fatal(err)
+	}
+	reg.reset()
+	res, err := Push(ctx, img, target, []string{"latest", "stable"}, testOptions(&sleeps{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.UpToDate {
+		t.Fatalf("want UpToDate: %+v", res)
+	}
+	if got := reg.count(http.MethodPut); got != 2 {
+		t.Errorf("%d PUTs, want 2 (one per new tag)", got)
+	}
+	if reg.count(http.MethodPost)+reg.count(http.MethodPatch) != 0 {
+		t.Errorf("blob uploads on an up-to-date push")
+	}
+	ok, err := Exists(ctx, reg.host+"/team/app:stable", res.Digest, testOptions(&sleeps{}))
+	if err != nil || !ok {
+		t.Fatalf("Exists(stable) = %v, %v", ok, err)
+	}
+}
+
+func TestPushByDigestTarget(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := randomImage(t)
+	d := digestOf(t, img)
+	res, err := Push(context.Background(), img, reg.host+"/team/app@"+d.String(), nil, testOptions(&sleeps{}))
+	if err != nil || res.Digest != d || len(res.Tags) != 0 {
+		t.Fatalf("Push = %+v, %v", res, err)
+	}
+	other := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("a", 64)}
+	_, err = Push(context.Background(), img, reg.host+"/team/app@"+other.String(), nil, testOptions(&sleeps{}))
+	assertFailure(t, err, failure.InvalidSpec, "pins digest sha256:aaaa")
+}
+
+func TestPushSurvivesFaults(t *testing.T) {
+	img := randomImage(t)
+	want := digestOf(t, img)
+
+	reg := newTestRegistry(t)
+	reg.fail503 = 2
+	reg.resetPatches = 1
+	s := &sleeps{}
+	res, err := Push(context.Background(), img, reg.host+"/team/app:1.0", []string{"latest"}, testOptions(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest != want {
+		t.Fatalf("digest %s, want %s", res.Digest, want)
+	}
+	if len(s.d) == 0 {
+		t.Fatal("no retry waited")
+	}
+	for _, d := range s.d {
+		if d <= 0 || d > backoffCap {
+			t.Errorf("wait %v out of (0, %v]", d, backoffCap)
+		}
+	}
+	// The registry holds the complete image.
+	ref, _ := name.ParseReference(reg.host + "/team/app:latest")
+	got, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := digestOf(t, got); d != want {
+		t.Fatalf("pulled %s, want %s", d, want)
+	}
+	ls, _ := got.Layers()
+	for i, l := range ls {
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatalf("layer %d: %v", i, err)
+		}
+		rc.Close()
+	}
+}
+
+func TestRetryAfterHonoured(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.fail503 = 1
+	reg.retryAfter = "7"
+	s := &sleeps{}
+	if _, err := Push(context.Background(), randomImage(t), reg.host+"/a/b:1", nil, testOptions(s)); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range s.d {
+		found = found || d.Seconds() == 7
+	}
+	if !found {
+		t.Fatalf("waits %v do not include the 7s Retry-After", s.d)
+	}
+}
+
+func TestRetryAfterTooLongIsRetryableWithHint(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.fail503 = 1000
+	reg.retryAfter = "3600"
+	_, err := Push(context.Background(), randomImage(t), reg.host+"/a/b:1", nil, testOptions(&sleeps{}))
+	if err == nil || failure.IsPermanent(err) {
+		t.Fatalf("want a retryable error, got %v", err)
+	}
+	if got := failure.RetryAfterOf(err); got.Hours() != 1 {
+		t.Fatalf("RetryAfter = %v, want 1h (err %v)", got, err)
+	}
+	if !strings.Contains(err.Error(), "retry after 1h0m0s") {
+		t.Fatalf("message %q", err)
+	}
+}
+
+func TestPushUnauthorized(t *testing.T) {
+	for _, code := range []int{http.StatusUnauthorized, http.StatusForbidden} {
+		reg := newTestRegistry(t)
+		reg.status = code
+		_, err := Push(context.Background(), randomImage(t), reg.host+"/a/b:1", nil, testOptions(&sleeps{}))
+		assertFailure(t, err, failure.Unauthorized, "check the pull secrets of serviceAccountName")
+		if reg.writes() != 0 {
+			t.Fatal("writes reached the registry")
+		}
+	}
+}
+
+func TestPushServerErrorsExhaustRetries(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.fail503 = 1000
+	s := &sleeps{}
+	_, err := Push(context.Background(), randomImage(t), reg.host+"/a/b:1", nil, testOptions(s))
+	if err == nil || failure.IsPermanent(err) {
+		t.Fatalf("want retryable, got %v", err)
+	}
+	if !strings.HasPrefix(err.Error(), "target "+reg.host+"/a/b:1: ") {
+		t.Fatalf("message %q does not name the target", err)
+	}
+	if len(s.d) != defaultRetries {
+		t.Fatalf("%d waits, want %d", len(s.d), defaultRetries)
+	}
+}
+
+func TestPushInvalidInput(t *testing.T) {
+	img := randomImage(t)
+	_, err := Push(context.Background(), img, "Not A Ref", nil, Options{})
+	assertFailure(t, err, failure.InvalidSpec, `image reference "Not A Ref" is invalid`)
+	_, err = Push(context.Background(), img, "localhost:1/a:b", []string{"bad tag"}, Options{})
+	assertFailure(t, err, failure.InvalidSpec, `target tag "bad tag" is not a valid tag`)
+}
+
+func TestPushCancelled(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.fail503 = 1000
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Push(ctx, randomImage(t), reg.host+"/a/b:1", nil, Options{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("want context.Canceled, got %v", err)
+	}
+}
+
+func assertFailure(t *testing.T, err error, reason failure.Reason, fragment string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want %s error containing %q, got nil", reason, fragment)
+	}
+	if got := failure.ReasonOf(err); got != reason {
+		t.Fatalf("reason %s, want %s (err: %v)", got, reason, err)
+	}
+	if !strings.Contains(err.Error(), fragment) {
+		t.Fatalf("error %q does not contain %q", err, fragment)
+	}
+}

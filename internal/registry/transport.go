@@ -1,0 +1,260 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// retryTransport retries one HTTP request on 408, 429, 5xx and connection
+// errors, with exponential backoff and jitter, honouring Retry-After.
+//
+// Only requests it can replay are retried: no body, or a body with GetBody.
+// A connection error during a blob upload session (PATCH, or PUT to
+// /blobs/uploads/) is not retried here: the registry may have stored part of
+// the chunk, so replaying it could append twice. go-containerregistry then
+// restarts the whole blob upload (see uploadBackoff and retryWhole).
+type retryTransport struct {
+	base    http.RoundTripper
+	retries int
+	sleep   func(context.Context, time.Duration) error
+	stats   *stats
+}
+
+func newRetryTransport(base http.RoundTripper, o Options, st *stats) *retryTransport {
+	return &retryTransport{base: base, retries: o.retries(), sleep: o.sleep(), stats: st}
+}
+
+// stats counts what a push actually uploaded.
+type stats struct {
+	blobs atomic.Int64
+	bytes atomic.Int64
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	for attempt := 0; ; attempt++ {
+		r, err := t.attemptRequest(req, attempt)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.base.RoundTrip(r)
+		wait, retry := t.shouldRetry(req, resp, err, replayable)
+		if !retry {
+			t.count(req, resp, err)
+			return resp, err
+		}
+		if attempt >= t.retries || wait > maxRetryAfter {
+			return giveUp(req, resp, err, wait, attempt+1)
+		}
+		if resp != nil {
+			drain(resp)
+		}
+		if wait == 0 {
+			wait = backoff(attempt)
+		}
+		if serr := t.sleep(ctx, wait); serr != nil {
+			return nil, serr
+		}
+	}
+}
+
+// attemptRequest returns the request for attempt n: the original first, then
+// clones with a fresh body from GetBody.
+func (t *retryTransport) attemptRequest(req *http.Request, n int) (*http.Request, error) {
+	if n == 0 {
+		return req, nil
+	}
+	r := req.Clone(req.Context())
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: replaying the request body: %w", req.Method, req.URL.Redacted(), err)
+		}
+		r.Body = body
+	}
+	return r, nil
+}
+
+// shouldRetry decides whether an attempt is retried and how long the server
+// asked to wait (0 when it did not say).
+func (t *retryTransport) shouldRetry(req *http.Request, resp *http.Response, err error, replayable bool) (time.Duration, bool) {
+	if !replayable || req.Context().Err() != nil {
+		return 0, false
+	}
+	if err != nil {
+		return 0, !uploadSession(req) && retryableNetError(err)
+	}
+	if !retryableStatus(resp.StatusCode) {
+		return 0, false
+	}
+	return retryAfter(resp.Header.Get("Retry-After")), true
+}
+
+// count records a finished upload for PushResult.
+func (t *retryTransport) count(req *http.Request, resp *http.Response, err error) {
+	if t.stats == nil || err != nil || !uploadSession(req) {
+		return
+	}
+	ok := (req.Method == http.MethodPatch && resp.StatusCode == http.StatusAccepted) ||
+		(req.Method == http.MethodPut && resp.StatusCode == http.StatusCreated)
+	if !ok {
+		return
+	}
+	if req.ContentLength > 0 {
+		t.stats.bytes.Add(req.ContentLength)
+	}
+	if req.Method == http.MethodPut {
+		t.stats.blobs.Add(1)
+	}
+}
+
+// uploadSession reports whether req belongs to a blob upload session, whose
+// server-side state a lost response leaves unknown.
+func uploadSession(req *http.Request) bool {
+	if req.Method != http.MethodPatch && req.Method != http.MethodPut {
+		return false
+	}
+	return strings.Contains(req.URL.Path, "/blobs/uploads/")
+}
+
+func retryableStatus(code int) bool {
+	switch code {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests,
+		http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// retryableNetError reports whether err is a network failure worth another
+// attempt. Certificate problems and cancellations are not.
+func retryableNetError(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var recordHdr tls.RecordHeaderError // https spoken to an http server
+	return !isCertError(err) && !errors.As(err, &recordHdr)
+}
+
+// retryAfter parses a Retry-After header: seconds or an HTTP date.
+func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		if d := time.Until(at); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// backoff returns the wait before retry n+1: 500ms doubling, capped at 20s,
+// with jitter in [d/2, d) so that parallel uploads do not retry in lockstep.
+func backoff(n int) time.Duration {
+	d := backoffBase << min(n, 10)
+	if d > backoffCap || d <= 0 {
+		d = backoffCap
+	}
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(half)))
+}
+
+// giveUp ends a request that kept failing. A plain 5xx response is returned
+// as is (the caller's error handling reports its status); a server wait hint
+// is turned into an error that carries it, so that Classify can hand it to
+// the controller's requeue.
+func giveUp(req *http.Request, resp *http.Response, err error, wait time.Duration, attempts int) (*http.Response, error) {
+	if err != nil {
+		return nil, &exhaustedError{err: err, attempts: attempts}
+	}
+	if wait == 0 {
+		return resp, nil
+	}
+	drain(resp)
+	return nil, &retryAfterError{method: req.Method, url: req.URL.Redacted(), status: resp.StatusCode, after: wait, attempts: attempts}
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+// exhaustedError is a network error that survived every retry.
+type exhaustedError struct {
+	err      error
+	attempts int
+}
+
+func (e *exhaustedError) Error() string {
+	return fmt.Sprintf("%v (after %d attempts)", e.err, e.attempts)
+}
+func (e *exhaustedError) Unwrap() error { return e.err }
+
+// retryAfterError is a 429/503 whose Retry-After outlasted the retries.
+type retryAfterError struct {
+	method, url string
+	status      int
+	after       time.Duration
+	attempts    int
+}
+
+func (e *retryAfterError) Error() string {
+	return fmt.Sprintf("%s %s: HTTP %d %s, the registry asks to retry after %s (after %d attempts)",
+		e.method, e.url, e.status, http.StatusText(e.status), e.after, e.attempts)
+}
+
+// retryWhole is go-containerregistry's retry predicate, used for whole blob
+// uploads (and, harmlessly, for requests retryTransport already retried: it
+// refuses errors that are marked as exhausted). It retries a blob upload
+// that broke mid-stream and one whose session the registry lost or refused.
+func retryWhole(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ex *exhaustedError
+	var ra *retryAfterError
+	if errors.As(err, &ex) || errors.As(err, &ra) {
+		return false
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		if te.StatusCode == http.StatusRequestedRangeNotSatisfiable {
+			return true // our chunk offset disagrees with the registry's: start over
+		}
+		for _, d := range te.Errors {
+			if d.Code == transport.BlobUploadUnknownErrorCode || d.Code == transport.BlobUploadInvalidErrorCode {
+				return true
+			}
+		}
+		return false // status codes were retried per request already
+	}
+	return isConnError(err) && !isCertError(err)
+}
+
+// isConnError reports whether err looks like a broken or refused connection.
+func isConnError(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, net.ErrClosed) ||
+		errors.As(err, &ne)
+}
