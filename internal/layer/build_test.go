@@ -1,0 +1,317 @@
+package layer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+
+	"github.com/kiln-build/kiln/internal/blobstore"
+	"github.com/kiln-build/kiln/internal/compression"
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+func compress(t testing.TB, data []byte, alg compression.Algorithm) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	switch alg {
+	case compression.None:
+		return data
+	case compression.Gzip:
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		zw.Write(data)
+		zw.Close()
+	case compression.Zstd:
+		zw, _ := zstd.NewWriter(&buf)
+		zw.Write(data)
+		zw.Close()
+	case compression.Xz:
+		zw, err := xz.NewWriter(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zw.Write(data)
+		zw.Close()
+	case compression.Bzip2:
+		cmd := exec.Command("bzip2", "-c")
+		cmd.Stdin = bytes.NewReader(data)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Skipf("bzip2: %v", err)
+		}
+		return out
+	}
+	return buf.Bytes()
+}
+
+func openStore(t testing.TB) *blobstore.Store {
+	t.Helper()
+	s, err := blobstore.Open(t.TempDir(), blobstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// assertClean checks that the store has no temp files and exactly want blobs.
+func assertClean(t testing.TB, s *blobstore.Store, wantBlobs int) {
+	t.Helper()
+	tmp, _ := os.ReadDir(filepath.Join(s.Root(), "tmp"))
+	if len(tmp) != 0 {
+		t.Errorf("temp files left behind: %d", len(tmp))
+	}
+	blobs, _ := os.ReadDir(filepath.Join(s.Root(), "blobs", "sha256"))
+	if len(blobs) != wantBlobs {
+		t.Errorf("%d blobs in store, want %d", len(blobs), wantBlobs)
+	}
+}
+
+func blobBytes(t testing.TB, s *blobstore.Store, r Result) []byte {
+	t.Helper()
+	rc, err := s.Open(r.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func decompressBlob(t testing.TB, s *blobstore.Store, r Result) []byte {
+	t.Helper()
+	alg := compression.Gzip
+	if strings.HasSuffix(string(r.MediaType), "zstd") {
+		alg = compression.Zstd
+	}
+	rc, err := compression.NewReader(bytes.NewReader(blobBytes(t, s, r)), alg, compression.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sampleTar(t testing.TB) []byte {
+	return mkTar(t, dir("etc/"), file("etc/os-release", "ID=kiln\n"), dir("bin/"),
+		file("bin/sh", strings.Repeat("\x7fELF binary ", 5000)), symlink("bin/ash", "sh"), hardlink("bin/bash", "bin/sh"))
+}
+
+// TestBuildSameDiffID: whatever the input compression, the DiffID is the
+// sha256 of the uncompressed tar (the xz report: podman and crane hashed the
+// xz bytes) and the blob decompresses to exactly that tar.
+func TestBuildSameDiffID(t *testing.T) {
+	tarball := sampleTar(t)
+	for _, alg := range []compression.Algorithm{compression.None, compression.Gzip, compression.Zstd, compression.Bzip2, compression.Xz} {
+		for _, out := range []compression.Algorithm{compression.Gzip, compression.Zstd} {
+			t.Run(string(alg)+"-"+string(out), func(t *testing.T) {
+				s := openStore(t)
+				in := compress(t, tarball, alg)
+				res, err := Build(context.Background(), bytes.NewReader(in), BuildOptions{Output: out, DiffID: sha(tarball)}, s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.DiffID.String() != sha(tarball) {
+					t.Fatalf("DiffID %s, want %s", res.DiffID, sha(tarball))
+				}
+				if res.SourceCompression != alg || res.UncompressedSize != int64(len(tarball)) || res.Entries != 6 {
+					t.Errorf("result %+v", res)
+				}
+				if got := decompressBlob(t, s, res); !bytes.Equal(got, tarball) {
+					t.Fatal("blob does not decompress to the input tar")
+				}
+				if blob := blobBytes(t, s, res); sha(blob) != res.Digest.String() || int64(len(blob)) != res.Size {
+					t.Fatal("digest or size does not match the blob")
+				}
+				wantFast := alg == out
+				if res.FastPath != wantFast {
+					t.Errorf("FastPath %v, want %v", res.FastPath, wantFast)
+				}
+				if wantFast && !bytes.Equal(blobBytes(t, s, res), in) {
+					t.Error("fast path blob differs from the input bytes")
+				}
+				assertClean(t, s, 1)
+			})
+		}
+	}
+}
+
+// TestBuildFastPathFallback: a gzip input that needs a change is re-read
+// from the spool and re-encoded; the result equals a plain-tar build.
+func TestBuildFastPathFallback(t *testing.T) {
+	tarball := mkTar(t, dir("a/"), file("a/x", strings.Repeat("y", 3<<20)), dir("a/"), file("b", "z"))
+	s := openStore(t)
+	res, err := Build(context.Background(), bytes.NewReader(compress(t, tarball, compression.Gzip)), BuildOptions{}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Build(context.Background(), bytes.NewReader(tarball), BuildOptions{}, openStore(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.FastPath || res.Digest != want.Digest || res.DiffID != want.DiffID || res.Changes[ChangeMergedDirectories] != 1 {
+		t.Fatalf("got %+v, want %+v", res, want)
+	}
+	norm, _, _ := normalize(t, tarball, Options{})
+	if res.DiffID.String() != sha(norm) || !bytes.Equal(decompressBlob(t, s, res), norm) {
+		t.Fatal("DiffID is not the sha256 of the normalized tar")
+	}
+	assertClean(t, s, 1)
+}
+
+func TestBuildReproducibleAcrossGOMAXPROCS(t *testing.T) {
+	tarball := mkTar(t, file("big", strings.Repeat("kiln reproducible ", 1<<18)), file("small", "x"))
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, out := range []compression.Algorithm{compression.Gzip, compression.Zstd} {
+		var digests []string
+		for _, procs := range []int{1, 2, 1} {
+			runtime.GOMAXPROCS(procs)
+			res, err := Build(context.Background(), bytes.NewReader(tarball), BuildOptions{Output: out,
+				Options: Options{Mode: Reproducible}}, openStore(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			digests = append(digests, res.Digest.String())
+		}
+		if digests[0] != digests[1] || digests[1] != digests[2] {
+			t.Errorf("%s digests differ across GOMAXPROCS: %v", out, digests)
+		}
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	tarball := sampleTar(t)
+	gz := compress(t, tarball, compression.Gzip)
+	cases := []struct {
+		name   string
+		in     []byte
+		opts   BuildOptions
+		reason failure.Reason
+		want   string
+	}{
+		{"diffID mismatch", gz, BuildOptions{DiffID: sha(nil), Options: Options{LayerName: "app"}}, failure.DiffIDMismatch,
+			`layer "app": diffID mismatch: declared ` + sha(nil) + `, but the uncompressed tar is ` + sha(tarball)},
+		{"diffID mismatch slow path", tarball, BuildOptions{DiffID: sha(nil)}, failure.DiffIDMismatch,
+			`diffID mismatch: declared ` + sha(nil)},
+		{"bad diffID", tarball, BuildOptions{DiffID: "md5:x"}, failure.InvalidSpec, `declared diffID "md5:x"`},
+		{"declared mismatch", compress(t, tarball, compression.Xz), BuildOptions{Declared: compression.Gzip, Options: Options{LayerName: "rootfs"}},
+			failure.InvalidLayer, `layer "rootfs": declared compression gzip but the bytes are xz`},
+		{"truncated gzip", gz[:len(gz)/2], BuildOptions{}, failure.InvalidLayer, `gzip: unexpected EOF`},
+		{"truncated xz", func() []byte { b := compress(t, tarball, compression.Xz); return b[:len(b)-30] }(), BuildOptions{}, failure.InvalidLayer, `xz`},
+		{"escape in gzip", compress(t, mkTar(t, file("../x", "")), compression.Gzip), BuildOptions{Options: Options{LayerName: "l"}},
+			failure.InvalidLayer, `layer "l": entry 1 "../x": path escapes the layer root`},
+		{"escape late in gzip", compress(t, mkTar(t, dir("d/"), dir("d/"), file("../x", "")), compression.Gzip), BuildOptions{},
+			failure.InvalidLayer, `entry 3 "../x": path escapes the layer root`},
+		{"bad output", tarball, BuildOptions{Output: compression.Xz}, failure.InvalidSpec, `output compression "xz" is not supported`},
+		{"not a tar", []byte("<html>nope</html>"), BuildOptions{}, failure.InvalidLayer, `not a tar archive`},
+		{"ratio bomb", compress(t, mkTar(t, file("zeros", strings.Repeat("\x00", 64<<20))), compression.Zstd),
+			BuildOptions{Options: Options{Limits: Limits{MaxRatio: 100}}}, failure.LimitExceeded, `limit MaxRatio`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			_, err := Build(context.Background(), bytes.NewReader(tc.in), tc.opts, s)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if failure.ReasonOf(err) != tc.reason || !failure.IsPermanent(err) {
+				t.Fatalf("error %q: reason %s, want permanent %s", err, failure.ReasonOf(err), tc.reason)
+			}
+			assertClean(t, s, 0)
+		})
+	}
+}
+
+func TestBuildCancelled(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &cancelAfter{data: compress(t, sampleTar(t), compression.Gzip), cancel: cancel, after: 100}
+	_, err := Build(ctx, r, BuildOptions{}, s)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	assertClean(t, s, 0)
+}
+
+type cancelAfter struct {
+	data   []byte
+	cancel func()
+	after  int
+}
+
+func (r *cancelAfter) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.after)], r.data)
+	r.data = r.data[n:]
+	r.cancel()
+	return n, nil
+}
+
+// TestBuildConcurrentEmptyLayers: the Windows ACCESS_DENIED report — many
+// builds of one identical layer into one store all succeed, one blob.
+func TestBuildConcurrentEmptyLayers(t *testing.T) {
+	s := openStore(t)
+	empty := make([]byte, 1024)
+	var wg sync.WaitGroup
+	results := make([]Result, 16)
+	errs := make([]error, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = Build(context.Background(), bytes.NewReader(empty), BuildOptions{}, s)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("build %d: %v", i, err)
+		}
+		if results[i].Digest != results[0].Digest || results[i].DiffID.String() != sha(empty) {
+			t.Fatalf("build %d: %+v", i, results[i])
+		}
+	}
+	assertClean(t, s, 1)
+}
+
+func TestBuildWindowsAndReproducible(t *testing.T) {
+	in := gnuTar(t, writeTree(t, map[string]string{"app.exe": "MZ", "conf/a.ini": "x"}), ".")
+	s := openStore(t)
+	res, err := Build(context.Background(), bytes.NewReader(compress(t, in, compression.Gzip)),
+		BuildOptions{Options: Options{Windows: true, Mode: Reproducible}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := decompressBlob(t, s, res)
+	if res.FastPath || sha(out) != res.DiffID.String() {
+		t.Fatalf("result %+v", res)
+	}
+	if got := names(listTar(t, out)); strings.Join(got, " ") != "Files Hives Files/app.exe Files/conf Files/conf/a.ini" {
+		t.Fatalf("names %q", got)
+	}
+	// Building the normalized output again takes the fast path.
+	res2, err := Build(context.Background(), bytes.NewReader(blobBytes(t, s, res)),
+		BuildOptions{Options: Options{Windows: true, Mode: Reproducible}}, s)
+	if err != nil || !res2.FastPath || res2.Digest != res.Digest {
+		t.Fatalf("second build %+v, %v", res2, err)
+	}
+}

@@ -1,0 +1,177 @@
+// Package layer turns a fetched layer tarball into a verified, content-addressed
+// OCI layer blob in one streaming pass.
+//
+// Normalize is the tar-to-tar pass: it checks every entry (escapes, links,
+// duplicates, whiteouts, limits) and rewrites only the bytes that must change,
+// so that a clean input comes out byte for byte identical and its original
+// compressed bytes can be pushed untouched (the fast path of Build).
+//
+// Decisions worth knowing (each one is tested):
+//   - Paths are compared after cleaning: "./a", "a", "/a" and "a/" are the
+//     same path. An absolute name is treated as relative to the layer root (a
+//     container runtime extracts it there); minimal mode keeps its bytes,
+//     reproducible and Windows modes strip the leading "/".
+//   - A path that cleans to something outside the root ("..", "../x",
+//     "a/../../x", "/../x") is rejected; "./a/../b" is fine.
+//   - Two directory entries for one path are merged by keeping the first one
+//     and dropping the later ones: the first has already been streamed out,
+//     and holding entries back would break the one-pass, bounded-memory
+//     design. Any other pair of entries for one path is an error.
+//   - Sparse files (GNU or PAX sparse) are rejected: no layer writer in use
+//     produces them and their raw bytes differ from their content.
+//   - Global PAX headers are passed through in minimal mode unless they set
+//     path or linkpath (which some readers apply to later entries and
+//     archive/tar does not: a differential that could smuggle a path past the
+//     checks), and dropped in reproducible mode.
+//   - In reproducible mode, a zero Options.Created means the Unix epoch, the
+//     spec's default creation time. Mtimes are truncated to whole seconds.
+//   - Bytes after the end-of-archive marker are kept when they are zeros
+//     (GNU tar pads archives to 10 KiB records) in minimal mode, and dropped
+//     otherwise; reproducible mode always ends with exactly two zero blocks.
+package layer
+
+import (
+	"fmt"
+	"time"
+)
+
+// Mode selects how much of each header Normalize may rewrite.
+type Mode string
+
+const (
+	// Minimal keeps every byte that is safe to keep; the default.
+	Minimal Mode = "minimal"
+	// Reproducible rewrites every header into a canonical form: mtimes
+	// clamped to Created, no atime/ctime/uname/gname, allowlisted PAX
+	// records only, no "./" prefixes, no root entry.
+	Reproducible Mode = "reproducible"
+)
+
+// Default limits, used for zero fields of Limits.
+const (
+	DefaultMaxUncompressedBytes int64 = 16 << 30
+	DefaultMaxEntries                 = 1 << 20
+	DefaultMaxHeaderBytes       int64 = 1 << 20
+	DefaultMaxRatio             int64 = 1000
+	// ratioGrace is how many uncompressed bytes are read before the
+	// compression ratio is checked: the first blocks of any stream (a tar
+	// header and an all-zero padding block compress extremely well) say
+	// nothing about a bomb.
+	ratioGrace int64 = 8 << 20
+)
+
+// Limits bound what a layer may cost. A zero field takes its default; a
+// negative field disables that limit.
+type Limits struct {
+	// MaxUncompressedBytes caps the size of the tar stream.
+	MaxUncompressedBytes int64
+	// MaxEntries caps the number of tar headers.
+	MaxEntries int
+	// MaxHeaderBytes caps one entry's header blocks, including PAX and GNU
+	// long-name records.
+	MaxHeaderBytes int64
+	// MaxRatio caps uncompressed bytes per compressed byte (tar bombs). It
+	// is only checked when Options.CompressedBytes is set, and only after
+	// the first few MiB.
+	MaxRatio int64
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v, d int64) int64 {
+		switch {
+		case v == 0:
+			return d
+		case v < 0:
+			return -1
+		}
+		return v
+	}
+	l.MaxUncompressedBytes = def(l.MaxUncompressedBytes, DefaultMaxUncompressedBytes)
+	l.MaxEntries = int(def(int64(l.MaxEntries), DefaultMaxEntries))
+	l.MaxHeaderBytes = def(l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	l.MaxRatio = def(l.MaxRatio, DefaultMaxRatio)
+	return l
+}
+
+// Options configures Normalize.
+type Options struct {
+	// Mode is Minimal (default when empty) or Reproducible.
+	Mode Mode
+	// Created is the clamp for mtimes in reproducible mode and the mtime of
+	// the Files/Hives directories Windows shaping adds. Zero means the epoch.
+	Created time.Time
+	// Windows shapes the layer for a Windows base: everything under Files/
+	// (hives under Hives/), the Files and Hives directories first and once,
+	// MSWINDOWS.rawsd on files and directories.
+	Windows bool
+	// Limits; zero fields take the defaults.
+	Limits Limits
+	// LayerName prefixes error messages.
+	LayerName string
+	// CompressedBytes, when set, reports how many compressed bytes have
+	// been read so far; it drives the MaxRatio check.
+	CompressedBytes func() int64
+
+	// stopOnChange makes Normalize return errChanged at the first output
+	// byte that differs from the input: Build's fast path only needs to
+	// know whether the input is clean.
+	stopOnChange bool
+}
+
+func (o Options) validate() error {
+	switch o.Mode {
+	case "", Minimal, Reproducible:
+		return nil
+	}
+	return fmt.Errorf("unknown normalize mode %q (want minimal or reproducible)", o.Mode)
+}
+
+func (o Options) reproducible() bool { return o.Mode == Reproducible }
+
+func (o Options) created() time.Time {
+	if o.Created.IsZero() {
+		return time.Unix(0, 0).UTC()
+	}
+	return o.Created.UTC()
+}
+
+// Names of the counters in Stats.Changes.
+const (
+	ChangeMergedDirectories  = "mergedDirectories"
+	ChangeDroppedRootEntries = "droppedRootEntries"
+	ChangeWindowsPrefixed    = "windowsPrefixed"
+	ChangeWindowsDirectories = "windowsDirectories"
+	ChangeWindowsRawSD       = "windowsSecurityDescriptors"
+	ChangeClampedMtimes      = "clampedMtimes"
+	ChangeDroppedPAXRecords  = "droppedPAXRecords"
+	ChangeDroppedTimes       = "droppedAccessChangeTimes"
+	ChangeClearedOwnerNames  = "clearedOwnerNames"
+	ChangeCleanedNames       = "cleanedNames"
+	ChangeDroppedGlobal      = "droppedGlobalHeaders"
+	ChangeHeaderOnlySize     = "zeroedLinkSizes"
+	ChangeRewrittenHeaders   = "rewrittenHeaders"
+	ChangeTrailer            = "normalizedTrailer"
+)
+
+// Stats describes one Normalize pass.
+type Stats struct {
+	// Entries is the number of entries written (global headers excluded).
+	Entries int
+	// InputSize and Size are the tar stream sizes read and written.
+	InputSize, Size int64
+	// Changed reports whether the output differs from the input at all.
+	Changed bool
+	// Changes counts what was rewritten, by the Change* names; nil when
+	// nothing was.
+	Changes map[string]int
+}
+
+func (s *Stats) count(what string, n int) {
+	if n == 0 {
+		return
+	}
+	if s.Changes == nil {
+		s.Changes = map[string]int{}
+	}
+	s.Changes[what] += n
+}

@@ -1,0 +1,461 @@
+package layer
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+const (
+	blockSize  = 512
+	ioBuffer   = 256 << 10
+	trailerLen = 2 * blockSize
+)
+
+// errChanged stops a stopOnChange pass at the first changed byte.
+var errChanged = errors.New("layer: normalization changes the input")
+
+var zeroBlock [blockSize]byte
+
+// pathKind is what an earlier entry made of a path.
+type pathKind uint8
+
+const (
+	kindDir pathKind = iota
+	kindSymlink
+	kindOther // regular files, hardlinks, devices, fifos
+	kindWhiteout
+)
+
+type pathInfo struct {
+	entry int // 0 for the Files/Hives directories Windows shaping adds
+	kind  pathKind
+}
+
+// Normalize copies the tar stream src to dst, checking every entry and
+// rewriting only what must change (see the package doc). Memory is bounded by
+// one header plus one set entry per path; entry bodies are streamed.
+//
+// Errors for bad input are permanent failures (InvalidLayer, LimitExceeded)
+// naming the entry; errors of src are returned wrapped, keeping their own
+// classification. On error dst has received a prefix of the output.
+func Normalize(dst io.Writer, src io.Reader, opts Options) (Stats, error) {
+	if err := opts.validate(); err != nil {
+		return Stats{}, failure.Permanent(failure.InvalidSpec, err)
+	}
+	n := newNormalizer(dst, src, opts)
+	err := n.run()
+	if ferr := n.out.Flush(); err == nil && ferr != nil {
+		err = fmt.Errorf("writing normalized layer: %w", ferr)
+	}
+	n.stats.InputSize = n.in.n
+	n.stats.Size = n.outN.n
+	return n.stats, err
+}
+
+type normalizer struct {
+	opts    Options
+	lim     Limits
+	in      *countingReader
+	br      *bufio.Reader
+	rec     recorder
+	outN    *countingWriter
+	out     *bufio.Writer
+	paths   map[string]pathInfo
+	stats   Stats
+	entry   int // number of headers read so far (1-based in messages)
+	enc     bytes.Buffer
+	copyBuf []byte
+
+	filesDone, hivesDone bool // Windows roots written
+}
+
+func newNormalizer(dst io.Writer, src io.Reader, opts Options) *normalizer {
+	lim := opts.Limits.withDefaults()
+	in := &countingReader{r: src, max: lim.MaxUncompressedBytes, ratio: lim.MaxRatio, compressed: opts.CompressedBytes, name: opts.LayerName}
+	br := bufio.NewReaderSize(in, ioBuffer)
+	cw := &countingWriter{w: dst}
+	n := &normalizer{
+		opts:  opts,
+		lim:   lim,
+		in:    in,
+		br:    br,
+		outN:  cw,
+		out:   bufio.NewWriterSize(cw, ioBuffer),
+		paths: map[string]pathInfo{},
+	}
+	n.rec.r = br
+	return n
+}
+
+func (n *normalizer) run() error {
+	for {
+		hdr, err := n.next()
+		if err == io.EOF {
+			return n.finish()
+		}
+		if err != nil {
+			return err
+		}
+		if err := n.processEntry(hdr); err != nil {
+			return err
+		}
+		if n.stats.Changed && n.opts.stopOnChange {
+			return errChanged
+		}
+	}
+}
+
+// next parses the next header with archive/tar while the recorder keeps its
+// raw bytes (including PAX and GNU long-name blocks). A fresh tar.Reader per
+// entry reads exactly the header blocks and never the body, which this
+// package copies itself so that bodies are never re-encoded.
+func (n *normalizer) next() (*tar.Header, error) {
+	n.rec.reset(n.lim.MaxHeaderBytes)
+	hdr, err := tar.NewReader(&n.rec).Next()
+	if errors.Is(err, tar.ErrInsecurePath) {
+		err = nil // our own path checks are stricter and say why
+	}
+	if err == nil && hdr.Typeflag == tar.TypeXGlobalHeader {
+		// archive/tar leaves the padding after a global header's records
+		// for the next Next; take it now so the raw bytes are whole.
+		if pad := padding(int64(len(n.rec.buf))); pad > 0 {
+			var b [blockSize]byte
+			_, err = io.ReadFull(&n.rec, b[:pad])
+		}
+	}
+	if err == nil || err == io.EOF {
+		return hdr, err
+	}
+	return nil, n.headerError(err)
+}
+
+func (n *normalizer) headerError(err error) error {
+	idx := n.entry + 1
+	var fe *failure.Error
+	switch {
+	case n.in.err != nil:
+		return n.sourceError()
+	case errors.Is(err, errHeaderLimit) || errors.Is(err, tar.ErrFieldTooLong):
+		return failure.Permanentf(failure.LimitExceeded,
+			"%sentry %d: header is larger than %d bytes (limit MaxHeaderBytes)", n.prefix(), idx, n.lim.MaxHeaderBytes)
+	case errors.As(err, &fe):
+		return err
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return n.invalid("entry %d: truncated tar header", idx)
+	}
+	return n.invalid("entry %d: invalid tar header: %v", idx, err)
+}
+
+func (n *normalizer) prefix() string {
+	if n.opts.LayerName == "" {
+		return ""
+	}
+	return fmt.Sprintf("layer %q: ", n.opts.LayerName)
+}
+
+func (n *normalizer) invalid(format string, args ...any) error {
+	return failure.Permanentf(failure.InvalidLayer, n.prefix()+format, args...)
+}
+
+func (n *normalizer) entryError(name, format string, args ...any) error {
+	return n.invalid("entry %d %q: "+format, append([]any{n.entry, name}, args...)...)
+}
+
+// processEntry checks one entry and writes it (raw, rewritten, or not at all).
+func (n *normalizer) processEntry(hdr *tar.Header) error {
+	n.entry++
+	if n.lim.MaxEntries >= 0 && n.entry > n.lim.MaxEntries {
+		return failure.Permanentf(failure.LimitExceeded,
+			"%slayer has more than %d entries (limit MaxEntries)", n.prefix(), n.lim.MaxEntries)
+	}
+	raw := n.rec.buf
+	if hdr.Typeflag == tar.TypeXGlobalHeader {
+		return n.globalHeader(raw, hdr)
+	}
+	if isSparse(hdr) {
+		return n.entryError(hdr.Name, "sparse files are not supported")
+	}
+	p, err := n.checkEntry(hdr)
+	if err != nil {
+		return err
+	}
+	size := dataSize(hdr)
+	if p == "" { // dropped: root entry or merged directory
+		n.stats.Changed = true
+		return n.skipBody(size)
+	}
+	if n.opts.Windows && !isWindowsRoot(p) {
+		if err := n.windowsRoots(); err != nil {
+			return err
+		}
+	}
+	want, err := n.rewrite(hdr, p)
+	if err != nil {
+		return err
+	}
+	return n.emit(raw, want, size)
+}
+
+// checkEntry applies the safety rules and records the entry's path. It
+// returns the cleaned (and, for Windows, mapped) path, or "" when the entry
+// is to be dropped.
+func (n *normalizer) checkEntry(hdr *tar.Header) (string, error) {
+	p, err := cleanPath(hdr.Name, n.opts.Windows)
+	if err != nil {
+		return "", n.entryError(hdr.Name, "%v", err)
+	}
+	if p == root {
+		return n.rootEntry(hdr)
+	}
+	if n.opts.Windows {
+		var prefixed bool
+		if p, prefixed = windowsPath(p); prefixed {
+			n.stats.count(ChangeWindowsPrefixed, 1)
+		}
+	}
+	if err := n.checkParents(hdr.Name, p); err != nil {
+		return "", err
+	}
+	if err := checkWhiteout(p, hdr); err != nil {
+		return "", n.entryError(hdr.Name, "%v", err)
+	}
+	if hdr.Typeflag == tar.TypeLink {
+		if err := n.checkHardlink(hdr); err != nil {
+			return "", err
+		}
+	}
+	return n.record(hdr, p)
+}
+
+func (n *normalizer) rootEntry(hdr *tar.Header) (string, error) {
+	if hdr.Typeflag != tar.TypeDir {
+		return "", n.entryError(hdr.Name, "the layer root must be a directory, found type %q", hdr.Typeflag)
+	}
+	if n.opts.reproducible() || n.opts.Windows {
+		n.stats.count(ChangeDroppedRootEntries, 1)
+		return "", nil
+	}
+	return n.record(hdr, root)
+}
+
+// key is the identity of a path: Windows file systems are case-insensitive,
+// so there "A.txt" and "a.txt" are one file.
+func (n *normalizer) key(p string) string {
+	if n.opts.Windows {
+		return strings.ToLower(p)
+	}
+	return p
+}
+
+func (n *normalizer) checkParents(name, p string) error {
+	return parents(p, func(parent string) error {
+		info, ok := n.paths[n.key(parent)]
+		switch {
+		case !ok || info.kind == kindDir:
+			return nil
+		case info.kind == kindSymlink:
+			return n.entryError(name, "path goes through symlink %q (entry %d)", parent, info.entry)
+		default:
+			return n.entryError(name, "parent %q is not a directory (entry %d)", parent, info.entry)
+		}
+	})
+}
+
+func (n *normalizer) checkHardlink(hdr *tar.Header) error {
+	t, err := cleanPath(hdr.Linkname, n.opts.Windows)
+	if err != nil {
+		return n.entryError(hdr.Name, "hardlink target %q: %v", hdr.Linkname, err)
+	}
+	if n.opts.Windows {
+		t, _ = windowsPath(t)
+	}
+	info, ok := n.paths[n.key(t)]
+	switch {
+	case !ok || info.kind == kindWhiteout:
+		return n.entryError(hdr.Name, "hardlink target %q is not an earlier entry of this layer", hdr.Linkname)
+	case info.kind == kindDir:
+		return n.entryError(hdr.Name, "hardlink target %q is a directory", hdr.Linkname)
+	}
+	return nil
+}
+
+// record remembers p, merging a repeated directory (returns "") and
+// rejecting any other repeat.
+func (n *normalizer) record(hdr *tar.Header, p string) (string, error) {
+	kind := kindOf(hdr, p)
+	k := n.key(p)
+	if prev, ok := n.paths[k]; ok {
+		if prev.kind == kindDir && kind == kindDir {
+			n.stats.count(ChangeMergedDirectories, 1)
+			return "", nil
+		}
+		first := fmt.Sprintf("entry %d", prev.entry)
+		if prev.entry == 0 {
+			first = "the Windows layer shape"
+		}
+		return "", n.entryError(hdr.Name, "duplicate path %q, already written by %s", p, first)
+	}
+	n.paths[k] = pathInfo{entry: n.entry, kind: kind}
+	return p, nil
+}
+
+func kindOf(hdr *tar.Header, p string) pathKind {
+	switch {
+	case hdr.Typeflag == tar.TypeDir:
+		return kindDir
+	case hdr.Typeflag == tar.TypeSymlink:
+		return kindSymlink
+	case isWhiteout(p):
+		return kindWhiteout
+	}
+	return kindOther
+}
+
+// globalHeader passes a global PAX header through (minimal) or drops it
+// (reproducible). One that sets a path is rejected: see the package doc.
+func (n *normalizer) globalHeader(raw []byte, hdr *tar.Header) error {
+	for _, k := range []string{"path", "linkpath"} {
+		if _, ok := hdr.PAXRecords[k]; ok {
+			return n.entryError(hdr.Name, "global PAX header sets %q for later entries", k)
+		}
+	}
+	if n.opts.reproducible() {
+		n.stats.count(ChangeDroppedGlobal, 1)
+		n.stats.Changed = true
+		return nil
+	}
+	return n.write(raw)
+}
+
+// dataSize is the number of body bytes that follow the header.
+func dataSize(hdr *tar.Header) int64 {
+	if isHeaderOnly(hdr.Typeflag) {
+		return 0
+	}
+	return hdr.Size
+}
+
+func padding(size int64) int64 { return -size & (blockSize - 1) }
+
+// emit writes the entry: the raw header blocks and body padding when want
+// is nil or encodes to the same bytes, else the re-encoded header and zero
+// padding. The body itself is always copied unchanged.
+func (n *normalizer) emit(raw []byte, want *tar.Header, size int64) error {
+	header, isRaw := raw, true
+	if want != nil {
+		enc, err := n.encode(want)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(enc, raw) {
+			header, isRaw = enc, false
+			n.stats.count(ChangeRewrittenHeaders, 1)
+			n.stats.Changed = true
+		}
+	}
+	n.stats.Entries++
+	if err := n.write(header); err != nil {
+		return err
+	}
+	if err := n.copyBody(size); err != nil {
+		return err
+	}
+	return n.copyPadding(size, isRaw)
+}
+
+// encode renders h's header blocks. It keeps h.Format when it can express
+// h (minimal mode keeps the input's format) and falls back to PAX.
+func (n *normalizer) encode(h *tar.Header) ([]byte, error) {
+	var err error
+	for _, f := range []tar.Format{h.Format, tar.FormatPAX, tar.FormatUnknown} {
+		n.enc.Reset()
+		h.Format = f
+		if err = tar.NewWriter(&n.enc).WriteHeader(h); err == nil {
+			return n.enc.Bytes(), nil
+		}
+	}
+	return nil, n.entryError(h.Name, "cannot encode header: %v", err)
+}
+
+func (n *normalizer) write(b []byte) error {
+	if _, err := n.out.Write(b); err != nil {
+		return fmt.Errorf("writing normalized layer: %w", err)
+	}
+	return nil
+}
+
+func (n *normalizer) copyBody(size int64) error {
+	if n.copyBuf == nil {
+		n.copyBuf = make([]byte, ioBuffer)
+	}
+	for size > 0 {
+		chunk := n.copyBuf[:min(size, int64(len(n.copyBuf)))]
+		m, err := io.ReadFull(n.br, chunk)
+		if err != nil {
+			return n.bodyError(err)
+		}
+		if err := n.write(chunk[:m]); err != nil {
+			return err
+		}
+		size -= int64(m)
+	}
+	return nil
+}
+
+// copyPadding copies the padding after a body: raw when the header was raw
+// (so that junk in padding of an untouched entry is kept byte for byte),
+// zeros otherwise.
+func (n *normalizer) copyPadding(size int64, raw bool) error {
+	pad := padding(size)
+	if pad == 0 {
+		return nil
+	}
+	var b [blockSize]byte
+	if _, err := io.ReadFull(n.br, b[:pad]); err != nil {
+		return n.bodyError(err)
+	}
+	if !raw {
+		if !isZero(b[:pad]) {
+			n.stats.Changed = true
+		}
+		b = zeroBlock
+	}
+	return n.write(b[:pad])
+}
+
+func (n *normalizer) skipBody(size int64) error {
+	if _, err := n.br.Discard(int(min(size+padding(size), 1<<62))); err != nil {
+		return n.bodyError(err)
+	}
+	return nil
+}
+
+func (n *normalizer) bodyError(err error) error {
+	var fe *failure.Error
+	switch {
+	case n.in.err != nil:
+		return n.sourceError()
+	case errors.As(err, &fe):
+		return err
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return n.invalid("entry %d: truncated: the layer ends inside the entry's content", n.entry)
+	}
+	return fmt.Errorf("%sentry %d: reading content: %w", n.prefix(), n.entry, err)
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= blockSize {
+		if !bytes.Equal(b[:blockSize], zeroBlock[:]) {
+			return false
+		}
+		b = b[blockSize:]
+	}
+	return bytes.Equal(b, zeroBlock[:len(b)])
+}

@@ -1,0 +1,176 @@
+package layer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// errHeaderLimit is returned by the recorder when one entry's header blocks
+// exceed MaxHeaderBytes.
+var errHeaderLimit = errors.New("header too large")
+
+// recorder keeps the raw bytes archive/tar reads while parsing one header,
+// so that an entry which needs no change is written out exactly as it came.
+type recorder struct {
+	r   io.Reader
+	buf []byte
+	max int64 // < 0: unlimited
+}
+
+func (r *recorder) reset(max int64) {
+	r.buf = r.buf[:0]
+	r.max = max
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	if r.max >= 0 {
+		room := r.max - int64(len(r.buf))
+		if room <= 0 {
+			return 0, errHeaderLimit
+		}
+		if int64(len(p)) > room {
+			p = p[:room]
+		}
+	}
+	m, err := r.r.Read(p)
+	r.buf = append(r.buf, p[:m]...)
+	return m, err
+}
+
+// countingReader counts the tar stream, enforces the size and ratio limits,
+// and remembers the source's own errors so that they are not mistaken for
+// bad tar data.
+type countingReader struct {
+	r          io.Reader
+	n          int64
+	max        int64 // < 0: unlimited
+	ratio      int64 // < 0: unlimited
+	compressed func() int64
+	name       string
+	err        error // first non-EOF error: the source's, or a limit
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	m, err := c.r.Read(p)
+	c.n += int64(m)
+	if lerr := c.checkLimits(); lerr != nil {
+		c.err = lerr
+		return m, lerr
+	}
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
+	return m, err
+}
+
+func (c *countingReader) checkLimits() error {
+	if c.max >= 0 && c.n > c.max {
+		return failure.Permanentf(failure.LimitExceeded,
+			"%suncompressed size exceeds %d bytes (limit MaxUncompressedBytes)", layerPrefix(c.name), c.max)
+	}
+	if c.ratio < 0 || c.compressed == nil || c.n <= ratioGrace {
+		return nil
+	}
+	if z := c.compressed(); z > 0 && c.n/z > c.ratio {
+		return failure.Permanentf(failure.LimitExceeded,
+			"%sdecompresses to more than %d times its compressed size (%d bytes from %d; limit MaxRatio)",
+			layerPrefix(c.name), c.ratio, c.n, z)
+	}
+	return nil
+}
+
+func layerPrefix(name string) string {
+	if name == "" {
+		return ""
+	}
+	return fmt.Sprintf("layer %q: ", name)
+}
+
+// countingWriter counts bytes written.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	m, err := c.w.Write(p)
+	c.n += int64(m)
+	return m, err
+}
+
+// sourceError wraps an error of the input stream, keeping its class; a limit
+// error already names the layer and is returned as is.
+func (n *normalizer) sourceError() error {
+	var fe *failure.Error
+	if errors.As(n.in.err, &fe) && fe.Reason == failure.LimitExceeded {
+		return n.in.err
+	}
+	return fmt.Errorf("%sreading the tar stream: %w", n.prefix(), n.in.err)
+}
+
+// finish writes the end-of-archive marker and drains the input to EOF, so
+// that a decoder reaches (and verifies) the end of its stream.
+func (n *normalizer) finish() error {
+	raw := n.rec.buf // the zero blocks archive/tar read: 0, 1 or 2 of them
+	if n.in.n == 0 {
+		return n.invalid("empty input: not a tar archive")
+	}
+	if n.opts.Windows {
+		if err := n.windowsRoots(); err != nil {
+			return err
+		}
+	}
+	keep := !n.opts.reproducible() && len(raw) == trailerLen
+	trailer := raw
+	if !keep {
+		trailer = make([]byte, trailerLen)
+		if len(raw) != trailerLen {
+			n.stats.count(ChangeTrailer, 1)
+			n.stats.Changed = true
+		}
+	}
+	if err := n.write(trailer); err != nil {
+		return err
+	}
+	return n.drainTrailing(keep)
+}
+
+// drainTrailing reads what follows the end marker: zeros are kept when
+// keep (GNU tar's record padding), anything else is dropped.
+func (n *normalizer) drainTrailing(keep bool) error {
+	if n.copyBuf == nil {
+		n.copyBuf = make([]byte, ioBuffer)
+	}
+	for {
+		m, err := n.br.Read(n.copyBuf)
+		if m > 0 {
+			if keep && isZero(n.copyBuf[:m]) {
+				if werr := n.write(n.copyBuf[:m]); werr != nil {
+					return werr
+				}
+			} else {
+				keep = false
+				n.stats.count(ChangeTrailer, 1)
+				n.stats.Changed = true
+			}
+		}
+		if n.stats.Changed && n.opts.stopOnChange {
+			return errChanged
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			if n.in.err != nil {
+				return n.sourceError()
+			}
+			return fmt.Errorf("%sreading after the end of the archive: %w", n.prefix(), err)
+		}
+	}
+}
