@@ -7,10 +7,10 @@
 // compressed bytes can be pushed untouched (the fast path of Build).
 //
 // Decisions worth knowing (each one is tested):
-//   - Paths are compared after cleaning: "./a", "a", "/a" and "a/" are the
-//     same path. An absolute name is treated as relative to the layer root (a
-//     container runtime extracts it there); minimal mode keeps its bytes,
-//     reproducible and Windows modes strip the leading "/".
+//   - Paths are compared after cleaning: "./a", "a" and "a/" are the same
+//     path. An absolute name ("/etc/x", also as a hardlink target) is
+//     rejected: GNU tar strips the "/" when creating archives, extractors
+//     disagree on what it means, and a bad-input report beats a guess.
 //   - A path that cleans to something outside the root ("..", "../x",
 //     "a/../../x", "/../x") is rejected; "./a/../b" is fine.
 //   - Two directory entries for one path are merged by keeping the first one

@@ -41,6 +41,12 @@ func cleanPath(name string, windows bool) (string, error) {
 	if p == "" {
 		return root, nil
 	}
+	if p != name {
+		// GNU tar strips a leading "/" when it creates an archive; one that
+		// kept it was made on purpose (tar -P) or by a broken writer, and
+		// extractors disagree on what it means. Refuse rather than guess.
+		return "", errors.New("absolute path; entries must be relative to the layer root (create the tarball with tar -C dir .)")
+	}
 	p = path.Clean(p)
 	if p == ".." || strings.HasPrefix(p, "../") {
 		return "", errors.New("path escapes the layer root")
