@@ -80,12 +80,16 @@ run: manifests generate ## Run the manager against the cluster of the current ku
 	go run -ldflags "$(LDFLAGS)" . manager
 
 .PHONY: demo
-demo: build envtest-assets ## The main job on an embedded control plane and registry (DEMO_ONCE=1 exits after printing).
+demo: build envtest-assets registry ## The main job on an embedded control plane and registry (DEMO_ONCE=1 exits after printing).
 	$(LOCALBIN)/kiln demo
+
+.PHONY: registry
+registry: ## Build the CNCF distribution registry into bin/registry (idempotent; used by demo and e2e).
+	hack/registry.sh
 
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a Docker engine).
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
 .PHONY: build-installer
 build-installer: manifests generate kustomize ## Write dist/install.yaml: CRD, RBAC and the manager Deployment.

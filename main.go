@@ -3,16 +3,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
-	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 
+	"github.com/kiln-build/kiln/controllers"
 	"github.com/kiln-build/kiln/internal/cli"
 )
 
 func main() {
-	root := cli.NewRoot(newManagerCmd())
+	root := cli.NewRoot(controllers.NewManagerCmd(), cli.NewDemoCmd(runDemoManager))
 	err := root.Execute()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
@@ -20,12 +22,10 @@ func main() {
 	os.Exit(cli.ExitCode(err))
 }
 
-func newManagerCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "manager",
-		Short: "Run the ImageBuild controller",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return &cli.ExitError{Code: 2, Err: fmt.Errorf("kiln manager: not implemented yet")}
-		},
-	}
+// runDemoManager runs the controller in-process for `kiln demo`. The
+// endpoints are off so that the demo never fights over fixed ports.
+func runDemoManager(ctx context.Context, cfg *rest.Config, cacheDir string) error {
+	return controllers.Run(ctx, cfg, controllers.ManagerOptions{
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0", CacheDir: cacheDir,
+	})
 }

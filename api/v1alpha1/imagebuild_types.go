@@ -371,6 +371,12 @@ type ImageBuildStatus struct {
 	// the engine version: equal inputDigests give equal images.
 	// +optional
 	InputDigest string `json:"inputDigest,omitempty"`
+	// inputsFingerprint hashes the identity (uid and resourceVersion) of the
+	// ConfigMaps, Secrets and ServiceAccount the last build read, so the
+	// controller can tell that nothing it depends on changed without reading
+	// their data again.
+	// +optional
+	InputsFingerprint string `json:"inputsFingerprint,omitempty"`
 	// base is the resolved base image.
 	// +optional
 	Base *BaseStatus `json:"base,omitempty"`
@@ -403,6 +409,11 @@ type BaseStatus struct {
 	// digest is the resolved manifest digest of the base (empty for scratch).
 	// +optional
 	Digest string `json:"digest,omitempty"`
+	// refDigest is what the base reference itself resolved to: the index
+	// digest when it names an index (digest is then the chosen child's).
+	// Drift polling compares a HEAD of the reference with it.
+	// +optional
+	RefDigest string `json:"refDigest,omitempty"`
 	// platform of the base image used.
 	// +optional
 	Platform string `json:"platform,omitempty"`

@@ -250,6 +250,11 @@ func statusOf(spec *kilnv1.ImageBuildSpec, base *image.Base, layers []*builtLaye
 	if !base.Scratch && base.Digest != (v1.Hash{}) {
 		st.Base.Digest = base.Digest.String()
 	}
+	if base.RefDigest != (v1.Hash{}) {
+		// For an index base the reference resolves to the index, not the
+		// chosen child: drift polling must compare against this one.
+		st.Base.RefDigest = base.RefDigest.String()
+	}
 	var sources []string
 	for _, l := range layers {
 		st.Layers = append(st.Layers, l.status)

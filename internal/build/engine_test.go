@@ -420,7 +420,6 @@ func listBlobs(e *Engine) ([]string, error) {
 	return globBlobs(e.Store.Root())
 }
 
-
 func TestUnpinnedURLIsNotDownloadedTwice(t *testing.T) {
 	reg, files := newTestRegistry(t), newFileServer(t)
 	url := files.put("/app.tar", makeTar(t, file("a", "a")))

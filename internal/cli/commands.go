@@ -2,11 +2,8 @@ package cli
 
 import "github.com/spf13/cobra"
 
-// defaultCommands are the engine subcommands.
+// defaultCommands are the engine subcommands; manager and demo need the
+// controller and are added by main.
 func defaultCommands() []*cobra.Command {
-	return []*cobra.Command{
-		newBuildCmd(),
-		newPlanCmd(),
-		{Use: "demo", Short: "Run the main job on an embedded control plane and registry", RunE: notImplemented("demo")},
-	}
+	return []*cobra.Command{newBuildCmd(), newPlanCmd()}
 }

@@ -64,13 +64,5 @@ func newVersionCmd() *cobra.Command {
 	}
 }
 
-// notImplemented is the command body of subcommands whose issue has not
-// landed: a clear message and exit status 2, never a silent success.
-func notImplemented(name string) func(cmd *cobra.Command, _ []string) error {
-	return func(cmd *cobra.Command, _ []string) error {
-		return &ExitError{Code: 2, Err: fmt.Errorf("kiln %s: not implemented yet", name)}
-	}
-}
-
 // fprintf writes to w ignoring errors: used for best-effort terminal output.
 func fprintf(w io.Writer, format string, args ...any) { _, _ = fmt.Fprintf(w, format, args...) }

@@ -341,13 +341,13 @@ func TestMinimalBytePreserving(t *testing.T) {
 		"archive/tar": mkTar(t, dir("a/"), file("a/b", "hello"), symlink("a/l", "/etc"), hardlink("a/h", "a/b")),
 		"archive/tar pax": mkTar(t, ent{name: strings.Repeat("p", 150), body: "x", pax: map[string]string{"SCHILY.xattr.user.x": "1"}},
 			ent{name: "t", mtime: time.Date(2020, 1, 1, 0, 0, 0, 123, time.UTC), format: tar.FormatPAX}),
-		"gnu tar dot":      gnuTar(t, tree, "."),
-		"gnu tar names":    gnuTar(t, tree, "etc", "usr", "app", "bin"),
-		"gnu tar pax":      gnuTar(t, tree, "--format=pax", "."),
-		"gnu tar gnu":      gnuTar(t, tree, "--format=gnu", "."),
-		"gnu tar ustar":    gnuTar(t, tree, "--format=ustar", "etc", "bin", "app"),
-		"empty archive":    make([]byte, 1024),
-		"gnu tar v7":       gnuTar(t, tree, "--format=v7", "etc"),
+		"gnu tar dot":   gnuTar(t, tree, "."),
+		"gnu tar names": gnuTar(t, tree, "etc", "usr", "app", "bin"),
+		"gnu tar pax":   gnuTar(t, tree, "--format=pax", "."),
+		"gnu tar gnu":   gnuTar(t, tree, "--format=gnu", "."),
+		"gnu tar ustar": gnuTar(t, tree, "--format=ustar", "etc", "bin", "app"),
+		"empty archive": make([]byte, 1024),
+		"gnu tar v7":    gnuTar(t, tree, "--format=v7", "etc"),
 	}
 	for name, in := range inputs {
 		t.Run(name, func(t *testing.T) {

@@ -1,0 +1,608 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/registry"
+)
+
+// Event reasons, emitted on transitions only.
+const (
+	EventBuildStarted = "BuildStarted"
+	EventPushed       = "Pushed"
+	EventUpToDate     = "UpToDate"
+	EventBuildFailed  = "BuildFailed"
+	EventBaseChanged  = "BaseChanged"
+)
+
+// DefaultPollInterval is how often a tag base is re-resolved when
+// spec.base.pollInterval is unset.
+const DefaultPollInterval = 10 * time.Minute
+
+// ImageBuildReconciler reconciles ImageBuild objects: it resolves what the
+// spec references in the object's namespace, calls the build engine and
+// records the result in status. It holds no build logic of its own.
+type ImageBuildReconciler struct {
+	// Client reads ImageBuilds from the cache and patches their status.
+	Client client.Client
+	// APIReader is uncached: ServiceAccounts and ConfigMap/Secret data are
+	// read with direct GETs so the manager never caches Secret data.
+	APIReader client.Reader
+	// MetadataReader reads ConfigMap/Secret metadata (uid, resourceVersion)
+	// from the metadata-only informers; defaults to Client.
+	MetadataReader client.Reader
+	Scheme         *runtime.Scheme
+	// Engine is shared by all reconciles: one blob store, one single-flight.
+	Engine   *build.Engine
+	Recorder events.EventRecorder
+	Metrics  *Metrics
+	// Now is the clock for status timestamps and polling; default time.Now.
+	Now func() time.Time
+	// MaxConcurrentBuilds is MaxConcurrentReconciles; default 4.
+	MaxConcurrentBuilds int
+
+	inflight inflight
+	polls    pollTimes
+}
+
+// SetupWithManager registers the field indexes and the watches: ImageBuilds
+// (spec changes), and ConfigMaps/Secrets metadata-only, mapped to the
+// ImageBuilds of their namespace that reference them.
+func (r *ImageBuildReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &kilnv1.ImageBuild{}, configMapIndex, indexConfigMaps); err != nil {
+		return fmt.Errorf("indexing ImageBuilds by ConfigMap: %w", err)
+	}
+	if err := idx.IndexField(ctx, &kilnv1.ImageBuild{}, secretIndex, indexSecrets); err != nil {
+		return fmt.Errorf("indexing ImageBuilds by Secret: %w", err)
+	}
+	n := r.MaxConcurrentBuilds
+	if n <= 0 {
+		n = 4
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("imagebuild").
+		// Status patches do not bump the generation: without the predicate
+		// every status write would come back as one more reconcile.
+		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&kilnv1.ImageBuild{}, r.cancelOnChange()).
+		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.mapConfigMap)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.mapSecret)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: n}).
+		Complete(r)
+}
+
+// cancelOnChange cancels a running build when its ImageBuild is deleted or
+// its spec changes. It must act from the event handler: the workqueue never
+// runs two reconciles of one object at once, so a reconcile that would
+// notice the deletion waits for the very build it should cancel.
+func (r *ImageBuildReconciler) cancelOnChange() handler.EventHandler {
+	return handler.Funcs{
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() || e.ObjectNew.GetDeletionTimestamp() != nil {
+				r.inflight.cancel(e.ObjectOld.GetUID())
+			}
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.inflight.cancel(e.Object.GetUID())
+		},
+	}
+}
+
+func (r *ImageBuildReconciler) mapConfigMap(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.referrers(ctx, o, configMapIndex, false)
+}
+
+// mapSecret also wakes the not-Ready ImageBuilds of the namespace that use a
+// ServiceAccount: the Secret may be one of its pull secrets (fixing a 401),
+// which no index can know without reading the ServiceAccount.
+func (r *ImageBuildReconciler) mapSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.referrers(ctx, o, secretIndex, true)
+}
+
+func (r *ImageBuildReconciler) referrers(ctx context.Context, o client.Object, index string, pullSecrets bool) []reconcile.Request {
+	log := ctrl.LoggerFrom(ctx)
+	var list kilnv1.ImageBuildList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()}); err != nil {
+		log.Error(err, "listing ImageBuilds referencing an object", "index", index, "object", o.GetName())
+		return nil
+	}
+	seen := map[string]bool{}
+	var reqs []reconcile.Request
+	add := func(ib *kilnv1.ImageBuild) {
+		if !seen[ib.Name] {
+			seen[ib.Name] = true
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(ib)})
+		}
+	}
+	for i := range list.Items {
+		add(&list.Items[i])
+	}
+	if !pullSecrets {
+		return reqs
+	}
+	var all kilnv1.ImageBuildList
+	if err := r.Client.List(ctx, &all, client.InNamespace(o.GetNamespace())); err != nil {
+		log.Error(err, "listing ImageBuilds of a namespace")
+		return reqs
+	}
+	for i := range all.Items {
+		if ib := &all.Items[i]; ib.Spec.ServiceAccountName != "" && !build.IsReady(ib) {
+			add(ib)
+		}
+	}
+	return reqs
+}
+
+// Reconcile runs the named steps: fetch -> suspend -> resolve inputs ->
+// decide -> build -> patch status -> events/requeue.
+func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	ib, err := r.fetch(ctx, req)
+	if err != nil || ib == nil {
+		return ctrl.Result{}, err
+	}
+	if ib.Spec.Suspend {
+		ctrl.LoggerFrom(ctx).V(1).Info("suspended, nothing to do")
+		return ctrl.Result{}, nil
+	}
+	res, err := r.resolveRefs(ctx, ib)
+	if err != nil {
+		return r.fail(ctx, ib, nil, err, r.now())
+	}
+	d, err := r.decide(ctx, ib, res)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !d.build {
+		return r.settle(ctx, ib, d)
+	}
+	return r.build(ctx, ib, res, d)
+}
+
+// fetch returns the object, or nil when it is gone or being deleted (its
+// build, if any, was cancelled by cancelOnChange).
+func (r *ImageBuildReconciler) fetch(ctx context.Context, req ctrl.Request) (*kilnv1.ImageBuild, error) {
+	ib := &kilnv1.ImageBuild{}
+	if err := r.Client.Get(ctx, req.NamespacedName, ib); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.polls.forget(req.String())
+			return nil, nil
+		}
+		return nil, fmt.Errorf("getting ImageBuild: %w", err)
+	}
+	if ib.DeletionTimestamp != nil {
+		r.inflight.cancel(ib.UID)
+		return nil, nil
+	}
+	return ib, nil
+}
+
+// decision is the outcome of the decide step.
+type decision struct {
+	build bool
+	why   string
+	// polled says the base tag was resolved in this reconcile; movedTo is
+	// its new digest when it moved.
+	polled  bool
+	movedTo string
+	// requeueAfter is when the base tag is due for its next poll.
+	requeueAfter time.Duration
+}
+
+// decide says whether to build. Nothing is built, written or pushed when the
+// spec (generation) and every referenced object are unchanged, the last
+// build succeeded and the target still holds its digest; a Stalled object
+// waits for a change.
+func (r *ImageBuildReconciler) decide(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (decision, error) {
+	st := &ib.Status
+	switch {
+	case st.ObservedGeneration != ib.Generation:
+		return decision{build: true, why: fmt.Sprintf("building generation %d", ib.Generation)}, nil
+	case st.InputsFingerprint != res.fingerprint:
+		return decision{build: true, why: "a referenced ConfigMap, Secret or ServiceAccount changed"}, nil
+	case apimeta.IsStatusConditionTrue(st.Conditions, kilnv1.StalledCondition):
+		return decision{}, nil
+	case !build.IsReady(ib) || st.Digest == "":
+		return decision{build: true, why: fmt.Sprintf("retrying after %d failed attempts", st.Failures)}, nil
+	}
+	o, err := r.registryOptions(ctx, ib, res)
+	if err != nil {
+		return decision{}, err
+	}
+	d, err := r.pollBase(ctx, ib, o)
+	if err != nil {
+		return decision{}, err
+	}
+	if d.movedTo != "" && updatePolicy(ib) == kilnv1.BaseUpdateRebuild {
+		d.build, d.why = true, fmt.Sprintf("base %s moved to %s", ib.Spec.Base.Image, d.movedTo)
+		return d, nil
+	}
+	held, err := r.targetHolds(ctx, ib, o)
+	if err != nil {
+		return decision{}, err
+	}
+	if !held {
+		d.build, d.why = true, fmt.Sprintf("%s no longer holds %s", ib.Spec.Target.Image, st.Digest)
+	}
+	return d, nil
+}
+
+func (r *ImageBuildReconciler) targetHolds(ctx context.Context, ib *kilnv1.ImageBuild, o registry.Options) (bool, error) {
+	h, err := v1.NewHash(ib.Status.Digest)
+	if err != nil {
+		return false, nil // a corrupt status digest is rebuilt
+	}
+	held, err := registry.Exists(ctx, ib.Spec.Target.Image, h, o)
+	if err != nil {
+		return false, fmt.Errorf("checking that %s still holds %s: %w", ib.Spec.Target.Image, h, err)
+	}
+	return held, nil
+}
+
+// pollBase re-resolves a tag base with a HEAD request when its poll is due.
+// Digest, archive and scratch bases are never polled.
+func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBuild, o registry.Options) (decision, error) {
+	ref := tagBase(ib)
+	if ref == "" {
+		return decision{}, nil
+	}
+	interval := pollInterval(ib)
+	last := r.polls.get(pollKey(ib))
+	if last.IsZero() && ib.Status.Base != nil && ib.Status.Base.CheckedAt != nil {
+		last = ib.Status.Base.CheckedAt.Time
+	}
+	if since := r.now().Sub(last); since < interval {
+		return decision{requeueAfter: interval - since}, nil
+	}
+	h, err := headBase(ctx, ref, o)
+	if err != nil {
+		// A poll that fails says nothing about drift; try again next interval.
+		ctrl.LoggerFrom(ctx).Info("polling base failed", "base", ref, "error", err.Error())
+		return decision{requeueAfter: interval}, nil
+	}
+	r.polls.set(pollKey(ib), r.now())
+	d := decision{polled: true, requeueAfter: interval}
+	if ib.Status.Base == nil || h != ib.Status.Base.RefDigest {
+		d.movedTo = h
+	}
+	return d, nil
+}
+
+func headBase(ctx context.Context, ref string, o registry.Options) (string, error) {
+	o.Insecure = false // the target's insecure flag is not the base registry's
+	h, err := image.HeadDigest(ctx, ref, registry.RemoteOptions(ctx, o)...)
+	if err != nil {
+		return "", err
+	}
+	return h.String(), nil
+}
+
+// tagBase returns the base reference when it is a registry tag, else "".
+func tagBase(ib *kilnv1.ImageBuild) string {
+	b := ib.Spec.Base
+	if b == nil || b.Image == "" || b.Image == kilnv1.ScratchImage {
+		return ""
+	}
+	ref, err := name.ParseReference(b.Image)
+	if err != nil {
+		return ""
+	}
+	if _, isDigest := ref.(name.Digest); isDigest {
+		return ""
+	}
+	return b.Image
+}
+
+func pollInterval(ib *kilnv1.ImageBuild) time.Duration {
+	if b := ib.Spec.Base; b != nil && b.PollInterval != nil && b.PollInterval.Duration > 0 {
+		return b.PollInterval.Duration
+	}
+	return DefaultPollInterval
+}
+
+func updatePolicy(ib *kilnv1.ImageBuild) kilnv1.BaseUpdatePolicy {
+	if b := ib.Spec.Base; b != nil && b.UpdatePolicy != "" {
+		return b.UpdatePolicy
+	}
+	return kilnv1.BaseUpdateRebuild
+}
+
+func pollKey(ib *kilnv1.ImageBuild) string {
+	return ib.Namespace + "/" + ib.Name + "/" + string(ib.UID)
+}
+
+// settle handles a reconcile that builds nothing: it records base drift
+// under policy Report (BaseUpToDate) and requeues for the next base poll.
+func (r *ImageBuildReconciler) settle(ctx context.Context, ib *kilnv1.ImageBuild, d decision) (ctrl.Result, error) {
+	result := ctrl.Result{RequeueAfter: d.requeueAfter}
+	if !d.polled {
+		return result, nil
+	}
+	wasUpToDate := !apimeta.IsStatusConditionFalse(ib.Status.Conditions, kilnv1.BaseUpToDateCondition)
+	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
+		if d.movedTo == "" {
+			setBaseUpToDate(ib, metav1.ConditionTrue, "UpToDate", fmt.Sprintf("base %s still resolves to %s", ib.Spec.Base.Image, ib.Status.Base.RefDigest))
+			return
+		}
+		setBaseUpToDate(ib, metav1.ConditionFalse, EventBaseChanged, fmt.Sprintf(
+			"base %s moved to %s; the pushed image was built from %s (updatePolicy Report: not rebuilt)",
+			ib.Spec.Base.Image, d.movedTo, builtFrom(ib)))
+	})
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if d.movedTo != "" && wasUpToDate {
+		r.event(ib, corev1.EventTypeNormal, EventBaseChanged, "Poll", "base %s moved to %s; updatePolicy Report: not rebuilt", ib.Spec.Base.Image, d.movedTo)
+	}
+	return result, nil
+}
+
+func builtFrom(ib *kilnv1.ImageBuild) string {
+	if ib.Status.Base == nil || ib.Status.Base.RefDigest == "" {
+		return "an unknown digest"
+	}
+	return ib.Status.Base.RefDigest
+}
+
+// build runs the engine and records the outcome.
+func (r *ImageBuildReconciler) build(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, d decision) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	log.Info("building", "why", d.why)
+	if d.movedTo != "" {
+		r.event(ib, corev1.EventTypeNormal, EventBaseChanged, "Poll", "base %s moved to %s; rebuilding", ib.Spec.Base.Image, d.movedTo)
+	}
+	if err := r.markStarted(ctx, ib, d.why); err != nil {
+		return ctrl.Result{}, err
+	}
+	start := r.now()
+	in, err := r.readInputs(ctx, ib, res)
+	if err != nil {
+		return r.fail(ctx, ib, res, err, start)
+	}
+	o, err := r.registryOptions(ctx, ib, res)
+	if err != nil {
+		return r.fail(ctx, ib, res, err, start)
+	}
+	refDigest := r.resolveRefDigest(ctx, ib, o)
+
+	bctx, done := r.inflight.start(ctx, ib.UID)
+	defer done()
+	r.Metrics.buildStarted()
+	result, err := r.Engine.Build(bctx, ib, in, build.Options{Progress: layerLogger(log)})
+	r.Metrics.buildDone()
+	if err != nil {
+		if bctx.Err() != nil {
+			// Deleted, spec changed or shutting down: whoever cancelled has
+			// queued what comes next, and the half-built state is not status.
+			log.Info("build cancelled", "error", err.Error())
+			return ctrl.Result{}, nil
+		}
+		return r.fail(ctx, ib, res, err, start)
+	}
+	return r.succeed(ctx, ib, res, result, refDigest, start)
+}
+
+// markStarted sets Reconciling=True (unless a retry already shows it) and
+// emits BuildStarted on that transition.
+func (r *ImageBuildReconciler) markStarted(ctx context.Context, ib *kilnv1.ImageBuild, why string) error {
+	if apimeta.IsStatusConditionTrue(ib.Status.Conditions, kilnv1.ReconcilingCondition) {
+		return nil
+	}
+	if _, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) { build.MarkReconciling(ib, why) }); err != nil {
+		return err
+	}
+	r.event(ib, corev1.EventTypeNormal, EventBuildStarted, "Build", "%s", why)
+	return nil
+}
+
+// resolveRefDigest HEADs a tag base before the build, so that drift polling
+// has the digest the build started from (a move during the build then shows
+// up at the next poll, never gets lost).
+func (r *ImageBuildReconciler) resolveRefDigest(ctx context.Context, ib *kilnv1.ImageBuild, o registry.Options) string {
+	ref := tagBase(ib)
+	if ref == "" {
+		return ""
+	}
+	h, err := headBase(ctx, ref, o)
+	if err != nil {
+		return "" // the build reports the base problem itself
+	}
+	return h
+}
+
+func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, result *build.Result, refDigest string, start time.Time) (ctrl.Result, error) {
+	now := r.now()
+	metricResult := resultPushed
+	if result.UpToDate {
+		metricResult = resultUpToDate
+	}
+	r.Metrics.observeBuild(metricResult, now.Sub(start), result.BytesIn, result.BytesOut, result.CacheHits)
+	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
+		build.ApplyResult(ib, result, now)
+		ib.Status.InputsFingerprint = res.fingerprint
+		r.recordBase(ib, refDigest, now)
+	})
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if result.UpToDate {
+		r.event(ib, corev1.EventTypeNormal, EventUpToDate, "Push", "%s already holds %s", ib.Spec.Target.Image, ib.Status.Digest)
+	} else {
+		r.event(ib, corev1.EventTypeNormal, EventPushed, "Push", "pushed %s", ib.Status.Image)
+	}
+	result2 := ctrl.Result{}
+	if tagBase(ib) != "" {
+		r.polls.set(pollKey(ib), now)
+		result2.RequeueAfter = pollInterval(ib)
+	}
+	return result2, nil
+}
+
+// recordBase keeps what drift polling needs: the reference's own digest
+// and when it was resolved; BaseUpToDate is True right after a build.
+func (r *ImageBuildReconciler) recordBase(ib *kilnv1.ImageBuild, refDigest string, now time.Time) {
+	if tagBase(ib) == "" || ib.Status.Base == nil {
+		apimeta.RemoveStatusCondition(&ib.Status.Conditions, kilnv1.BaseUpToDateCondition)
+		return
+	}
+	if ib.Status.Base.RefDigest == "" {
+		ib.Status.Base.RefDigest = refDigest
+	}
+	t := metav1.NewTime(now)
+	ib.Status.Base.CheckedAt = &t
+	setBaseUpToDate(ib, metav1.ConditionTrue, "UpToDate", fmt.Sprintf("built from %s at %s", ib.Spec.Base.Image, builtFrom(ib)))
+}
+
+// fail records a failed attempt. Permanent: Stalled, no requeue until the
+// spec or a referenced object changes. Transient: Reconciling with the
+// error, retried by the rate limiter (or after the server's Retry-After).
+func (r *ImageBuildReconciler) fail(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, buildErr error, start time.Time) (ctrl.Result, error) {
+	now := r.now()
+	r.Metrics.observeBuild(resultFailed, now.Sub(start), 0, 0, 0)
+	var prev metav1.Condition
+	if c := apimeta.FindStatusCondition(ib.Status.Conditions, kilnv1.ReadyCondition); c != nil {
+		prev = *c // a copy: ApplyFailure rewrites the slice in place
+	}
+	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
+		build.ApplyFailure(ib, buildErr, now)
+		if res != nil {
+			ib.Status.InputsFingerprint = res.fingerprint
+		}
+	})
+	if err != nil {
+		return ctrl.Result{}, errors.Join(buildErr, err)
+	}
+	cur := apimeta.FindStatusCondition(ib.Status.Conditions, kilnv1.ReadyCondition)
+	if prev.Reason != cur.Reason || prev.Message != cur.Message || prev.Status != cur.Status {
+		r.event(ib, corev1.EventTypeWarning, EventBuildFailed, "Build", "%s: %s", failure.ReasonOf(buildErr), buildErr.Error())
+	}
+	if failure.IsPermanent(buildErr) {
+		ctrl.LoggerFrom(ctx).Info("build failed permanently", "reason", failure.ReasonOf(buildErr), "error", buildErr.Error())
+		return ctrl.Result{}, nil
+	}
+	if after := failure.RetryAfterOf(buildErr); after > 0 {
+		return ctrl.Result{RequeueAfter: after}, nil
+	}
+	return ctrl.Result{}, buildErr
+}
+
+// patchStatus applies mutate and patches status only when it changed.
+func (r *ImageBuildReconciler) patchStatus(ctx context.Context, ib *kilnv1.ImageBuild, mutate func(*kilnv1.ImageBuild)) (bool, error) {
+	before := ib.DeepCopy()
+	mutate(ib)
+	if equality.Semantic.DeepEqual(before.Status, ib.Status) {
+		return false, nil
+	}
+	if err := r.Client.Status().Patch(ctx, ib, client.MergeFrom(before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil // deleted meanwhile: nothing left to record
+		}
+		return false, fmt.Errorf("patching status: %w", err)
+	}
+	return true, nil
+}
+
+// registryOptions are the engine's registry options with the ImageBuild's
+// credentials, insecure flag and CA bundle, for the checks the controller
+// makes itself (target HEAD, base HEAD).
+func (r *ImageBuildReconciler) registryOptions(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (registry.Options, error) {
+	o := r.Engine.Registry
+	kc, err := r.keychain(ctx, ib.Namespace, res.pullSecrets)
+	if err != nil {
+		return o, err
+	}
+	o.Keychain = kc
+	o.Insecure = ib.Spec.Target.Insecure
+	ca, err := r.caBundle(ctx, ib)
+	if err != nil {
+		return o, err
+	}
+	if len(ca) > 0 {
+		o.CABundle = ca
+	}
+	return o, nil
+}
+
+func (r *ImageBuildReconciler) caBundle(ctx context.Context, ib *kilnv1.ImageBuild) ([]byte, error) {
+	cb := ib.Spec.Target.CABundle
+	switch {
+	case cb == nil:
+		return nil, nil
+	case cb.ConfigMap != nil:
+		var cm corev1.ConfigMap
+		if _, err := r.getDirect(ctx, ib.Namespace, cb.ConfigMap.Name, &cm); err != nil {
+			return nil, fmt.Errorf("reading CA bundle configMap %q: %w", cb.ConfigMap.Name, err)
+		}
+		return build.ConfigMapData(&cm)[cb.ConfigMap.Key], nil
+	case cb.Secret != nil:
+		var s corev1.Secret
+		if _, err := r.getDirect(ctx, ib.Namespace, cb.Secret.Name, &s); err != nil {
+			return nil, fmt.Errorf("reading CA bundle secret %q: %w", cb.Secret.Name, err)
+		}
+		return build.SecretData(&s)[cb.Secret.Key], nil
+	}
+	return nil, nil
+}
+
+func setBaseUpToDate(ib *kilnv1.ImageBuild, s metav1.ConditionStatus, reason, msg string) {
+	apimeta.SetStatusCondition(&ib.Status.Conditions, metav1.Condition{
+		Type: kilnv1.BaseUpToDateCondition, Status: s, Reason: reason, Message: msg, ObservedGeneration: ib.Generation,
+	})
+}
+
+func (r *ImageBuildReconciler) event(ib *kilnv1.ImageBuild, eventType, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(ib, nil, eventType, reason, action, note, args...)
+	}
+}
+
+func (r *ImageBuildReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *ImageBuildReconciler) metadataReader() client.Reader {
+	if r.MetadataReader != nil {
+		return r.MetadataReader
+	}
+	return r.Client
+}
+
+// layerLogger logs each finished layer with its name, so that logs carry
+// namespace/name (from controller-runtime) and layer.
+func layerLogger(log logr.Logger) func(build.Progress) {
+	return func(p build.Progress) {
+		if p.Done {
+			log.V(1).Info("layer done", "layer", p.Layer, "bytesIn", p.BytesIn, "bytesOut", p.BytesOut)
+		}
+	}
+}

@@ -1,0 +1,561 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+)
+
+// simpleBuild is scratch + one URL layer + env, pushed to reg/repo:1.0.
+func simpleBuild(ns, name, layerURL string, reg *testRegistry, repo string) *kilnv1.ImageBuild {
+	return &kilnv1.ImageBuild{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: kilnv1.ImageBuildSpec{
+			Layers: []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{URL: layerURL}}},
+			Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "APP", Value: "1"}}},
+			Target: kilnv1.Target{Image: reg.host + "/" + repo + ":1.0"},
+		},
+	}
+}
+
+func reconcileDirect(t *testing.T, ns, name string) ctrl.Result {
+	t.Helper()
+	ctx := ctrl.LoggerInto(context.Background(), ctrl.Log)
+	res, err := env.r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+	if err != nil {
+		t.Fatalf("reconcile %s/%s: %v", ns, name, err)
+	}
+	return res
+}
+
+func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	files := newFileServer(t)
+	appTar := tarball(t, "app/hello.txt", "hello\n")
+	appURL := files.put("/app.tar.gz", gzipped(t, appTar))
+	cmTar := tarball(t, "etc/app.conf", "v=1\n")
+	create(t, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "app-files", Namespace: ns},
+		BinaryData: map[string][]byte{"conf.tar": cmTar},
+	})
+	ib := simpleBuild(ns, "app", appURL, reg, "team/app")
+	ib.Spec.Layers = append(ib.Spec.Layers, kilnv1.Layer{Name: "conf", Source: kilnv1.Source{
+		ConfigMap: &kilnv1.KeySelector{Name: "app-files", Key: "conf.tar"}}})
+	ib.Spec.Target.Tags = []string{"latest"}
+	create(t, ib)
+
+	got := waitReady(t, ns, "app")
+	st := got.Status
+	repo := reg.host + "/team/app"
+	checks := []struct {
+		what string
+		ok   bool
+	}{
+		{"image is repo@digest", st.Image == repo+"@"+st.Digest},
+		{"digest", strings.HasPrefix(st.Digest, "sha256:")},
+		{"configDigest", strings.HasPrefix(st.ConfigDigest, "sha256:")},
+		{"inputDigest", strings.HasPrefix(st.InputDigest, "sha256:")},
+		{"inputsFingerprint", strings.HasPrefix(st.InputsFingerprint, "sha256:")},
+		{"observedGeneration", st.ObservedGeneration == got.Generation},
+		{"base scratch", st.Base != nil && st.Base.Image == "scratch" && st.Base.Digest == ""},
+		{"two layers", len(st.Layers) == 2},
+		{"lastBuild pushed", st.LastBuild != nil && st.LastBuild.Result == kilnv1.ResultPushed && st.LastBuild.BytesIn > 0 && st.LastBuild.BytesOut > 0},
+		{"history has the digest", len(st.History) == 1 && st.History[0].Digest == st.Digest && st.History[0].InputDigest == st.InputDigest},
+		{"tags", strings.Contains(strings.Join(st.Tags, ","), "latest")},
+		{"no failures", st.Failures == 0},
+		{"not reconciling or stalled", condition(got, kilnv1.ReconcilingCondition) == nil && condition(got, kilnv1.StalledCondition) == nil},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("status: %s wrong: %+v", c.what, st)
+		}
+	}
+	if len(st.Layers) == 2 {
+		app, conf := st.Layers[0], st.Layers[1]
+		if app.Name != "app" || app.DiffID != sha(appTar) || app.SourceCompression != "gzip" || app.SourceDigest != sha(files.files["/app.tar.gz"]) {
+			t.Errorf("layer app provenance: %+v", app)
+		}
+		if conf.Name != "conf" || conf.DiffID != sha(cmTar) || conf.SourceDigest != sha(cmTar) {
+			t.Errorf("layer conf provenance: %+v", conf)
+		}
+	}
+	checkPrinterColumns(t, ns, "app", "True", st.Image)
+	waitEvents(t, ns, "app", EventBuildStarted, EventPushed)
+
+	t.Run("no churn on resync", func(t *testing.T) {
+		before := get(t, ns, "app")
+		writes := reg.writes.Load()
+		for range 3 {
+			reconcileDirect(t, ns, "app")
+		}
+		after := get(t, ns, "app")
+		if after.ResourceVersion != before.ResourceVersion {
+			t.Errorf("status written on resync: resourceVersion %s -> %s", before.ResourceVersion, after.ResourceVersion)
+		}
+		if n := reg.writes.Load() - writes; n != 0 {
+			t.Errorf("%d registry writes on resync, want 0", n)
+		}
+	})
+
+	t.Run("spec change rebuilds", func(t *testing.T) {
+		old := get(t, ns, "app").Status.Digest
+		update(t, ns, "app", func(ib *kilnv1.ImageBuild) { ib.Spec.Config.Env[0].Value = "2" })
+		got := waitReady(t, ns, "app")
+		if got.Status.Digest == old {
+			t.Fatalf("digest unchanged after a spec change: %s", old)
+		}
+		if len(got.Status.History) != 2 || got.Status.History[1].Digest != old {
+			t.Errorf("history: %+v", got.Status.History)
+		}
+	})
+
+	t.Run("ConfigMap change rebuilds", func(t *testing.T) {
+		old := get(t, ns, "app").Status
+		newTar := tarball(t, "etc/app.conf", "v=2\n")
+		cm := &corev1.ConfigMap{}
+		if err := env.k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "app-files"}, cm); err != nil {
+			t.Fatal(err)
+		}
+		cm.BinaryData["conf.tar"] = newTar
+		if err := env.k8s.Update(context.Background(), cm); err != nil {
+			t.Fatal(err)
+		}
+		var got *kilnv1.ImageBuild
+		waitFor(t, 60*time.Second, "rebuild with the new ConfigMap", func() (bool, string) {
+			got = get(t, ns, "app")
+			return isReadyNow(got) && got.Status.Digest != old.Digest, conditionsOf(got)
+		})
+		if d := got.Status.Layers[1].DiffID; d != sha(newTar) {
+			t.Errorf("conf layer diffID %s, want %s (the new ConfigMap content)", d, sha(newTar))
+		}
+		if got.Status.InputsFingerprint == old.InputsFingerprint {
+			t.Errorf("inputsFingerprint did not change")
+		}
+	})
+}
+
+// checkPrinterColumns asks the API server for the kubectl table of the
+// object and checks the READY and IMAGE cells.
+func checkPrinterColumns(t *testing.T, ns, name, ready, image string) {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(env.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("%s/apis/kiln.dev/v1alpha1/namespaces/%s/imagebuilds/%s", strings.TrimSuffix(env.cfg.Host, "/"), ns, name)
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Accept", "application/json;as=Table;g=meta.k8s.io;v=v1")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var table metav1.Table
+	if err := json.Unmarshal(body, &table); err != nil || len(table.Rows) != 1 {
+		t.Fatalf("table response (%v): %s", err, body)
+	}
+	cols := map[string]any{}
+	for i, c := range table.ColumnDefinitions {
+		cols[c.Name] = table.Rows[0].Cells[i]
+	}
+	if cols["Ready"] != ready || cols["Image"] != image {
+		t.Errorf("printer columns: %v, want Ready=%s Image=%s", cols, ready, image)
+	}
+}
+
+// waitEvents waits until the object has events with all these reasons.
+func waitEvents(t *testing.T, ns, name string, reasons ...string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "events "+strings.Join(reasons, ","), func() (bool, string) {
+		var list eventsv1.EventList
+		if err := env.k8s.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		have := map[string]bool{}
+		for _, e := range list.Items {
+			if e.Regarding.Name == name {
+				have[e.Reason] = true
+			}
+		}
+		for _, r := range reasons {
+			if !have[r] {
+				return false, fmt.Sprintf("have %v", have)
+			}
+		}
+		return true, ""
+	})
+}
+
+func TestSuspendStopsWork(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	files := newFileServer(t)
+	ib := simpleBuild(ns, "sus", files.put("/a.tar", tarball(t, "a", "a")), reg, "sus")
+	ib.Spec.Suspend = true
+	create(t, ib)
+	reconcileDirect(t, ns, "sus")
+	if got := get(t, ns, "sus"); got.Status.ObservedGeneration != 0 || len(got.Status.Conditions) != 0 {
+		t.Fatalf("suspended ImageBuild got status: %s", conditionsOf(got))
+	}
+	if n := reg.writes.Load(); n != 0 {
+		t.Fatalf("%d registry writes while suspended", n)
+	}
+	if n := files.getCount("/a.tar"); n != 0 {
+		t.Fatalf("%d source fetches while suspended", n)
+	}
+	update(t, ns, "sus", func(ib *kilnv1.ImageBuild) { ib.Spec.Suspend = false })
+	waitReady(t, ns, "sus")
+}
+
+func pushRandomImage(t *testing.T, ref string) string {
+	t.Helper()
+	img, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatalf("pushing base %s: %v", ref, err)
+	}
+	d, _ := img.Digest()
+	return d.String()
+}
+
+func TestBaseDrift(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	files := newFileServer(t)
+	baseRef := reg.host + "/base:stable"
+	first := pushRandomImage(t, baseRef)
+	layerURL := files.put("/l.tar", tarball(t, "x", "x"))
+	for _, policy := range []kilnv1.BaseUpdatePolicy{kilnv1.BaseUpdateRebuild, kilnv1.BaseUpdateReport} {
+		ib := simpleBuild(ns, strings.ToLower(string(policy)), layerURL, reg, "drift-"+strings.ToLower(string(policy)))
+		ib.Spec.Base = &kilnv1.Base{Image: baseRef, UpdatePolicy: policy, PollInterval: &metav1.Duration{Duration: time.Second}}
+		create(t, ib)
+	}
+	before := map[string]string{}
+	for _, n := range []string{"rebuild", "report"} {
+		got := waitReady(t, ns, n)
+		if got.Status.Base.Digest != first || got.Status.Base.RefDigest != first {
+			t.Fatalf("%s: base status %+v, want digest %s", n, got.Status.Base, first)
+		}
+		before[n] = got.Status.Digest
+	}
+	second := pushRandomImage(t, baseRef)
+
+	waitFor(t, 60*time.Second, "Rebuild policy rebuilds on the moved base", func() (bool, string) {
+		got := get(t, ns, "rebuild")
+		return isReadyNow(got) && got.Status.Base.RefDigest == second && got.Status.Digest != before["rebuild"], conditionsOf(got)
+	})
+	waitFor(t, 60*time.Second, "Report policy sets BaseUpToDate=False", func() (bool, string) {
+		got := get(t, ns, "report")
+		c := condition(got, kilnv1.BaseUpToDateCondition)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, second), conditionsOf(got)
+	})
+	got := get(t, ns, "report")
+	if got.Status.Digest != before["report"] || !isReadyNow(got) {
+		t.Errorf("Report policy rebuilt or lost Ready: %s digest %s", conditionsOf(got), got.Status.Digest)
+	}
+	waitEvents(t, ns, "report", EventBaseChanged)
+	waitEvents(t, ns, "rebuild", EventBaseChanged)
+}
+
+func TestDigestBaseIsNeverPolled(t *testing.T) {
+	ib := &kilnv1.ImageBuild{Spec: kilnv1.ImageBuildSpec{Base: &kilnv1.Base{Image: "reg.example/base@sha256:" + strings.Repeat("a", 64)}}}
+	if ref := tagBase(ib); ref != "" {
+		t.Errorf("digest base %q treated as a tag", ref)
+	}
+	ib.Spec.Base.Image = "reg.example/base:1"
+	if ref := tagBase(ib); ref == "" {
+		t.Errorf("tag base not polled")
+	}
+	ib.Spec.Base.Image = kilnv1.ScratchImage
+	if ref := tagBase(ib); ref != "" {
+		t.Errorf("scratch polled")
+	}
+}
+
+func TestPermanentErrorStallsUntilFixed(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	files := newFileServer(t)
+	data := tarball(t, "a", "a")
+	ib := simpleBuild(ns, "bad", files.put("/a.tar", data), reg, "bad")
+	wrong := "sha256:" + strings.Repeat("0", 64)
+	ib.Spec.Layers[0].Digest = wrong
+	create(t, ib)
+	var got *kilnv1.ImageBuild
+	waitFor(t, 60*time.Second, "Stalled", func() (bool, string) {
+		got = get(t, ns, "bad")
+		c := condition(got, kilnv1.StalledCondition)
+		return c != nil && c.Status == metav1.ConditionTrue, conditionsOf(got)
+	})
+	stalled := condition(got, kilnv1.StalledCondition)
+	ready := condition(got, kilnv1.ReadyCondition)
+	if stalled.Reason != "DigestMismatch" || ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != "DigestMismatch" {
+		t.Errorf("conditions: %s", conditionsOf(got))
+	}
+	for _, want := range []string{`"app"`, wrong, sha(data)} {
+		if !strings.Contains(stalled.Message, want) {
+			t.Errorf("Stalled message %q does not name %s", stalled.Message, want)
+		}
+	}
+	if n := reg.writes.Load(); n != 0 {
+		t.Errorf("%d registry writes for a failed build", n)
+	}
+	waitEvents(t, ns, "bad", EventBuildFailed)
+	// A resync of a Stalled object does nothing.
+	rv := get(t, ns, "bad").ResourceVersion
+	if res := reconcileDirect(t, ns, "bad"); res.RequeueAfter != 0 {
+		t.Errorf("stalled object requeued: %+v", res)
+	}
+	if got := get(t, ns, "bad"); got.ResourceVersion != rv {
+		t.Errorf("stalled object's status rewritten on resync")
+	}
+
+	update(t, ns, "bad", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = sha(data) })
+	got = waitReady(t, ns, "bad")
+	if condition(got, kilnv1.StalledCondition) != nil || got.Status.Failures != 0 {
+		t.Errorf("after the fix: %s", conditionsOf(got))
+	}
+}
+
+func TestMissingConfigMapStallsThenCreatingItBuilds(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	ib := &kilnv1.ImageBuild{
+		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns},
+		Spec: kilnv1.ImageBuildSpec{
+			Layers: []kilnv1.Layer{{Name: "conf", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "later", Key: "l.tar"}}}},
+			Target: kilnv1.Target{Image: reg.host + "/late:1"},
+		},
+	}
+	create(t, ib)
+	waitFor(t, 60*time.Second, "Stalled SourceNotFound", func() (bool, string) {
+		got := get(t, ns, "late")
+		c := condition(got, kilnv1.StalledCondition)
+		return c != nil && c.Reason == "SourceNotFound" && strings.Contains(c.Message, `"later"`), conditionsOf(got)
+	})
+	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: ns},
+		BinaryData: map[string][]byte{"l.tar": tarball(t, "l", "l")}})
+	waitReady(t, ns, "late")
+}
+
+func TestTransientRegistryFailuresRetryToTheSameDigest(t *testing.T) {
+	ns := newNamespace(t)
+	files := newFileServer(t)
+	layerURL := files.put("/t.tar.gz", gzipped(t, tarball(t, "t", "transient")))
+
+	clean := newRegistry(t)
+	create(t, simpleBuild(ns, "clean", layerURL, clean, "t"))
+	want := waitReady(t, ns, "clean").Status.Digest
+
+	flaky := newRegistry(t)
+	var mu sync.Mutex
+	failed := map[string]int{}
+	flaky.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		// Every kind of request (by method and endpoint kind) fails 3 times.
+		kind := r.Method + " " + endpointKind(r.URL.Path)
+		if failed[kind] < 3 {
+			failed[kind]++
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	create(t, simpleBuild(ns, "flaky", layerURL, flaky, "t"))
+	got := waitReady(t, ns, "flaky")
+	if got.Status.Digest != want {
+		t.Errorf("digest after retries %s, clean run %s", got.Status.Digest, want)
+	}
+	mu.Lock()
+	t.Logf("503s served: %v; status.failures at Ready: %d", failed, got.Status.Failures)
+	mu.Unlock()
+
+	// More 503s than the registry client retries in one build: the build
+	// fails as transient (Reconciling, failures counted, BuildFailed) and
+	// the controller's backoff retries it to the same digest.
+	stubborn := newRegistry(t)
+	var manifestFails int
+	stubborn.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") && manifestFails < 8 {
+			manifestFails++
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	create(t, simpleBuild(ns, "stubborn", layerURL, stubborn, "t"))
+	got = waitReady(t, ns, "stubborn")
+	if got.Status.Digest != want || got.Status.Failures != 0 {
+		t.Errorf("after controller retries: digest %s (clean %s), failures %d", got.Status.Digest, want, got.Status.Failures)
+	}
+	waitEvents(t, ns, "stubborn", EventBuildFailed, EventPushed)
+}
+
+func endpointKind(path string) string {
+	switch {
+	case strings.Contains(path, "/blobs/uploads"):
+		return "upload"
+	case strings.Contains(path, "/blobs/"):
+		return "blob"
+	case strings.Contains(path, "/manifests/"):
+		return "manifest"
+	}
+	return path
+}
+
+func TestSecretOfAnotherNamespaceIsNeverRead(t *testing.T) {
+	own, other := newNamespace(t), newNamespace(t)
+	reg := newRegistry(t)
+	ownTar := tarball(t, "secret.txt", "own namespace")
+	otherTar := tarball(t, "secret.txt", "OTHER namespace")
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "layer", Namespace: other}, Data: map[string][]byte{"l.tar": otherTar}})
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "layer", Namespace: own}, Data: map[string][]byte{"l.tar": ownTar}})
+	create(t, &kilnv1.ImageBuild{
+		ObjectMeta: metav1.ObjectMeta{Name: "sec", Namespace: own},
+		Spec: kilnv1.ImageBuildSpec{
+			Layers: []kilnv1.Layer{{Name: "s", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar"}}}},
+			Target: kilnv1.Target{Image: reg.host + "/sec:1"},
+		},
+	})
+	got := waitReady(t, own, "sec")
+	if d := got.Status.Layers[0].DiffID; d != sha(ownTar) {
+		t.Errorf("layer diffID %s, want own namespace's %s (other namespace's is %s)", d, sha(ownTar), sha(otherTar))
+	}
+}
+
+func TestManyBuildsShareLayers(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	files := newFileServer(t)
+	const builds = 50
+	shared := []struct{ path, digest string }{}
+	for i := range 3 {
+		data := gzipped(t, tarball(t, fmt.Sprintf("shared/%d.txt", i), strings.Repeat(fmt.Sprint(i), 4096)))
+		p := fmt.Sprintf("/shared-%d.tar.gz", i)
+		files.put(p, data)
+		shared = append(shared, struct{ path, digest string }{p, sha(data)})
+	}
+	// Unpinned URLs are fetched again by every build that does not run at
+	// the same moment (the engine only knows a URL's content after fetching
+	// it); pinning the digest lets the layer cache answer. KILN_TEST_UNPINNED
+	// measures the unpinned count.
+	for i := range builds {
+		ib := &kilnv1.ImageBuild{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("b%02d", i), Namespace: ns},
+			Spec: kilnv1.ImageBuildSpec{
+				Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "N", Value: fmt.Sprint(i)}}},
+				Target: kilnv1.Target{Image: fmt.Sprintf("%s/many/b%02d:1", reg.host, i)},
+			},
+		}
+		for j, s := range shared {
+			l := kilnv1.Layer{Name: fmt.Sprintf("l%d", j), Source: kilnv1.Source{URL: files.srv.URL + s.path}}
+			if !unpinned() {
+				l.Digest = s.digest
+			}
+			ib.Spec.Layers = append(ib.Spec.Layers, l)
+		}
+		create(t, ib)
+	}
+	for i := range builds {
+		waitReady(t, ns, fmt.Sprintf("b%02d", i))
+	}
+	for _, s := range shared {
+		n := files.getCount(s.path)
+		t.Logf("%s fetched %d times by %d builds (unpinned=%t)", s.path, n, builds, unpinned())
+		if n != 1 && !unpinned() {
+			t.Errorf("%s fetched %d times, want 1", s.path, n)
+		}
+	}
+}
+
+func unpinned() bool { return os.Getenv("KILN_TEST_UNPINNED") == "1" }
+
+func TestDeleteDuringBuildCancelsAndLeavesNoTempFiles(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	files := newFileServer(t)
+	started := make(chan struct{})
+	cancelled := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	big := gzipped(t, tarball(t, "big.bin", strings.Repeat("z", 1<<20)))
+	var once sync.Once
+	files.mu.Lock()
+	files.block["/slow.tar.gz"] = func(w http.ResponseWriter, r *http.Request) {
+		// Send part of the layer so the pipeline is writing a temp blob,
+		// then hang until the client goes away.
+		w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+		_, _ = w.Write(big[:len(big)/2])
+		w.(http.Flusher).Flush()
+		once.Do(func() { close(started) })
+		select {
+		case <-r.Context().Done():
+			close(cancelled)
+		case <-release:
+		}
+	}
+	files.mu.Unlock()
+	create(t, simpleBuild(ns, "slow", files.srv.URL+"/slow.tar.gz", reg, "slow"))
+	select {
+	case <-started:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the build never fetched the slow layer")
+	}
+	ib := get(t, ns, "slow")
+	if err := env.k8s.Delete(context.Background(), ib); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("deleting the ImageBuild did not cancel its fetch")
+	}
+	waitFor(t, 30*time.Second, "no temp files", func() (bool, string) {
+		tmp, err := env.r.Engine.Store.TempFiles()
+		return err == nil && len(tmp) == 0, fmt.Sprintf("%v %v", tmp, err)
+	})
+	if n := reg.writes.Load(); n != 0 {
+		t.Errorf("%d registry writes from a cancelled build", n)
+	}
+}
