@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -63,7 +64,7 @@ func (e *Engine) buildLayers(ctx context.Context, spec *kilnv1.ImageBuildSpec, i
 		g.Go(func() error {
 			b, err := e.buildLayer(gctx, spec, l, in, windows, o, progress)
 			if err != nil {
-				return fmt.Errorf("layer %q: %w", l.Name, err)
+				return nameLayer(l.Name, err)
 			}
 			out[i] = b
 			return nil
@@ -184,7 +185,7 @@ func (e *Engine) produceOnce(ctx context.Context, src conditionalSource, bo laye
 		return produced{layer: *src.previous, cached: true}, nil
 	}
 	if err != nil {
-		return produced{}, fmt.Errorf("fetching: %w", err)
+		return produced{}, err
 	}
 	defer func() { _ = stream.Close() }()
 	var in io.Reader = stream
@@ -263,6 +264,15 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 		bytesIn: bytesIn,
 		cached:  cached,
 	}, nil
+}
+
+// nameLayer makes sure err names the layer once: the source, pipeline and
+// verification errors already start with it, the rest get it prefixed.
+func nameLayer(name string, err error) error {
+	if strings.Contains(err.Error(), fmt.Sprintf("layer %q", name)) {
+		return err
+	}
+	return fmt.Errorf("layer %q: %w", name, err)
 }
 
 // optionsKey names everything besides the source bytes that determines a

@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"sigs.k8s.io/yaml"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+)
+
+func layerTarGz(t *testing.T, name, body string) []byte {
+	t.Helper()
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(tw, body)
+	_ = tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(tb.Bytes())
+	_ = zw.Close()
+	return gz.Bytes()
+}
+
+// run executes the root command with args and returns stdout, stderr and the exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	root := NewRoot()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err != nil {
+		errOut.WriteString(err.Error())
+	}
+	return out.String(), errOut.String(), ExitCode(err)
+}
+
+func TestBuildFromFileWithConfigMap(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	spec := fmt.Sprintf(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-files}
+binaryData:
+  app.tar.gz: %s
+---
+apiVersion: kiln.dev/v1alpha1
+kind: ImageBuild
+metadata: {name: app}
+spec:
+  layers:
+  - name: app
+    source: {configMap: {name: app-files, key: app.tar.gz}}
+  config:
+    env: [{name: GREETING, value: hello}]
+  target: {image: %s/team/app:1.0}
+`, base64.StdEncoding.EncodeToString(layerTarGz(t, "app/run", "echo hi")), host)
+	file := filepath.Join(t.TempDir(), "ib.yaml")
+	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var ib kilnv1.ImageBuild
+	if err := yaml.UnmarshalStrict([]byte(stdout), &ib); err != nil {
+		t.Fatalf("output is not one ImageBuild: %v\n%s", err, stdout)
+	}
+	if ib.Status.Digest == "" || len(ib.Status.Layers) != 1 || ib.Status.Layers[0].SourceCompression != "gzip" {
+		t.Fatalf("status = %+v", ib.Status)
+	}
+	ref, _ := name.ParseReference(ib.Status.Image)
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatalf("pulling %s: %v", ib.Status.Image, err)
+	}
+	cf, _ := img.ConfigFile()
+	if len(cf.Config.Env) != 1 || cf.Config.Env[0] != "GREETING=hello" {
+		t.Errorf("env = %v", cf.Config.Env)
+	}
+
+	// plan of the same file: digests only, the registry already holds them.
+	planOut, stderr, code := run(t, "plan", "-f", file, "--cache-dir", t.TempDir(), "-o", "json", "--progress=false")
+	if code != 0 {
+		t.Fatalf("plan exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(planOut, ib.Status.Digest) || !strings.Contains(planOut, `"reason": "UpToDate"`) {
+		t.Errorf("plan output lacks the digest or UpToDate:\n%s", planOut)
+	}
+}
+
+func TestBuildSeveralPrintsAListAndFailsWhenOneFails(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	spec := fmt.Sprintf(`apiVersion: kiln.dev/v1alpha1
+kind: ImageBuild
+metadata: {name: good}
+spec:
+  config: {env: [{name: A, value: b}]}
+  target: {image: %[1]s/team/good:1}
+---
+apiVersion: kiln.dev/v1alpha1
+kind: ImageBuild
+metadata: {name: bad}
+spec:
+  layers:
+  - name: missing
+    source: {secret: {name: nope, key: layer.tar}}
+  target: {image: %[1]s/team/bad:1}
+`, host)
+	file := filepath.Join(t.TempDir(), "ib.yaml")
+	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if !strings.Contains(stdout, "kind: List") || !strings.Contains(stdout, "name: good") || !strings.Contains(stdout, "name: bad") {
+		t.Errorf("want a v1 List of both builds:\n%s", stdout)
+	}
+	if !strings.Contains(stderr, `default/bad: SourceNotFound: layer "missing": Secret "nope" not found`) {
+		t.Errorf("stderr lacks one clear line for the failed build:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "default/good") {
+		t.Errorf("the good build is reported as failed:\n%s", stderr)
+	}
+}
+
+func TestBuildRejectsUnknownKindsAndFields(t *testing.T) {
+	for _, doc := range []string{
+		"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+		"apiVersion: kiln.dev/v1alpha1\nkind: ImageBuild\nmetadata: {name: x}\nspec: {target: {image: r/x}, layerz: []}\n",
+	} {
+		file := filepath.Join(t.TempDir(), "ib.yaml")
+		if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir())
+		if code != 2 || !strings.Contains(stderr, "document 0") {
+			t.Errorf("exit %d, stderr %q: want 2 naming the document", code, stderr)
+		}
+	}
+}
