@@ -47,7 +47,7 @@ vet: ## Run go vet.
 
 .PHONY: verify
 verify: manifests generate vet ## Fail when generated files are stale, code is unformatted or vet complains.
-	@test -z "$$(gofmt -l api controllers internal test main.go)" || { echo "gofmt needed on:"; gofmt -l api controllers internal test main.go; exit 1; }
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	@git diff --exit-code -- config/crd config/rbac api || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- config/crd config/rbac api)" || { echo "untracked generated files:"; git status --porcelain -- config/crd config/rbac api; exit 1; }
 
