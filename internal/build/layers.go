@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/layer"
 	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/retry"
 	"github.com/kiln-build/kiln/internal/source"
 	"github.com/kiln-build/kiln/internal/version"
 )
@@ -166,7 +167,7 @@ func (e *Engine) produce(ctx context.Context, src conditionalSource, bo layer.Bu
 	var lastErr error
 	for a := 0; a < attempts; a++ {
 		if a > 0 {
-			if err := sleepCtx(ctx, time.Duration(a)*time.Second); err != nil {
+			if err := retry.Sleep(ctx, time.Duration(a)*time.Second); err != nil {
 				return produced{}, err
 			}
 		}
@@ -292,17 +293,6 @@ func compressionOrAuto(a compression.Algorithm) compression.Algorithm {
 func metaKey(sourceDigest, opts string) string {
 	sum := sha256.Sum256([]byte(sourceDigest + "\x00" + opts))
 	return "layer-" + hex.EncodeToString(sum[:])
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // progressReader reports bytes read from a source.

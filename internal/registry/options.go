@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/retry"
 )
 
 // Options configures registry access.
@@ -65,18 +66,7 @@ func (o Options) sleep() func(context.Context, time.Duration) error {
 	if o.Sleep != nil {
 		return o.Sleep
 	}
-	return sleepCtx
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Sleep
 }
 
 // uploadBackoff is go-containerregistry's own retry of a whole blob upload

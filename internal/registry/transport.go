@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/kiln-build/kiln/internal/retry"
 )
 
 // retryTransport retries one HTTP request on 408, 429, 5xx and connection
@@ -170,12 +171,7 @@ func retryAfter(v string) time.Duration {
 // backoff returns the wait before retry n+1: 500ms doubling, capped at 20s,
 // with jitter in [d/2, d) so that parallel uploads do not retry in lockstep.
 func backoff(n int) time.Duration {
-	d := backoffBase << min(n, 10)
-	if d > backoffCap || d <= 0 {
-		d = backoffCap
-	}
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(half)))
+	return retry.Backoff(n, backoffBase, backoffCap)
 }
 
 // giveUp ends a request that kept failing. A plain 5xx response is returned

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/retry"
 )
 
 // urlClient returns the client for URL sources: the caller's (with redirects
@@ -86,11 +86,7 @@ func (f *Fetcher) withRetries(ctx context.Context, s Spec, attempt func() (*Stre
 // "equal jitter" (a random point in the upper half) so that builds failing
 // together do not retry in lockstep.
 func backoff(try int) time.Duration {
-	d := backoffCap
-	if try < 16 {
-		d = min(backoffBase<<try, backoffCap)
-	}
-	return d/2 + rand.N(d/2+1)
+	return retry.Backoff(try, backoffBase, backoffCap)
 }
 
 // openURL fetches an http(s) URL.

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/retry"
 )
 
 // Kind says where a source's bytes come from.
@@ -155,7 +156,7 @@ func NewFetcher(opts Options) *Fetcher {
 		opts.Transport = remote.DefaultTransport
 	}
 	if opts.Sleep == nil {
-		opts.Sleep = sleep
+		opts.Sleep = retry.Sleep
 	}
 	f := &Fetcher{
 		opts:       opts,
@@ -164,17 +165,6 @@ func NewFetcher(opts Options) *Fetcher {
 	}
 	f.client = f.urlClient()
 	return f
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Kind reports the kind of source s describes, or "" when it sets none.

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/retry"
 )
 
 func sha(b []byte) string {
@@ -555,7 +556,7 @@ func TestContextCancelledWhileWaiting(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := NewFetcher(Options{Sleep: func(ctx context.Context, d time.Duration) error {
 		cancel()
-		return sleep(ctx, d)
+		return retry.Sleep(ctx, d)
 	}})
 	_, err := f.Open(ctx, Spec{Name: "rootfs", URL: srv.URL})
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), `layer "rootfs": waiting to retry`) {
