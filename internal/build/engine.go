@@ -116,6 +116,7 @@ func (e *Engine) Build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 	if err != nil {
 		return nil, err
 	}
+	defer releaseAll(layers)
 	asm, err := e.assemble(spec, base, layers)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,17 @@ type builtLayer struct {
 	status   kilnv1.LayerStatus
 	bytesIn  int64
 	cached   bool
+	// release unpins the blob once the build has pushed it.
+	release func()
+}
+
+// releaseAll unpins the blobs of layers (nil entries are skipped).
+func releaseAll(layers []*builtLayer) {
+	for _, l := range layers {
+		if l != nil && l.release != nil {
+			l.release()
+		}
+	}
 }
 
 // cachedLayer is the metadata record that lets a later build reuse a layer
@@ -72,6 +83,7 @@ func (e *Engine) buildLayers(ctx context.Context, spec *kilnv1.ImageBuildSpec, i
 		})
 	}
 	if err := g.Wait(); err != nil {
+		releaseAll(out)
 		return nil, err
 	}
 	return out, nil
@@ -241,6 +253,13 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 	if err != nil {
 		return nil, fmt.Errorf("layer %q: cached diffID: %w", l.Name, err)
 	}
+	// Pin before checking presence: from here until the push, eviction by
+	// a concurrent build must not remove the blob.
+	release := e.Store.Pin(d)
+	if !e.Store.Has(d) {
+		release()
+		return nil, failure.Transientf("layer %q: blob %s was evicted from the cache before the push", l.Name, d)
+	}
 	if progress != nil {
 		progress(Progress{Layer: l.Name, BytesIn: bytesIn, BytesOut: c.Size, Done: true})
 	}
@@ -264,6 +283,7 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 		},
 		bytesIn: bytesIn,
 		cached:  cached,
+		release: release,
 	}, nil
 }
 
