@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -313,5 +314,57 @@ func TestBuildWindowsAndReproducible(t *testing.T) {
 		BuildOptions{Options: Options{Windows: true, Mode: Reproducible}}, s)
 	if err != nil || !res2.FastPath || res2.Digest != res.Digest {
 		t.Fatalf("second build %+v, %v", res2, err)
+	}
+}
+
+// A multi-block xz (xz -T2 --block-size=128KiB, testdata/README) takes the
+// spooled parallel decoder and must give exactly what the sequential path gives.
+func TestBuildMultiBlockXzMatchesSequential(t *testing.T) {
+	multi, err := os.ReadFile("testdata/multiblock.tar.xz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !xzBlocksCarrySizes(bufio.NewReader(bytes.NewReader(multi))) {
+		t.Fatal("fixture is not recognised as multi-block")
+	}
+	const wantDiffID = "sha256:06dc21ec5fd8079ff505ccc60df66a47ced46803471c65f2a83254d3aa14e862"
+	store := openStore(t)
+	res, err := Build(context.Background(), bytes.NewReader(multi), BuildOptions{Options: Options{LayerName: "rootfs"}}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DiffID.String() != wantDiffID || res.SourceCompression != compression.Xz {
+		t.Fatalf("diffID %s (source %s), want %s", res.DiffID, res.SourceCompression, wantDiffID)
+	}
+	// The same tar through ulikunitz's single-block writer: sequential path, same layer.
+	rc, err := compression.NewReader(bytes.NewReader(multi), compression.Xz, compression.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	single := compress(t, plain, compression.Xz)
+	if xzBlocksCarrySizes(bufio.NewReader(bytes.NewReader(single))) {
+		t.Fatal("single-block xz taken for multi-block")
+	}
+	seq, err := Build(context.Background(), bytes.NewReader(single), BuildOptions{Options: Options{LayerName: "rootfs"}}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq.Digest != res.Digest || seq.DiffID != res.DiffID {
+		t.Errorf("parallel %s/%s, sequential %s/%s", res.Digest, res.DiffID, seq.Digest, seq.DiffID)
+	}
+	if tmp, _ := store.TempFiles(); len(tmp) != 0 {
+		t.Errorf("spool left behind: %v", tmp)
+	}
+	// Truncated multi-block input: a permanent error, no spool left.
+	_, err = Build(context.Background(), bytes.NewReader(multi[:len(multi)-100]), BuildOptions{Options: Options{LayerName: "rootfs"}}, store)
+	if err == nil || !failure.IsPermanent(err) {
+		t.Errorf("truncated multi-block xz: %v, want a permanent error", err)
+	}
+	if tmp, _ := store.TempFiles(); len(tmp) != 0 {
+		t.Errorf("spool left behind after an error: %v", tmp)
 	}
 }
