@@ -24,6 +24,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/layer"
 	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/source"
 )
@@ -47,6 +48,9 @@ type ManagerOptions struct {
 	AllowedSourceHosts []string
 	Registry           registry.Options
 	Source             source.Options
+	// Limits bound every layer (uncompressed size, entries, header size,
+	// compression ratio); zero fields take the engine defaults.
+	Limits layer.Limits
 }
 
 // DefaultCacheDir is the blob store directory when neither --cache-dir nor
@@ -145,7 +149,7 @@ func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler
 		APIReader:           mgr.GetAPIReader(),
 		MetadataReader:      mgr.GetCache(),
 		Scheme:              mgr.GetScheme(),
-		Engine:              &build.Engine{Store: store, Source: src, Registry: o.Registry},
+		Engine:              &build.Engine{Store: store, Source: src, Registry: o.Registry, Limits: o.Limits},
 		Recorder:            mgr.GetEventRecorder("kiln-manager"),
 		Metrics:             metrics,
 		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
@@ -185,6 +189,11 @@ func NewManagerCmd() *cobra.Command {
 	f.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 4, "How many ImageBuilds build at once.")
 	f.StringVar(&o.CacheDir, "cache-dir", defaultCacheDir(), "Blob cache directory shared by all builds ($KILN_CACHE_DIR).")
 	f.Int64Var(&o.CacheMaxBytes, "cache-max-bytes", 0, "Size cap of the blob cache; least recently used blobs are evicted. 0 is unlimited.")
+	f.Int64Var(&o.Source.MaxBytes, "max-source-bytes", 0, "Largest fetched (possibly compressed) layer or archive; 0 is the default, 8 GiB.")
+	f.DurationVar(&o.Source.ReadTimeout, "source-read-timeout", 0, "A source that sends no byte for this long fails (and is retried); 0 is the default, 60s.")
+	f.Int64Var(&o.Limits.MaxUncompressedBytes, "max-layer-bytes", 0, "Largest uncompressed layer tar; 0 is the default, 16 GiB.")
+	f.IntVar(&o.Limits.MaxEntries, "max-layer-entries", 0, "Most tar entries in one layer; 0 is the default, 1048576.")
+	f.Int64Var(&o.Limits.MaxRatio, "max-compression-ratio", 0, "Largest uncompressed:compressed ratio of a layer (tar bombs); 0 is the default, 1000.")
 	f.StringVar(&allowed, "allowed-source-hosts", "", "Comma-separated hosts URL sources may use; when empty any host except link-local and metadata addresses.")
 	// controller-runtime's zap flags (--zap-devel, --zap-encoder,
 	// --zap-log-level, --zap-stacktrace-level, --zap-time-encoding).

@@ -184,13 +184,22 @@ func (e *Engine) produce(ctx context.Context, src conditionalSource, bo layer.Bu
 			}
 		}
 		p, err := e.produceOnce(ctx, src, bo, opts, o, progress)
-		if err == nil || failure.IsPermanent(err) || ctx.Err() != nil {
+		var open *openError
+		if err == nil || failure.IsPermanent(err) || ctx.Err() != nil || errors.As(err, &open) {
+			// Opening the source already retried with backoff: only a
+			// stream that broke after its first byte is worth another go.
 			return p, err
 		}
 		lastErr = err
 	}
-	return produced{}, lastErr
+	return produced{}, fmt.Errorf("%w (gave up after %d attempts of the whole layer)", lastErr, attempts)
 }
+
+// openError marks a failure to open a source, after the fetcher's own retries.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
 
 func (e *Engine) produceOnce(ctx context.Context, src conditionalSource, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
 	stream, err := e.fetcher(o).Open(ctx, src.Spec)
@@ -198,7 +207,7 @@ func (e *Engine) produceOnce(ctx context.Context, src conditionalSource, bo laye
 		return produced{layer: *src.previous, cached: true}, nil
 	}
 	if err != nil {
-		return produced{}, err
+		return produced{}, &openError{err: err}
 	}
 	defer func() { _ = stream.Close() }()
 	var in io.Reader = stream

@@ -1,0 +1,463 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/sandbox"
+)
+
+// badCase is one row of the bad-input corpus: a broken ImageBuild and what
+// it must turn into. Permanent problems stall with reason; transient ones
+// keep retrying: Reconciling=True carrying the error, never Stalled.
+type badCase struct {
+	name string
+	// spec edits the ImageBuild (scratch base, target corpus/<name>).
+	spec      func(t testing.TB, ib *kilnv1.ImageBuild)
+	reason    string
+	transient bool
+	// msg are fragments the condition message must contain (it must name
+	// the problem, and the layer where there is one).
+	msg []string
+}
+
+// badServer answers layer requests the ways a broken server does.
+type badServer struct {
+	srv   *http.Server
+	base  string
+	hangs *hangListener
+}
+
+func startBadServer(t testing.TB) *badServer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/500", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "injected: internal error, forever", http.StatusInternalServerError)
+	})
+	// A 9 GiB Content-Length: over the source size cap (8 GiB) before a byte.
+	mux.HandleFunc("/huge.tar", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(int64(9)<<30))
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush() // send the headers now; the body never comes
+		<-r.Context().Done()
+	})
+	b := &badServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, base: "http://" + l.Addr().String()}
+	go func() { _ = b.srv.Serve(l) }()
+	if b.hangs, err = newHangListener(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.srv.Close(); b.hangs.close() })
+	return b
+}
+
+// hangListener is a TCP port that never completes a handshake: a listen
+// backlog of 0 filled by one connection of ours, so every further SYN is
+// dropped and clients wait for their connect timeout. This is a host that
+// never answers.
+type hangListener struct {
+	fd     int
+	addr   string
+	filler net.Conn
+}
+
+func newHangListener() (*hangListener, error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	h := &hangListener{fd: fd}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		h.close()
+		return nil, err
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		h.close()
+		return nil, err
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		h.close()
+		return nil, err
+	}
+	h.addr = fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	if h.filler, err = net.DialTimeout("tcp", h.addr, time.Second); err != nil {
+		h.close()
+		return nil, fmt.Errorf("filling the backlog: %w", err)
+	}
+	if c, err := net.DialTimeout("tcp", h.addr, 300*time.Millisecond); err == nil {
+		c.Close()
+		h.close()
+		return nil, fmt.Errorf("the hanging port %s still accepts connections", h.addr)
+	}
+	return h, nil
+}
+
+func (h *hangListener) close() {
+	if h.filler != nil {
+		h.filler.Close()
+	}
+	syscall.Close(h.fd)
+}
+
+// corpus returns the rows. Layer bytes are generated here, deterministically.
+func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, windowsBase string) []badCase {
+	// A tar big enough that truncation and corruption land inside the data.
+	payload := tarOf(t,
+		dirE("data/", 0o755),
+		entry{name: "data/blob", typ: tar.TypeReg, mode: 0o644, body: noise(7, 256<<10)},
+		fileE("data/text", 0o644, string(pseudoText(8, 256<<10))),
+	)
+	compressed := map[string][]byte{
+		"gzip": gzipOf(t, payload), "xz": xzOf(t, payload), "zstd": zstdOf(t, payload), "bzip2": bzip2Of(t, payload),
+	}
+	serve := func(name string, b []byte) string { return s.serveFile(t, "corpus/"+name, b) }
+	layerFrom := func(name string, b []byte) func(testing.TB, *kilnv1.ImageBuild) {
+		url := serve(name, b)
+		return func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", url)}
+		}
+	}
+	tarLayer := func(name string, es ...entry) func(testing.TB, *kilnv1.ImageBuild) {
+		return layerFrom(name+".tar.gz", gzipOf(t, tarOf(t, es...)))
+	}
+	okGz := gzipOf(t, tarOf(t, dirE("ok/", 0o755), fileE("ok/file", 0o644, "fine\n")))
+	okURL := serve("ok.tar.gz", okGz)
+
+	var rows []badCase
+	for _, alg := range []string{"gzip", "xz", "zstd", "bzip2"} {
+		c := compressed[alg]
+		rows = append(rows, badCase{
+			name: "truncated-" + alg, spec: layerFrom("truncated."+alg, c[:len(c)/2]),
+			reason: "InvalidLayer", msg: []string{`"bad"`},
+		})
+		flipped := bytes.Clone(c)
+		flipped[len(c)/2] ^= 0x55
+		rows = append(rows, badCase{
+			name: "corrupt-" + alg, spec: layerFrom("corrupt."+alg, flipped),
+			reason: "InvalidLayer", msg: []string{`"bad"`},
+		})
+	}
+	rows = append(rows,
+		badCase{name: "not-a-tar", spec: layerFrom("notatar.txt", bytes.Repeat([]byte("this is not a tar archive\n"), 100)),
+			reason: "InvalidLayer", msg: []string{`"bad"`, "not a tar"}},
+		badCase{name: "empty-file", spec: layerFrom("empty.bin", nil),
+			reason: "InvalidLayer", msg: []string{`"bad"`}},
+		badCase{name: "wrong-digest", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, Digest: digestOf([]byte("something else"))}}
+		}, reason: "DigestMismatch", msg: []string{`"bad"`, digestOf([]byte("something else")), digestOf(okGz)}},
+		badCase{name: "wrong-diffid", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, DiffID: digestOf([]byte("something else"))}}
+		}, reason: "DiffIDMismatch", msg: []string{`"bad"`, digestOf([]byte("something else"))}},
+		badCase{name: "gzip-declared-on-xz", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: serve("declared.xz", compressed["xz"])}, Compression: kilnv1.CompressionGzip}}
+		}, reason: "InvalidLayer", msg: []string{`"bad"`, "gzip", "xz"}},
+		badCase{name: "zstd-declared-on-gzip", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, Compression: kilnv1.CompressionZstd}}
+		}, reason: "InvalidLayer", msg: []string{`"bad"`, "zstd", "gzip"}},
+		badCase{name: "dotdot-traversal", spec: tarLayer("dotdot", dirE("a/", 0o755), fileE("a/../../escape", 0o644, "x")),
+			reason: "InvalidLayer", msg: []string{`"bad"`, "escape"}},
+		badCase{name: "absolute-path", spec: tarLayer("absolute", fileE("/etc/passwd", 0o644, "root::0:0::/:/bin/sh\n")),
+			reason: "InvalidLayer", msg: []string{`"bad"`, "/etc/passwd", "absolute"}},
+		badCase{name: "through-symlink", spec: tarLayer("through", dirE("a/", 0o755), symE("a/etc", "/etc"), fileE("a/etc/passwd", 0o644, "x")),
+			reason: "InvalidLayer", msg: []string{`"bad"`, "a/etc", "symlink"}},
+		badCase{name: "hardlink-missing", spec: tarLayer("hl-missing", dirE("a/", 0o755), linkE("a/link", "a/nowhere")),
+			reason: "InvalidLayer", msg: []string{`"bad"`, "a/nowhere"}},
+		badCase{name: "hardlink-outside", spec: tarLayer("hl-outside", dirE("a/", 0o755), linkE("a/link", "../../etc/shadow")),
+			reason: "InvalidLayer", msg: []string{`"bad"`, "a/link"}},
+		badCase{name: "duplicate-file", spec: tarLayer("dup", dirE("a/", 0o755), fileE("a/x", 0o644, "1"), fileE("./a/x", 0o644, "2")),
+			reason: "InvalidLayer", msg: []string{`"bad"`, "a/x", "duplicate"}},
+		badCase{name: "malformed-whiteout", spec: tarLayer("wh", dirE("a/", 0o755), fileE("a/.wh..wh.bogus", 0o644, "")),
+			reason: "InvalidLayer", msg: []string{`"bad"`, ".wh..wh.bogus"}},
+		badCase{name: "windows-hives-escape", spec: func(t testing.TB, ib *kilnv1.ImageBuild) {
+			tarLayer("hives", dirE("app/", 0o755), fileE("../Hives/Software_Delta", 0o644, "regf"))(t, ib)
+			ib.Spec.Base = &kilnv1.Base{Image: windowsBase, Platform: "windows/amd64"}
+		}, reason: "InvalidLayer", msg: []string{`"bad"`, "Hives"}},
+		badCase{name: "over-size-limit", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", bad.base+"/huge.tar")}
+		}, reason: "LimitExceeded", msg: []string{`"bad"`, "limit"}},
+		badCase{name: "ratio-bomb", spec: layerFrom("bomb.tar.zst", zstdBomb(t, 64<<20)),
+			reason: "LimitExceeded", msg: []string{`"bad"`, "1000 times", "MaxRatio"}},
+		badCase{name: "pax-header-bomb", spec: layerFrom("pax.tar.gz", gzipOf(t, paxBomb(t, 2<<20))),
+			reason: "LimitExceeded", msg: []string{`"bad"`, "header"}},
+		badCase{name: "url-404", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", s.files.URL("corpus/does-not-exist.tar.gz"))}
+		}, reason: "SourceNotFound", msg: []string{`"bad"`, "404"}},
+		badCase{name: "url-500-forever", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", bad.base+"/500")}
+		}, transient: true, msg: []string{"500"}},
+		badCase{name: "url-never-answers", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", "http://"+bad.hangs.addr+"/layer.tar.gz")}
+		}, transient: true, msg: []string{bad.hangs.addr}},
+		badCase{name: "missing-configmap", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "no-such-configmap", Key: "layer.tar"}}}}
+		}, reason: "SourceNotFound", msg: []string{`"bad"`, "no-such-configmap"}},
+		badCase{name: "missing-configmap-key", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "corpus-files", Key: "absent.tar"}}}}
+		}, reason: "SourceNotFound", msg: []string{`"bad"`, "absent.tar"}},
+		badCase{name: "missing-secret", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "no-such-secret", Key: "layer.tar"}}}}
+		}, reason: "SourceNotFound", msg: []string{`"bad"`, "no-such-secret"}},
+		badCase{name: "missing-secret-key", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "corpus-secret", Key: "absent.tar"}}}}
+		}, reason: "SourceNotFound", msg: []string{`"bad"`, "absent.tar"}},
+		badCase{name: "registry-401", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
+			ib.Spec.Target.Image = authProxy.addr + "/corpus/registry-401:e2e"
+		}, reason: "Unauthorized", msg: []string{authProxy.addr}},
+		badCase{name: "base-tag-not-found", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
+			ib.Spec.Base = &kilnv1.Base{Image: s.reg.Addr() + "/corpus/no-such-base:1.0"}
+		}, reason: "BaseNotFound", msg: []string{"corpus/no-such-base:1.0"}},
+		badCase{name: "platform-not-in-index", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
+			ib.Spec.Base = &kilnv1.Base{Image: windowsBase, Platform: "linux/arm64"}
+		}, reason: "PlatformNotFound", msg: []string{"linux/arm64", "windows/amd64"}},
+		badCase{name: "invalid-target", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
+			ib.Spec.Target.Image = s.reg.Addr() + "/corpus/Invalid Target!:e2e"
+		}, reason: "InvalidSpec", msg: []string{"target"}},
+	)
+	return rows
+}
+
+// paxBomb is a tar whose first entry carries a PAX extended header of size
+// bytes (archive/tar refuses to write one over 1 MiB, so it is made by hand).
+func paxBomb(t testing.TB, size int) []byte {
+	t.Helper()
+	value := strings.Repeat("x", size)
+	body := " SCHILY.xattr.user.bomb=" + value + "\n"
+	// A PAX record starts with its own length in decimal, that length included.
+	l := len(body) + len(strconv.Itoa(len(body)))
+	if len(strconv.Itoa(l)) != len(strconv.Itoa(len(body))) {
+		l++
+	}
+	rec := strconv.Itoa(l) + body
+	var hdr [512]byte
+	copy(hdr[0:], "PaxHeaders/a")
+	copy(hdr[100:], "0000644\x00")
+	copy(hdr[108:], "0000000\x00")
+	copy(hdr[116:], "0000000\x00")
+	copy(hdr[124:], fmt.Sprintf("%011o\x00", len(rec)))
+	copy(hdr[136:], fmt.Sprintf("%011o\x00", fixtureTime.Unix()))
+	hdr[156] = tar.TypeXHeader
+	copy(hdr[257:], "ustar\x0000")
+	copy(hdr[148:], "        ")
+	sum := 0
+	for _, b := range hdr {
+		sum += int(b)
+	}
+	copy(hdr[148:], fmt.Sprintf("%06o\x00 ", sum))
+	var buf bytes.Buffer
+	buf.Write(hdr[:])
+	buf.WriteString(rec)
+	buf.Write(make([]byte, (512-len(rec)%512)%512))
+	buf.Write(tarOf(t, fileE("a", 0o644, "after the bomb\n")))
+	// Sanity: the standard reader must see the record, or the row tests nothing.
+	if _, err := tar.NewReader(bytes.NewReader(buf.Bytes())).Next(); !errors.Is(err, tar.ErrFieldTooLong) {
+		t.Fatalf("pax bomb fixture: archive/tar reads it with error %v, want %v", err, tar.ErrFieldTooLong)
+	}
+	return buf.Bytes()
+}
+
+// zstdBomb is a tar holding one file of size zero bytes, zstd-compressed:
+// a few KiB that expand a thousandfold and more.
+func zstdBomb(t testing.TB, size int64) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(zw)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Mode: 0o644, Size: size, ModTime: fixtureTime}); err != nil {
+		t.Fatal(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for n := int64(0); n < size; n += int64(len(zeros)) {
+		if _, err := tw.Write(zeros); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// The bad-input corpus: every row created at once, next to a healthy build
+// that must still become Ready.
+func TestBadInputCorpus(t *testing.T) {
+	ns := namespace(t)
+	bad := startBadServer(t)
+	authProxy, err := startProxy(s.reg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	authProxy.setRejectAll(true)
+	defer authProxy.close()
+	windowsBase := s.reg.Addr() + "/corpus/windows-base:ltsc2022"
+	pushWindowsBase(t, windowsBase)
+	create(t,
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "corpus-files"}, BinaryData: map[string][]byte{"present.tar": tarOf(t)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "corpus-secret"}, Data: map[string][]byte{"present.tar": tarOf(t)}},
+	)
+
+	rows := corpus(t, ns, bad, authProxy, windowsBase)
+	if len(rows) < 30 {
+		t.Fatalf("corpus has %d rows, want at least 30", len(rows))
+	}
+	done := step(t, fmt.Sprintf("create %d bad ImageBuilds + 1 healthy", len(rows)))
+	for _, row := range rows {
+		ib := imageBuild(ns, row.name, "corpus/"+row.name)
+		row.spec(t, ib)
+		create(t, ib)
+	}
+	healthy, healthyWant := healthyBuild(t, ns)
+	create(t, healthy)
+	done()
+	t.Cleanup(func() {
+		// Transient rows retry forever; stop them so later scenarios get the
+		// manager's workers.
+		for _, row := range rows {
+			if row.transient {
+				_ = s.k8s.Delete(context.Background(), &kilnv1.ImageBuild{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: row.name}})
+			}
+		}
+	})
+
+	done = step(t, "healthy build Ready next to the corpus")
+	ib := waitReady(t, ns, healthy.Name, 4*time.Minute)
+	checkImage(t, digestRef(t, ib), healthyWant)
+	done()
+
+	// Each row settles on its own clock (the never-answering URL takes
+	// several connect timeouts); wait for all of them in parallel.
+	done = step(t, "every bad row settled")
+	settled := make([]*kilnv1.ImageBuild, len(rows))
+	took := make([]time.Duration, len(rows))
+	var wg sync.WaitGroup
+	for i, row := range rows {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			settled[i] = waitSettled(ns, row, 6*time.Minute)
+			took[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	done()
+	for i, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			t.Logf("settled after %s", took[i].Round(100*time.Millisecond))
+			checkBadRow(t, row, settled[i])
+		})
+	}
+}
+
+// waitSettled polls until the row shows its outcome: Stalled=True for a
+// permanent problem, or a failed attempt recorded in Reconciling for a
+// transient one. It returns the last object seen either way.
+func waitSettled(ns string, row badCase, timeout time.Duration) *kilnv1.ImageBuild {
+	deadline := time.Now().Add(timeout)
+	var last *kilnv1.ImageBuild
+	for time.Now().Before(deadline) {
+		ib := &kilnv1.ImageBuild{}
+		if err := s.k8s.Get(context.Background(), keyOf(ns, row.name), ib); err == nil {
+			last = ib
+			if c := condition(ib, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
+				return ib
+			}
+			if c := condition(ib, kilnv1.ReadyCondition); c != nil && c.Status == metav1.ConditionTrue {
+				return ib
+			}
+			if row.transient && ib.Status.Failures > 0 {
+				return ib
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return last
+}
+
+func checkBadRow(t *testing.T, row badCase, ib *kilnv1.ImageBuild) {
+	if ib == nil {
+		t.Fatalf("never read back")
+	}
+	ready := condition(ib, kilnv1.ReadyCondition)
+	stalled := condition(ib, kilnv1.StalledCondition)
+	reconciling := condition(ib, kilnv1.ReconcilingCondition)
+	if ready == nil || ready.Status == metav1.ConditionTrue {
+		t.Fatalf("Ready should be False; conditions: %s", conditions(ib))
+	}
+	var msg string
+	if row.transient {
+		if stalled != nil && stalled.Status == metav1.ConditionTrue {
+			t.Fatalf("a transient problem must keep retrying, not stall; conditions: %s", conditions(ib))
+		}
+		if reconciling == nil || reconciling.Status != metav1.ConditionTrue || ib.Status.Failures == 0 {
+			t.Fatalf("want Reconciling=True with a failed attempt recorded (failures=%d); conditions: %s", ib.Status.Failures, conditions(ib))
+		}
+		msg = reconciling.Message
+		if reconciling.Reason != "TransientError" {
+			t.Errorf("Reconciling reason %q, want TransientError", reconciling.Reason)
+		}
+	} else {
+		if stalled == nil || stalled.Status != metav1.ConditionTrue {
+			t.Fatalf("want Stalled=True reason %s; conditions: %s", row.reason, conditions(ib))
+		}
+		msg = stalled.Message
+		if stalled.Reason != row.reason || ready.Reason != row.reason {
+			t.Errorf("reason: Stalled %q, Ready %q; want %q (message: %s)", stalled.Reason, ready.Reason, row.reason, msg)
+		}
+	}
+	for _, frag := range row.msg {
+		if !strings.Contains(msg, frag) {
+			t.Errorf("message does not name %q: %s", frag, msg)
+		}
+	}
+	noPushes(t, "corpus/"+row.name)
+	t.Logf("%s: %s", ready.Reason, msg)
+}
+
+// healthyBuild is a normal build created together with the corpus.
+func healthyBuild(t testing.TB, ns string) (*kilnv1.ImageBuild, wantImage) {
+	rootfs, err := sandbox.RootfsTar()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := appLayer(t)
+	ib := imageBuild(ns, "healthy", "corpus/healthy",
+		urlLayer("rootfs", s.serveFile(t, "corpus/healthy/rootfs.tar.xz", xzOf(t, rootfs))),
+		urlLayer("app", s.serveFile(t, "corpus/healthy/app.tar.gz", gzipOf(t, app))))
+	ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "HEALTHY", Value: "yes"}}}
+	return ib, wantImage{
+		tree: expectedTree(t, rootfs, app), env: []string{"HEALTHY=yes"}, os: "linux", arch: "amd64",
+		diffIDs: []string{digestOf(rootfs), digestOf(app)},
+	}
+}
