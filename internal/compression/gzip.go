@@ -71,6 +71,7 @@ type parallelGzipWriter struct {
 	jobs    chan *gzipBlock // to workers
 	ordered chan *gzipBlock // to the emitter, in input order
 	pool    sync.Pool       // []byte input buffers of gzipBlockSize cap
+	outPool sync.Pool       // []byte compressed block buffers, recycled by the emitter
 	wg      sync.WaitGroup  // workers and emitter
 	emitted chan error      // the emitter's result, once
 
@@ -89,6 +90,9 @@ func newParallelGzipWriter(w io.Writer, level, blockSize, workers int) *parallel
 		emitted: make(chan error, 1),
 	}
 	z.pool.New = func() any { b := make([]byte, 0, blockSize); return &b }
+	// Level-1 output is about half the input; the rare block that needs more
+	// grows its buffer once and keeps the larger one when recycled.
+	z.outPool.New = func() any { b := make([]byte, 0, blockSize/2+1024); return &b }
 	z.cur = z.getBuf()
 	for range workers {
 		z.wg.Add(1)
@@ -150,7 +154,7 @@ func (z *parallelGzipWriter) worker() {
 	var fw *flate.Writer
 	var buf bytesWriter
 	for b := range z.jobs {
-		buf.b = make([]byte, 0, len(b.in)/2+1024)
+		buf.b = (*z.outPool.Get().(*[]byte))[:0]
 		var err error
 		if fw == nil {
 			fw, err = flate.NewWriterDict(&buf, z.level, b.dict)
@@ -188,6 +192,10 @@ func (z *parallelGzipWriter) emit() {
 			z.setEmitErr(err)
 		}
 		z.putBuf(b.in)
+		if b.out != nil {
+			out := b.out[:0]
+			z.outPool.Put(&out)
+		}
 		b.in, b.out, b.dict = nil, nil, nil
 	}
 	z.emitted <- err
