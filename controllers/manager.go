@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -159,7 +160,7 @@ func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler
 // NewManagerCmd returns `kiln manager`.
 func NewManagerCmd() *cobra.Command {
 	o := ManagerOptions{}
-	var allowed string
+	var allowed, kubeconfig string
 	logOpts := zap.Options{}
 	cmd := &cobra.Command{
 		Use:   "manager",
@@ -173,7 +174,7 @@ func NewManagerCmd() *cobra.Command {
 			}
 			log := zap.New(zap.UseFlagOptions(&logOpts), zap.WriteTo(cmd.ErrOrStderr()))
 			ctrl.SetLogger(log)
-			cfg, err := ctrl.GetConfig()
+			cfg, err := restConfig(kubeconfig)
 			if err != nil {
 				return fmt.Errorf("loading kubeconfig: %w", err)
 			}
@@ -182,6 +183,7 @@ func NewManagerCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; default $KUBECONFIG, ~/.kube/config, or the in-cluster config.")
 	f.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one manager builds at a time.")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", `Address of the Prometheus metrics endpoint; "0" disables it.`)
@@ -201,6 +203,15 @@ func NewManagerCmd() *cobra.Command {
 	logOpts.BindFlags(gofs)
 	f.AddGoFlagSet(gofs)
 	return cmd
+}
+
+// restConfig loads the given kubeconfig, or controller-runtime's default
+// chain ($KUBECONFIG, in-cluster, ~/.kube/config) when path is empty.
+func restConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	return ctrl.GetConfig()
 }
 
 func defaultCacheDir() string {
