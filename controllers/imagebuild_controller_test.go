@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -465,21 +464,26 @@ func TestSecretOfAnotherNamespaceIsNeverRead(t *testing.T) {
 }
 
 func TestManyBuildsShareLayers(t *testing.T) {
+	// Pinned layers are answered from the layer cache without a request;
+	// unpinned ones with a conditional GET (304) once the first build has
+	// downloaded them. Either way each distinct layer is downloaded once.
+	for _, pinned := range []bool{true, false} {
+		t.Run(map[bool]string{true: "pinned", false: "unpinned"}[pinned], func(t *testing.T) { manyBuildsShareLayers(t, pinned) })
+	}
+}
+
+func manyBuildsShareLayers(t *testing.T, pinned bool) {
 	ns := newNamespace(t)
 	reg := newRegistry(t)
 	files := newFileServer(t)
 	const builds = 50
 	shared := []struct{ path, digest string }{}
 	for i := range 3 {
-		data := gzipped(t, tarball(t, fmt.Sprintf("shared/%d.txt", i), strings.Repeat(fmt.Sprint(i), 4096)))
+		data := gzipped(t, tarball(t, fmt.Sprintf("shared/%d-%t.txt", i, pinned), strings.Repeat(fmt.Sprint(i), 4096)))
 		p := fmt.Sprintf("/shared-%d.tar.gz", i)
 		files.put(p, data)
 		shared = append(shared, struct{ path, digest string }{p, sha(data)})
 	}
-	// Unpinned URLs are fetched again by every build that does not run at
-	// the same moment (the engine only knows a URL's content after fetching
-	// it); pinning the digest lets the layer cache answer. KILN_TEST_UNPINNED
-	// measures the unpinned count.
 	for i := range builds {
 		ib := &kilnv1.ImageBuild{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("b%02d", i), Namespace: ns},
@@ -490,7 +494,7 @@ func TestManyBuildsShareLayers(t *testing.T) {
 		}
 		for j, s := range shared {
 			l := kilnv1.Layer{Name: fmt.Sprintf("l%d", j), Source: kilnv1.Source{URL: files.srv.URL + s.path}}
-			if !unpinned() {
+			if pinned {
 				l.Digest = s.digest
 			}
 			ib.Spec.Layers = append(ib.Spec.Layers, l)
@@ -501,15 +505,17 @@ func TestManyBuildsShareLayers(t *testing.T) {
 		waitReady(t, ns, fmt.Sprintf("b%02d", i))
 	}
 	for _, s := range shared {
-		n := files.getCount(s.path)
-		t.Logf("%s fetched %d times by %d builds (unpinned=%t)", s.path, n, builds, unpinned())
-		if n != 1 && !unpinned() {
-			t.Errorf("%s fetched %d times, want 1", s.path, n)
+		n, got := files.downloadCount(s.path), files.getCount(s.path)
+		t.Logf("%s downloaded %d times, %d requests in all, by %d builds", s.path, n, got, builds)
+		if n != 1 {
+			t.Errorf("%s downloaded %d times by %d builds, want exactly 1", s.path, n, builds)
+		}
+		if pinned && got != 1 {
+			t.Errorf("%s requested %d times by %d builds with pinned digests, want exactly 1", s.path, got, builds)
 		}
 	}
 }
 
-func unpinned() bool { return os.Getenv("KILN_TEST_UNPINNED") == "1" }
 
 func TestDeleteDuringBuildCancelsAndLeavesNoTempFiles(t *testing.T) {
 	ns := newNamespace(t)

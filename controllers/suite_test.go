@@ -282,13 +282,15 @@ type fileServer struct {
 	mu    sync.Mutex
 	files map[string][]byte
 	gets  map[string]int
+	// downloads counts GETs answered with the body (not 304 Not Modified).
+	downloads map[string]int
 	// block, when set for a path, is called instead of serving it.
 	block map[string]http.HandlerFunc
 }
 
 func newFileServer(t *testing.T) *fileServer {
 	t.Helper()
-	fs := &fileServer{files: map[string][]byte{}, gets: map[string]int{}, block: map[string]http.HandlerFunc{}}
+	fs := &fileServer{files: map[string][]byte{}, gets: map[string]int{}, downloads: map[string]int{}, block: map[string]http.HandlerFunc{}}
 	fs.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fs.mu.Lock()
 		data, ok := fs.files[r.URL.Path]
@@ -305,10 +307,44 @@ func newFileServer(t *testing.T) *fileServer {
 			http.NotFound(w, r)
 			return
 		}
-		_, _ = w.Write(data)
+		// Like a static file server or an object store: an ETag and
+		// Last-Modified, and 304 for a matching conditional GET.
+		w.Header().Set("ETag", fmt.Sprintf("%q", sha(data)))
+		rec := &statusRecorder{ResponseWriter: w}
+		http.ServeContent(rec, r, r.URL.Path, time.Unix(1700000000, 0), bytes.NewReader(data))
+		if r.Method == http.MethodGet && rec.status == http.StatusOK {
+			fs.mu.Lock()
+			fs.downloads[r.URL.Path]++
+			fs.mu.Unlock()
+		}
 	}))
 	t.Cleanup(fs.srv.Close)
 	return fs
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// downloadCount is how often path was served with its body.
+func (fs *fileServer) downloadCount(path string) int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.downloads[path]
 }
 
 // put serves data at path and returns its URL.
