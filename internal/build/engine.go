@@ -129,7 +129,7 @@ func (e *Engine) Build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 		}
 	}
 	res.Status = statusOf(spec, base, layers, asm)
-	if err := e.publish(ctx, spec, asm, regOpts, opts, res); err != nil {
+	if err := e.publish(ctx, spec, asm, layers, regOpts, opts, res); err != nil {
 		return nil, err
 	}
 	end := e.now()
@@ -147,7 +147,7 @@ func (e *Engine) Build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 
 // publish pushes the assembled image, or in DryRun only asks whether the
 // target already holds it.
-func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, asm *image.Assembled, o registry.Options, opts Options, res *Result) error {
+func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, asm *image.Assembled, added []*builtLayer, o registry.Options, opts Options, res *Result) error {
 	if opts.DryRun {
 		held, err := registry.Exists(ctx, spec.Target.Image, asm.Digest, o)
 		if err != nil {
@@ -158,10 +158,12 @@ func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, asm *
 		res.Status.Image = repoOf(spec.Target.Image, o) + "@" + asm.Digest.String()
 		return nil
 	}
+	o.MountFrom = e.mountSources(spec.Target.Image, o, added)
 	pr, err := registry.Push(ctx, asm.Image, spec.Target.Image, spec.Target.Tags, o)
 	if err != nil {
 		return err
 	}
+	e.recordPushed(spec.Target.Image, o, added)
 	res.UpToDate = pr.UpToDate
 	res.BytesOut = pr.BytesUploaded
 	res.Status.Image = pr.Image
@@ -170,6 +172,46 @@ func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, asm *
 		return failure.Permanentf(failure.PushRejected, "registry reports digest %s for the pushed manifest, kiln computed %s", pr.Digest, asm.Digest)
 	}
 	return nil
+}
+
+// pushedRecord remembers a repository that holds a blob kiln pushed, so that
+// a later build to another repository of the same registry mounts the blob
+// instead of uploading it again.
+type pushedRecord struct {
+	Repository string `json:"repository"`
+}
+
+func pushedKey(registryHost string, d v1.Hash) string {
+	return "pushed-" + registryHost + "-" + d.Hex
+}
+
+// mountSources returns, for the added layers, repositories of the target's
+// registry known to hold them.
+func (e *Engine) mountSources(target string, o registry.Options, added []*builtLayer) map[v1.Hash]string {
+	ref, err := registry.ParseReference(target, o)
+	if err != nil {
+		return nil
+	}
+	out := map[v1.Hash]string{}
+	for _, l := range added {
+		var rec pushedRecord
+		if ok, err := e.Store.GetMeta(pushedKey(ref.Context().RegistryStr(), l.addition.Digest), &rec); err == nil && ok && rec.Repository != ref.Context().Name() {
+			out[l.addition.Digest] = rec.Repository
+		}
+	}
+	return out
+}
+
+// recordPushed notes that the target's repository now holds the added
+// layers. Losing a record only costs an upload later.
+func (e *Engine) recordPushed(target string, o registry.Options, added []*builtLayer) {
+	ref, err := registry.ParseReference(target, o)
+	if err != nil {
+		return
+	}
+	for _, l := range added {
+		_ = e.Store.PutMeta(pushedKey(ref.Context().RegistryStr(), l.addition.Digest), pushedRecord{Repository: ref.Context().Name()})
+	}
 }
 
 func repoOf(target string, o registry.Options) string {

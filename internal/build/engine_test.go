@@ -438,3 +438,30 @@ func TestUnpinnedURLIsNotDownloadedTwice(t *testing.T) {
 		t.Errorf("GETs = %d, want 3 (one download, then two conditional requests)", got)
 	}
 }
+
+func TestLayersPushedBeforeAreMountedFromTheirRepository(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	big := makeTar(t, file("data", strings.Repeat("kiln mounts ", 100000)))
+	url := files.put("/big.tar", big)
+	engine := newEngine(t, "")
+	if _, err := engine.Build(context.Background(), imageBuild("a", reg.host()+"/team/a:1", urlLayer("l", url)), Inputs{}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	reg.counts.reset()
+	res, err := engine.Build(context.Background(), imageBuild("b", reg.host()+"/other/b:1", urlLayer("l", url)), Inputs{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reg.counts.get("PUT blob"); got != 1 {
+		t.Errorf("%d blob uploads completed; want only the config uploaded and the layer mounted", got)
+	}
+	if got := reg.counts.get("POST mount"); got != 1 {
+		t.Errorf("%d cross-repository mounts, want 1", got)
+	}
+	if res.BytesOut > int64(len(big))/2 {
+		t.Errorf("bytes out = %d; the layer should have been mounted", res.BytesOut)
+	}
+	if got := layerTar(t, pull(t, res.Status.Image), 0); !bytes.Equal(got, big) {
+		t.Error("mounted layer does not hold the tar")
+	}
+}

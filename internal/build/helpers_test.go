@@ -148,6 +148,9 @@ type testRegistry struct {
 	counts *counter
 	// fault, when set, may answer a request instead of the registry.
 	fault atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
+
+	mu        sync.Mutex
+	repoBlobs map[string]bool // "repo@digest" that repo received
 }
 
 func newTestRegistry(t testing.TB) *testRegistry {
@@ -162,11 +165,94 @@ func newTestRegistry(t testing.TB) *testRegistry {
 		if strings.Contains(r.URL.Path, "/manifests/") {
 			kind = "manifest"
 		}
+		if r.URL.Query().Get("mount") != "" {
+			kind = "mount"
+		}
 		tr.counts.add(r.Method + " " + kind)
-		reg.ServeHTTP(w, r)
+		if kind == "blob" && r.Method == http.MethodHead && !tr.holds(r.URL.Path) {
+			// go-containerregistry's registry keeps one blob namespace;
+			// a real registry answers per repository.
+			http.NotFound(w, r)
+			return
+		}
+		if kind == "mount" && tr.mount(w, r) {
+			return
+		}
+		rec := &statusWriter{ResponseWriter: w}
+		reg.ServeHTTP(rec, r)
+		tr.record(r, rec.status)
 	}))
 	t.Cleanup(tr.srv.Close)
 	return tr
+}
+
+// holds reports whether the repository of a HEAD /v2/<repo>/blobs/<digest>
+// received that blob (uploaded or mounted).
+func (tr *testRegistry) holds(path string) bool {
+	repo, d, ok := strings.Cut(strings.TrimPrefix(path, "/v2/"), "/blobs/")
+	if !ok {
+		return true
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.repoBlobs[repo+"@"+d]
+}
+
+// record notes blobs that land in a repository: a finished upload
+// (PUT ...?digest=) or a successful mount (POST ...?mount=&from=).
+func (tr *testRegistry) record(r *http.Request, status int) {
+	repo, _, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v2/"), "/blobs/")
+	if !ok || status >= 300 {
+		return
+	}
+	d := r.URL.Query().Get("digest")
+	if d == "" {
+		d = r.URL.Query().Get("mount")
+	}
+	if d == "" {
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.repoBlobs == nil {
+		tr.repoBlobs = map[string]bool{}
+	}
+	tr.repoBlobs[repo+"@"+d] = true
+}
+
+// mount answers a cross-repository mount the way distribution does (201
+// when the source repository holds the blob); go-containerregistry's
+// registry has no mounts. It reports whether it answered.
+func (tr *testRegistry) mount(w http.ResponseWriter, r *http.Request) bool {
+	repo, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v2/"), "/blobs/")
+	d, from := r.URL.Query().Get("mount"), r.URL.Query().Get("from")
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if !tr.repoBlobs[from+"@"+d] {
+		return false
+	}
+	tr.repoBlobs[repo+"@"+d] = true
+	w.Header().Set("Location", "/v2/"+repo+"/blobs/"+d)
+	w.Header().Set("Docker-Content-Digest", d)
+	w.WriteHeader(http.StatusCreated)
+	return true
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // host is the registry's host:port (loopback: go-containerregistry speaks http).

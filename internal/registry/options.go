@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/failure"
@@ -28,6 +29,10 @@ type Options struct {
 	Jobs      int                                              // concurrent blob uploads, default 4
 	Sleep     func(ctx context.Context, d time.Duration) error // injectable; default waits on a timer or ctx
 	UserAgent string
+	// MountFrom names, per blob digest, a repository ("host/path") known to
+	// hold that blob already. Push mounts such blobs when the repository is
+	// on the target's registry instead of uploading them again.
+	MountFrom map[v1.Hash]string
 }
 
 const (

@@ -70,7 +70,7 @@ func Push(ctx context.Context, img v1.Image, target string, tags []string, o Opt
 		// Blobs, then the manifest under target's own tag or digest: a tag
 		// PUT also makes the manifest reachable by digest, so a tag target
 		// costs exactly one manifest PUT.
-		if err := pusher.Push(ctx, ref, img); err != nil {
+		if err := pusher.Push(ctx, ref, withMounts(img, ref, o)); err != nil {
 			return nil, Classify(err, what)
 		}
 	}
@@ -152,4 +152,62 @@ func Exists(ctx context.Context, ref string, d v1.Hash, o Options) (bool, error)
 		return false, Classify(err, "target "+ref)
 	}
 	return ok, nil
+}
+
+// withMounts wraps the layers of img that Options.MountFrom places in
+// another repository of ref's registry, so that go-containerregistry mounts
+// them (one cross-repository POST) instead of uploading them. The manifest
+// and digest do not change: only how the blobs get there.
+func withMounts(img v1.Image, ref name.Reference, o Options) v1.Image {
+	if len(o.MountFrom) == 0 {
+		return img
+	}
+	return &mountingImage{Image: img, target: ref.Context(), o: o}
+}
+
+type mountingImage struct {
+	v1.Image
+	target name.Repository
+	o      Options
+}
+
+func (m *mountingImage) Layers() ([]v1.Layer, error) {
+	ls, err := m.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = m.mountable(l)
+	}
+	return out, nil
+}
+
+func (m *mountingImage) LayerByDigest(d v1.Hash) (v1.Layer, error) {
+	l, err := m.Image.LayerByDigest(d)
+	if err != nil {
+		return nil, err
+	}
+	return m.mountable(l), nil
+}
+
+// mountable returns l wrapped for a mount when its blob is known to be in
+// another repository of the same registry; l itself otherwise.
+func (m *mountingImage) mountable(l v1.Layer) v1.Layer {
+	if _, ok := l.(*remote.MountableLayer); ok {
+		return l // a remote base layer already knows where it lives
+	}
+	d, err := l.Digest()
+	if err != nil {
+		return l
+	}
+	from, ok := m.o.MountFrom[d]
+	if !ok {
+		return l
+	}
+	repo, err := name.NewRepository(from, nameOptions(m.o)...)
+	if err != nil || repo.RegistryStr() != m.target.RegistryStr() || repo.RepositoryStr() == m.target.RepositoryStr() {
+		return l
+	}
+	return &remote.MountableLayer{Layer: l, Reference: repo.Digest(d.String())}
 }
