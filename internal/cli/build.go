@@ -128,12 +128,14 @@ func buildAll(ctx context.Context, engine *build.Engine, docs *documents, parall
 	g := &errgroup.Group{}
 	g.SetLimit(parallel)
 	for _, ib := range docs.builds {
+		// Resolved here, not in the goroutine: inputsOf fills a shared map.
+		in := docs.inputsOf(ib.Namespace)
 		g.Go(func() error {
 			opts := build.Options{DryRun: dryRun}
 			if prog != nil {
 				opts.Progress = prog.reporter(ib.Name)
 			}
-			res, err := engine.Build(ctx, ib, docs.inputsOf(ib.Namespace), opts)
+			res, err := engine.Build(ctx, ib, in, opts)
 			now := time.Now()
 			if err != nil {
 				build.ApplyFailure(ib, err, now)
