@@ -516,7 +516,6 @@ func manyBuildsShareLayers(t *testing.T, pinned bool) {
 	}
 }
 
-
 func TestDeleteDuringBuildCancelsAndLeavesNoTempFiles(t *testing.T) {
 	ns := newNamespace(t)
 	reg := newRegistry(t)
