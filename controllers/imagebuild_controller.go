@@ -386,7 +386,8 @@ func (r *ImageBuildReconciler) build(ctx context.Context, ib *kilnv1.ImageBuild,
 	if err != nil {
 		return r.fail(ctx, ib, res, err, start)
 	}
-	o, err := r.registryOptions(ctx, ib, res)
+	// readInputs already holds the pull-secret keychain and the CA bundle.
+	o, err := r.Engine.RegistryOptions(&ib.Spec, in)
 	if err != nil {
 		return r.fail(ctx, ib, res, err, start)
 	}
@@ -529,46 +530,41 @@ func (r *ImageBuildReconciler) patchStatus(ctx context.Context, ib *kilnv1.Image
 	return true, nil
 }
 
-// registryOptions are the engine's registry options with the ImageBuild's
-// credentials, insecure flag and CA bundle, for the checks the controller
-// makes itself (target HEAD, base HEAD).
+// registryOptions reads only what registry access needs (pull secrets and
+// the CA bundle, never layer data) for the checks the controller makes
+// itself (target HEAD, base HEAD), and lets the engine turn it into options.
 func (r *ImageBuildReconciler) registryOptions(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (registry.Options, error) {
-	o := r.Engine.Registry
+	in := build.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
 	kc, err := r.keychain(ctx, ib.Namespace, res.pullSecrets)
 	if err != nil {
-		return o, err
+		return registry.Options{}, err
 	}
-	o.Keychain = kc
-	o.Insecure = ib.Spec.Target.Insecure
-	ca, err := r.caBundle(ctx, ib)
-	if err != nil {
-		return o, err
+	in.Keychain = kc
+	if cb := ib.Spec.Target.CABundle; cb != nil {
+		if err := r.readCABundle(ctx, ib.Namespace, cb, in); err != nil {
+			return registry.Options{}, err
+		}
 	}
-	if len(ca) > 0 {
-		o.CABundle = ca
-	}
-	return o, nil
+	return r.Engine.RegistryOptions(&ib.Spec, in)
 }
 
-func (r *ImageBuildReconciler) caBundle(ctx context.Context, ib *kilnv1.ImageBuild) ([]byte, error) {
-	cb := ib.Spec.Target.CABundle
+// readCABundle puts the object holding the CA bundle into in.
+func (r *ImageBuildReconciler) readCABundle(ctx context.Context, ns string, cb *kilnv1.CABundleSource, in build.Inputs) error {
 	switch {
-	case cb == nil:
-		return nil, nil
 	case cb.ConfigMap != nil:
 		var cm corev1.ConfigMap
-		if _, err := r.getDirect(ctx, ib.Namespace, cb.ConfigMap.Name, &cm); err != nil {
-			return nil, fmt.Errorf("reading CA bundle configMap %q: %w", cb.ConfigMap.Name, err)
+		if _, err := r.getDirect(ctx, ns, cb.ConfigMap.Name, &cm); err != nil {
+			return fmt.Errorf("reading CA bundle configMap %q: %w", cb.ConfigMap.Name, err)
 		}
-		return build.ConfigMapData(&cm)[cb.ConfigMap.Key], nil
+		in.ConfigMaps[cb.ConfigMap.Name] = build.ConfigMapData(&cm)
 	case cb.Secret != nil:
-		var s corev1.Secret
-		if _, err := r.getDirect(ctx, ib.Namespace, cb.Secret.Name, &s); err != nil {
-			return nil, fmt.Errorf("reading CA bundle secret %q: %w", cb.Secret.Name, err)
+		var sec corev1.Secret
+		if _, err := r.getDirect(ctx, ns, cb.Secret.Name, &sec); err != nil {
+			return fmt.Errorf("reading CA bundle secret %q: %w", cb.Secret.Name, err)
 		}
-		return build.SecretData(&s)[cb.Secret.Key], nil
+		in.Secrets[cb.Secret.Name] = build.SecretData(&sec)
 	}
-	return nil, nil
+	return nil
 }
 
 func setBaseUpToDate(ib *kilnv1.ImageBuild, s metav1.ConditionStatus, reason, msg string) {

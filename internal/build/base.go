@@ -69,13 +69,13 @@ func sourceSpec(name string, s *kilnv1.Source, digest string, in Inputs) (source
 			}
 		}
 	case s.ConfigMap != nil:
-		data, err := keyOf(in.ConfigMaps, "ConfigMap", name, s.ConfigMap)
+		data, err := keyOf(in.ConfigMaps, "ConfigMap", fmt.Sprintf("layer %q", name), s.ConfigMap)
 		if err != nil {
 			return spec, err
 		}
 		spec.Data, spec.DataRef = data, fmt.Sprintf("configMap %s key %s", s.ConfigMap.Name, s.ConfigMap.Key)
 	case s.Secret != nil:
-		data, err := keyOf(in.Secrets, "Secret", name, s.Secret)
+		data, err := keyOf(in.Secrets, "Secret", fmt.Sprintf("layer %q", name), s.Secret)
 		if err != nil {
 			return spec, err
 		}
@@ -88,14 +88,16 @@ func sourceSpec(name string, s *kilnv1.Source, digest string, in Inputs) (source
 	return spec, nil
 }
 
-func keyOf(objs map[string]map[string][]byte, kind, layerName string, sel *kilnv1.KeySelector) ([]byte, error) {
+// keyOf returns one key of a ConfigMap or Secret from the inputs; what
+// names the referrer in the error (`layer "app"`, `target.caBundle`).
+func keyOf(objs map[string]map[string][]byte, kind, what string, sel *kilnv1.KeySelector) ([]byte, error) {
 	obj, ok := objs[sel.Name]
 	if !ok {
-		return nil, failure.Permanentf(failure.SourceNotFound, "layer %q: %s %q not found in the ImageBuild's namespace", layerName, kind, sel.Name)
+		return nil, failure.Permanentf(failure.SourceNotFound, "%s: %s %q not found in the ImageBuild's namespace", what, kind, sel.Name)
 	}
 	data, ok := obj[sel.Key]
 	if !ok {
-		return nil, failure.Permanentf(failure.SourceNotFound, "layer %q: %s %q has no key %q", layerName, kind, sel.Name, sel.Key)
+		return nil, failure.Permanentf(failure.SourceNotFound, "%s: %s %q has no key %q", what, kind, sel.Name, sel.Key)
 	}
 	return data, nil
 }

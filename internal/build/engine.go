@@ -97,7 +97,10 @@ func (e *Engine) now() time.Time {
 func (e *Engine) Build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, opts Options) (*Result, error) {
 	start := e.now()
 	spec := &ib.Spec
-	regOpts := e.registryOptions(spec, in)
+	regOpts, err := e.RegistryOptions(spec, in)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := registry.ParseReference(spec.Target.Image, regOpts); err != nil {
 		return nil, failure.Permanent(failure.InvalidSpec, fmt.Errorf("target.image: %w", err))
 	}
@@ -222,29 +225,38 @@ func repoOf(target string, o registry.Options) string {
 	return ref.Context().Name()
 }
 
-func (e *Engine) registryOptions(spec *kilnv1.ImageBuildSpec, in Inputs) registry.Options {
+// RegistryOptions are the engine's registry options with the spec's
+// credentials (in.Keychain), insecure flag and CA bundle (read from in's
+// ConfigMaps/Secrets). The controller uses it for its own HEAD checks, so
+// pushes and checks always talk to a registry the same way. A CA bundle the
+// inputs lack is a SourceNotFound error, never silently no extra roots.
+func (e *Engine) RegistryOptions(spec *kilnv1.ImageBuildSpec, in Inputs) (registry.Options, error) {
 	o := e.Registry
 	if in.Keychain != nil {
 		o.Keychain = in.Keychain
 	}
 	o.Insecure = spec.Target.Insecure
-	if ca := caBundle(spec, in); len(ca) > 0 {
+	ca, err := caBundle(spec, in)
+	if err != nil {
+		return o, err
+	}
+	if len(ca) > 0 {
 		o.CABundle = ca
 	}
-	return o
+	return o, nil
 }
 
-func caBundle(spec *kilnv1.ImageBuildSpec, in Inputs) []byte {
+func caBundle(spec *kilnv1.ImageBuildSpec, in Inputs) ([]byte, error) {
 	cb := spec.Target.CABundle
 	switch {
 	case cb == nil:
-		return nil
+		return nil, nil
 	case cb.ConfigMap != nil:
-		return in.ConfigMaps[cb.ConfigMap.Name][cb.ConfigMap.Key]
+		return keyOf(in.ConfigMaps, "ConfigMap", "target.caBundle", cb.ConfigMap)
 	case cb.Secret != nil:
-		return in.Secrets[cb.Secret.Name][cb.Secret.Key]
+		return keyOf(in.Secrets, "Secret", "target.caBundle", cb.Secret)
 	}
-	return nil
+	return nil, nil
 }
 
 // assemble builds config and manifest in one pass and verifies them.
