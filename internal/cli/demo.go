@@ -530,8 +530,11 @@ func orDash(s string) string {
 	return s
 }
 
+// humanBytes formats n in binary units, e.g. "757.7 KiB", "1.6 GiB".
 func humanBytes(n int64) string {
 	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
 	case n >= 1<<20:
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	case n >= 1<<10:

@@ -76,9 +76,9 @@ func (p *progressView) draw() {
 		r := p.rows[k]
 		state := "..."
 		if r.Done {
-			state = fmt.Sprintf("done, %s out", human(r.BytesOut))
+			state = fmt.Sprintf("done, %s out", humanBytes(r.BytesOut))
 		}
-		fmt.Fprintf(&b, "\x1b[2K%-40s %10s in  %s\n", k, human(r.BytesIn), state)
+		fmt.Fprintf(&b, "\x1b[2K%-40s %10s in  %s\n", k, humanBytes(r.BytesIn), state)
 	}
 	p.lines = len(keys)
 	_, _ = io.WriteString(p.w, b.String())
@@ -89,17 +89,4 @@ func (p *progressView) stop() {
 		close(p.done)
 		p.draw()
 	})
-}
-
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
