@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/retry"
 )
@@ -93,17 +94,17 @@ func backoff(try int) time.Duration {
 func (f *Fetcher) openURL(ctx context.Context, s Spec, want v1.Hash) (*Stream, error) {
 	u, err := url.Parse(s.URL)
 	if err != nil {
-		return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, redactURL(s.URL), err)
+		return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
 	}
 	if err := f.policy.checkURL(u); err != nil {
-		return nil, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing %s: %v", s.Name, redactURL(s.URL), err)
+		return nil, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing %s: %v", s.Name, egress.RedactURL(s.URL), err)
 	}
 	return f.withRetries(ctx, s, func() (*Stream, error) {
 		st := newStream(ctx, s, KindURL, want, f.opts, noBody{})
 		req, err := http.NewRequestWithContext(st.ctx, http.MethodGet, s.URL, nil)
 		if err != nil {
 			st.Close()
-			return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, redactURL(s.URL), err)
+			return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
 		}
 		// identity: without it net/http asks for gzip and transparently
 		// decompresses, and the digest would not be that of the bytes served.
@@ -118,7 +119,7 @@ func (f *Fetcher) openURL(ctx context.Context, s Spec, want v1.Hash) (*Stream, e
 		if s.Validators.LastModified != "" {
 			req.Header.Set("If-Modified-Since", s.Validators.LastModified)
 		}
-		return f.startBody(st, f.client, req, "GET "+redactURL(s.URL))
+		return f.startBody(st, f.client, req, "GET "+egress.RedactURL(s.URL))
 	})
 }
 

@@ -132,13 +132,3 @@ func isForbidden(err error) (string, bool) {
 	}
 	return "", false
 }
-
-// redactURL drops credentials and the query (pre-signed URLs carry their
-// signature there) so URLs can appear in messages and status.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<invalid URL>"
-	}
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
-}

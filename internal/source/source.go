@@ -24,6 +24,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/retry"
 )
@@ -268,7 +269,7 @@ func (f *Fetcher) limitError(s Spec) error {
 func (s Spec) describe() string {
 	switch s.Kind() {
 	case KindURL:
-		return redactURL(s.URL)
+		return egress.RedactURL(s.URL)
 	case KindBlob:
 		return "blob " + s.Blob
 	default:
