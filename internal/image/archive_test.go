@@ -334,3 +334,33 @@ func assertNoTemps(t *testing.T, s *blobstore.Store) {
 		t.Fatalf("temp files left: %v %v", tmps, err)
 	}
 }
+
+func TestFromArchiveSingleImagePlatformMustMatch(t *testing.T) {
+	archive, _, _ := dockerSave(t) // one linux/amd64 image
+	tests := []struct {
+		platform string
+		err      string
+	}{
+		{"", ""},
+		{"linux/amd64", ""},
+		{"windows/amd64", "base archive x: base.platform windows/amd64 does not match the base image's platform linux/amd64"},
+		{"linux/arm64", "base archive x: base.platform linux/arm64 does not match the base image's platform linux/amd64"},
+	}
+	for _, tt := range tests {
+		p, _ := ParsePlatform(tt.platform)
+		store := newStore(t)
+		b, err := FromArchive(context.Background(), bytes.NewReader(archive), store, p, "archive x")
+		if tt.err == "" {
+			if err != nil {
+				t.Errorf("platform %q: %v", tt.platform, err)
+			} else {
+				b.Release()
+			}
+			continue
+		}
+		if failure.ReasonOf(err) != failure.PlatformNotFound || err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("platform %q: err = %v\nwant PlatformNotFound containing %q", tt.platform, err, tt.err)
+		}
+		assertNoTemps(t, store)
+	}
+}
