@@ -12,6 +12,7 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/layer"
 )
 
 // pushSingle pushes a one-layer image (not an index) with the given config platform.
@@ -69,5 +70,33 @@ func TestSingleManifestBaseMustMatchTheRequestedPlatform(t *testing.T) {
 				t.Errorf("%d registry writes for a refused base", w)
 			}
 		})
+	}
+}
+
+// The engine's layer limits reach the base archive's decompression.
+func TestBaseArchiveGetsTheLayerLimits(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	bomb := gzipBytes(t, makeTar(t, file("x/layer.tar", strings.Repeat("\x00", 12<<20))))
+	ib := imageBuild("app", reg.host()+"/team/app:1", urlLayer("app", files.put("/app.tar", makeTar(t, file("app", "x")))))
+	ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: files.put("/base.tar.gz", bomb)}}}
+	for _, tc := range []struct {
+		limits layer.Limits
+		want   string
+	}{
+		{layer.Limits{MaxUncompressedBytes: 1 << 20}, "base.archive (archive url " + files.srv.URL + "/base.tar.gz): member x/layer.tar: uncompressed size exceeds 1048576 bytes (limit MaxUncompressedBytes)"},
+		{layer.Limits{MaxRatio: 50}, "decompresses to more than 50 times its compressed size"},
+	} {
+		e := newEngine(t, "")
+		e.Limits = tc.limits
+		_, err := e.Build(context.Background(), ib.DeepCopy(), Inputs{}, Options{})
+		if failure.ReasonOf(err) != failure.LimitExceeded || !failure.IsPermanent(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("err = %v\nwant permanent LimitExceeded containing %q", err, tc.want)
+		}
+		if tmps, err := e.Store.TempFiles(); err != nil || len(tmps) != 0 {
+			t.Errorf("temp files left: %v %v", tmps, err)
+		}
+		if w := reg.counts.writes(); w != 0 {
+			t.Errorf("%d registry writes for a refused base archive", w)
+		}
 	}
 }
