@@ -44,7 +44,7 @@ func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, 
 		return nil, 0, fmt.Errorf("fetching base archive: %w", err)
 	}
 	defer func() { _ = stream.Close() }()
-	b, err := image.FromArchive(ctx, stream, e.Store, p, "archive "+describe(&a.Source))
+	b, err := image.FromArchive(ctx, stream, e.Store, p, "archive "+describe(&a.Source), image.ArchiveOptions{Limits: e.Limits})
 	if err != nil {
 		return nil, stream.Size(), fmt.Errorf("reading base archive: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	stdgzip "compress/gzip"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -66,6 +67,17 @@ func TestDetect(t *testing.T) {
 	}{
 		{"gzip", []byte{0x1f, 0x8b, 8, 0, 0}, Gzip, ""},
 		{"zstd", []byte{0x28, 0xb5, 0x2f, 0xfd, 0}, Zstd, ""},
+		{"zstd after a skippable frame", withSkippable([]byte{0x28, 0xb5, 0x2f, 0xfd, 0}, pzstdFrame), Zstd, ""},
+		{"zstd after 16 skippable frames, one per magic", withSkippable([]byte{0x28, 0xb5, 0x2f, 0xfd, 0}, everySkippableMagic()...), Zstd, ""},
+		{"zstd after an empty skippable frame", withSkippable([]byte{0x28, 0xb5, 0x2f, 0xfd, 0}, skippable(0x184D2A53, 0)), Zstd, ""},
+		{"only skippable frames", withSkippable(nil, pzstdFrame, skippable(0x184D2A51, 10)), Zstd, ""},
+		{"skippable frame then gzip", withSkippable([]byte{0x1f, 0x8b, 8, 0}, pzstdFrame), "",
+			"zstd: the skippable frames at the start end at byte 12 and are followed by neither a zstd frame nor the end of the input (next bytes: 1f8b0800...)"},
+		{"skippable frame then a tar", withSkippable(tarWithFormat(t, tar.FormatUSTAR)[:16], pzstdFrame), "",
+			"zstd: the skippable frames at the start end at byte 12 and are followed by neither a zstd frame nor the end of the input (next bytes: 6574632f686f7374...)"},
+		{"truncated skippable frame header", pzstdFrame[:6], "", "zstd: unexpected EOF in a skippable frame header (truncated input)"},
+		{"truncated skippable frame payload", skippable(0x184D2A50, 100)[:50], "", "zstd: unexpected EOF in a skippable frame (truncated input)"},
+		{"skippable magic 0x184D2A4F is not one", []byte{0x4f, 0x2a, 0x4d, 0x18, 4, 0, 0, 0}, "", "not a tar archive (first bytes: 4f2a4d1804000000...)"},
 		{"xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0, 0, 4}, Xz, ""},
 		{"bzip2", []byte("BZh91AY&SY"), Bzip2, ""},
 		{"ustar", tarWithFormat(t, tar.FormatUSTAR), None, ""},
@@ -99,6 +111,93 @@ func TestDetect(t *testing.T) {
 				t.Errorf("Detect consumed input: %d of %d bytes left", len(rest), len(tc.in))
 			}
 		})
+	}
+}
+
+// pzstdFrame is the skippable frame pzstd writes first: magic 0x184D2A50,
+// a 4-byte payload holding the size of the zstd frame that follows.
+var pzstdFrame = []byte{0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 0x10, 0x27, 0, 0}
+
+// skippable returns a skippable frame (RFC 8878 §3.1.2) with magic m and n
+// payload bytes.
+func skippable(m uint32, n int) []byte {
+	f := binary.LittleEndian.AppendUint32(nil, m)
+	f = binary.LittleEndian.AppendUint32(f, uint32(n))
+	return append(f, bytes.Repeat([]byte{0xa5}, n)...)
+}
+
+func everySkippableMagic() [][]byte {
+	var out [][]byte
+	for m := uint32(0x184D2A50); m <= 0x184D2A5F; m++ {
+		out = append(out, skippable(m, int(m&0xf)))
+	}
+	return out
+}
+
+// withSkippable prepends frames to stream.
+func withSkippable(stream []byte, frames ...[]byte) []byte {
+	var out []byte
+	for _, f := range frames {
+		out = append(out, f...)
+	}
+	return append(out, stream...)
+}
+
+// Skippable frames are walked inside the reader's buffer only; frames
+// longer than it are refused, never misdetected.
+func TestDetectSkippableFramesBeyondTheWindow(t *testing.T) {
+	zstdFrame := []byte{0x28, 0xb5, 0x2f, 0xfd, 0}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"one long frame", withSkippable(zstdFrame, skippable(0x184D2A50, 5000))},
+		{"many short frames", withSkippable(zstdFrame, bytes.Repeat(pzstdFrame, 400))},
+		{"a frame declaring 4 GiB", withSkippable(zstdFrame, []byte{0x50, 0x2a, 0x4d, 0x18, 0xff, 0xff, 0xff, 0xff})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Detect(bufio.NewReaderSize(bytes.NewReader(tc.in), 4096))
+			want := "zstd: the skippable frames at the start of the input are longer than the 4 KiB detection window"
+			if err == nil || err.Error() != want || failure.ReasonOf(err) != failure.LimitExceeded {
+				t.Fatalf("err = %v, want LimitExceeded %q", err, want)
+			}
+		})
+	}
+	// Within the window a long frame is fine.
+	in := withSkippable(zstdFrame, skippable(0x184D2A50, 4000))
+	if got, err := Detect(bufio.NewReaderSize(bytes.NewReader(in), 4096)); err != nil || got != Zstd {
+		t.Fatalf("Detect = %s, %v; want zstd", got, err)
+	}
+}
+
+// A stream written by the klauspost encoder behind a hand-made skippable
+// frame is detected, passes a declared zstd and decodes to its data.
+func TestOpenZstdWithSkippableFrame(t *testing.T) {
+	data := cachedTarLike(t, 256<<10)
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(data)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	in := withSkippable(buf.Bytes(), pzstdFrame)
+	for _, declared := range []Algorithm{Auto, Zstd} {
+		rc, detected, err := Open(bytes.NewReader(in), declared, ReaderOptions{})
+		if err != nil || detected != Zstd {
+			t.Fatalf("Open(%s) = %s, %v; want zstd", declared, detected, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("declared %s: decoded %d bytes, %v; want the %d input bytes", declared, len(got), err, len(data))
+		}
+	}
+	_, detected, err := Open(bytes.NewReader(in), Gzip, ReaderOptions{})
+	if detected != Zstd || err == nil || err.Error() != "declared compression gzip but the bytes are zstd" {
+		t.Fatalf("declared gzip: %s, %v", detected, err)
 	}
 }
 
@@ -195,6 +294,8 @@ func compressedInputs(t *testing.T) []struct {
 		{"gzip empty", Gzip, encodeWith(t, Gzip, nil), nil, false},
 		{"zstd", Zstd, encodeWith(t, Zstd, data), data, false},
 		{"zstd empty", Zstd, encodeWith(t, Zstd, nil), nil, false},
+		{"zstd after a pzstd skippable frame", Zstd, withSkippable(encodeWith(t, Zstd, data), pzstdFrame), data, false},
+		{"zstd after two skippable frames", Zstd, withSkippable(encodeWith(t, Zstd, data), skippable(0x184D2A5F, 300), pzstdFrame), data, false},
 		{"xz ulikunitz", Xz, ulikunitzXz(t, data), data, false},
 		{"xz ulikunitz empty", Xz, ulikunitzXz(t, nil), nil, false},
 		{"xz multi-block crc64", Xz, readFixture(t, "fixture-blocks.tar.xz"), fixture, false},

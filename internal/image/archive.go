@@ -37,26 +37,33 @@ var topLevelJSON = map[string]bool{
 // layers, and uncompressed OCI layers) are compressed with deterministic
 // gzip on the way in, so the base's layers are compressed blobs with the
 // same DiffIDs. When the archive holds several images, the one for p is
-// chosen. Bad archives are permanent InvalidArchive errors naming the member.
+// chosen. Bad archives are permanent InvalidArchive errors naming the member;
+// an archive beyond opts' limits is a permanent LimitExceeded naming
+// base.archive and the limit, and leaves nothing in the store's temp dir.
 //
 // The blobs the base uses stay pinned in the store until Base.Release.
-func FromArchive(ctx context.Context, r io.Reader, store *blobstore.Store, p v1.Platform, name string) (*Base, error) {
+func FromArchive(ctx context.Context, r io.Reader, store *blobstore.Store, p v1.Platform, name string, opts ArchiveOptions) (*Base, error) {
 	if store == nil {
 		return nil, errors.New("loading base " + name + ": no blob store")
 	}
 	src := &errRecorder{r: r}
-	rc, alg, err := compression.Open(src, compression.Auto, compression.ReaderOptions{})
+	rc, alg, err := compression.Open(src, compression.Auto, opts.Reader)
 	if err != nil {
 		return nil, archiveErr(name, "", src, err)
 	}
 	defer rc.Close()
+	lim := resolveLimits(opts.Limits)
 	ar := &archive{
-		ctx: ctx, store: store, name: name, src: src,
+		ctx: ctx, store: store, name: name, src: src, budget: memberBudget{lim: lim},
 		members: map[string]*member{}, byDigest: map[v1.Hash]*member{},
 		json: map[string][]byte{}, links: map[string]string{}, pins: map[v1.Hash][]func(){},
 	}
 	defer ar.releaseUnused()
-	if err := ar.read(&ctxReader{ctx: ctx, r: rc}); err != nil {
+	in := &limitReader{r: &ctxReader{ctx: ctx, r: rc}, lim: lim}
+	if alg != compression.None {
+		in.compressed = src.count
+	}
+	if err := ar.read(in); err != nil {
 		return nil, err
 	}
 	b, err := ar.build(p)
@@ -96,6 +103,7 @@ type archive struct {
 	pins     map[v1.Hash][]func()
 	used     map[v1.Hash]bool // blobs the built base refers to; pins kept
 	buf      *bufio.Reader
+	budget   memberBudget
 }
 
 // read streams the tar once.
@@ -111,6 +119,9 @@ func (ar *archive) read(r io.Reader) error {
 			return archiveErr(ar.name, "", ar.src, err)
 		}
 		name := cleanMember(hdr.Name)
+		if err := ar.budget.admit(hdr, name); err != nil {
+			return archiveErr(ar.name, "", ar.src, err)
+		}
 		switch hdr.Typeflag {
 		case tar.TypeReg:
 			err = ar.readFile(name, tr)
@@ -325,9 +336,13 @@ func (ar *archive) pinsOf() []func() {
 }
 
 // archiveErr classifies an error met while reading the archive: a failing
-// source keeps its own classification (a dropped connection is retried),
-// anything else is a permanent InvalidArchive naming the member.
+// source keeps its own classification (a dropped connection is retried), a
+// limit stays LimitExceeded, anything else is a permanent InvalidArchive
+// naming the member.
 func archiveErr(name, memberName string, src *errRecorder, err error) error {
+	if lerr := limitErr(name, memberName, err); lerr != nil {
+		return lerr
+	}
 	where := "base " + name
 	if memberName != "" {
 		where += ": member " + memberName
@@ -369,19 +384,24 @@ func (r *recWriter) Write(p []byte) (int, error) {
 }
 
 // errRecorder remembers the last error of the archive's source so that it
-// can be told apart from a format error.
+// can be told apart from a format error, and counts the source's bytes for
+// the MaxRatio check.
 type errRecorder struct {
 	r   io.Reader
+	n   int64
 	err error
 }
 
 func (e *errRecorder) Read(p []byte) (int, error) {
 	n, err := e.r.Read(p)
+	e.n += int64(n)
 	if err != nil && err != io.EOF {
 		e.err = err
 	}
 	return n, err
 }
+
+func (e *errRecorder) count() int64 { return e.n }
 
 // ctxReader stops a long read when ctx ends.
 type ctxReader struct {

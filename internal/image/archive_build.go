@@ -45,15 +45,20 @@ type candidate struct {
 	layerSources map[v1.Hash]v1.Descriptor
 }
 
-// choose picks the candidate for p; a single image is taken whatever its
-// platform, as a registry image reference would be.
+// choose picks the candidate for p. A single image is held to the same rule
+// as a single registry image: taken as it is when p is zero, else it must
+// match p. Several images are chosen among like an index's children.
 func (ar *archive) choose(cs []*candidate, p v1.Platform) (*candidate, error) {
 	if len(cs) == 0 {
 		return nil, failure.Permanentf(failure.InvalidArchive, "base %s: the archive holds no image", ar.name)
 	}
 	if len(cs) == 1 {
+		if err := checkSinglePlatform(ar.name, p, cs[0].platform); err != nil {
+			return nil, err
+		}
 		return cs[0], nil
 	}
+	p = orDefault(p)
 	var have []string
 	for _, c := range cs {
 		if platformMatches(p, c.platform) {

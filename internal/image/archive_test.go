@@ -115,7 +115,7 @@ func dockerSave(t *testing.T) ([]byte, [][]byte, *v1.ConfigFile) {
 func TestFromArchiveGzippedDockerSave(t *testing.T) {
 	archive, tars, cf := dockerSave(t)
 	store := newStore(t)
-	b, err := FromArchive(context.Background(), bytes.NewReader(gzipBytes(t, archive)), store, DefaultPlatform, "archive url https://x/app.tar.gz")
+	b, err := FromArchive(context.Background(), bytes.NewReader(gzipBytes(t, archive)), store, DefaultPlatform, "archive url https://x/app.tar.gz", ArchiveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestFromArchiveXzOCILayout(t *testing.T) {
 	archive, want := ociLayout(t)
 	store := newStore(t)
 	ctx := context.Background()
-	b, err := FromArchive(ctx, bytes.NewReader(archive), store, v1.Platform{OS: "linux", Architecture: "arm64"}, "archive url https://x/oci.tar.xz")
+	b, err := FromArchive(ctx, bytes.NewReader(archive), store, v1.Platform{OS: "linux", Architecture: "arm64"}, "archive url https://x/oci.tar.xz", ArchiveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestFromArchiveXzOCILayout(t *testing.T) {
 		t.Errorf("an archive base is not a reference: annotations %v", m.Annotations)
 	}
 
-	_, err = FromArchive(ctx, bytes.NewReader(archive), store, v1.Platform{OS: "linux", Architecture: "s390x"}, "archive x")
+	_, err = FromArchive(ctx, bytes.NewReader(archive), store, v1.Platform{OS: "linux", Architecture: "s390x"}, "archive x", ArchiveOptions{})
 	if failure.ReasonOf(err) != failure.PlatformNotFound || !strings.Contains(err.Error(), "has no linux/s390x image; it has: linux/amd64, linux/arm64") {
 		t.Fatalf("missing platform: %v", err)
 	}
@@ -306,7 +306,7 @@ func TestFromArchiveErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := newStore(t)
-			_, err := FromArchive(context.Background(), bytes.NewReader(tt.data), store, DefaultPlatform, "archive test")
+			_, err := FromArchive(context.Background(), bytes.NewReader(tt.data), store, DefaultPlatform, "archive test", ArchiveOptions{})
 			if failure.ReasonOf(err) != tt.reason || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "archive test") {
 				t.Fatalf("err = %v\nwant %s containing %q", err, tt.reason, tt.want)
 			}
@@ -320,7 +320,7 @@ func TestFromArchiveCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	store := newStore(t)
-	_, err := FromArchive(ctx, bytes.NewReader(good), store, DefaultPlatform, "archive x")
+	_, err := FromArchive(ctx, bytes.NewReader(good), store, DefaultPlatform, "archive x", ArchiveOptions{})
 	if failure.IsPermanent(err) || err == nil {
 		t.Fatalf("cancelled load: %v", err)
 	}
@@ -332,5 +332,35 @@ func assertNoTemps(t *testing.T, s *blobstore.Store) {
 	tmps, err := s.TempFiles()
 	if err != nil || len(tmps) != 0 {
 		t.Fatalf("temp files left: %v %v", tmps, err)
+	}
+}
+
+func TestFromArchiveSingleImagePlatformMustMatch(t *testing.T) {
+	archive, _, _ := dockerSave(t) // one linux/amd64 image
+	tests := []struct {
+		platform string
+		err      string
+	}{
+		{"", ""},
+		{"linux/amd64", ""},
+		{"windows/amd64", "base archive x: base.platform windows/amd64 does not match the base image's platform linux/amd64"},
+		{"linux/arm64", "base archive x: base.platform linux/arm64 does not match the base image's platform linux/amd64"},
+	}
+	for _, tt := range tests {
+		p, _ := ParsePlatform(tt.platform)
+		store := newStore(t)
+		b, err := FromArchive(context.Background(), bytes.NewReader(archive), store, p, "archive x", ArchiveOptions{})
+		if tt.err == "" {
+			if err != nil {
+				t.Errorf("platform %q: %v", tt.platform, err)
+			} else {
+				b.Release()
+			}
+			continue
+		}
+		if failure.ReasonOf(err) != failure.PlatformNotFound || err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("platform %q: err = %v\nwant PlatformNotFound containing %q", tt.platform, err, tt.err)
+		}
+		assertNoTemps(t, store)
 	}
 }

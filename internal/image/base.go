@@ -83,10 +83,11 @@ func Scratch(p v1.Platform) *Base {
 }
 
 // FromRegistry resolves ref (tag or digest). When ref names an index the
-// child matching p is chosen (for Windows, os.version by prefix when p has
-// one). Errors are classified with registry.Classify: not found is
-// BaseNotFound, 401/403 Unauthorized; a missing platform is PlatformNotFound
-// and lists the platforms the index has.
+// child matching p is chosen (DefaultPlatform when p is zero; for Windows,
+// os.version by prefix when p has one). When ref names a single image, a
+// non-zero p must match its config. Errors are classified with
+// registry.Classify: not found is BaseNotFound, 401/403 Unauthorized; a
+// missing platform is PlatformNotFound and names what the base has.
 func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote.Option) (*Base, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
@@ -99,7 +100,7 @@ func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote
 		return nil, registry.Classify(err, what)
 	}
 	b := &Base{Name: ref, RefDigest: desc.Digest}
-	img, digest, err := pickImage(desc, ref, p)
+	img, digest, fromIndex, err := pickImage(desc, ref, p)
 	if err != nil {
 		return nil, err
 	}
@@ -114,49 +115,56 @@ func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote
 		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), what)
 	}
 	b.Platform = platformOf(cf)
+	if !fromIndex {
+		if err := checkSinglePlatform(ref, p, b.Platform); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
 }
 
 // pickImage returns the image desc names, choosing the child for p when it
-// is an index.
-func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (v1.Image, v1.Hash, error) {
+// is an index (fromIndex).
+func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (img v1.Image, d v1.Hash, fromIndex bool, err error) {
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return nil, v1.Hash{}, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
 		}
 		im, err := idx.IndexManifest()
 		if err != nil {
-			return nil, v1.Hash{}, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
 		}
 		child, err := choosePlatform(im.Manifests, ref, p)
 		if err != nil {
-			return nil, v1.Hash{}, err
+			return nil, v1.Hash{}, false, err
 		}
 		img, err := idx.Image(child.Digest)
 		if err != nil {
-			return nil, v1.Hash{}, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
 		}
-		return img, child.Digest, nil
+		return img, child.Digest, true, nil
 	case desc.MediaType.IsSchema1():
-		return nil, v1.Hash{}, failure.Permanentf(failure.InvalidSpec,
+		return nil, v1.Hash{}, false, failure.Permanentf(failure.InvalidSpec,
 			"base %s uses the Docker schema 1 manifest format, which kiln does not support; re-push it with a current client", ref)
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		if err != nil {
-			return nil, v1.Hash{}, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
 		}
-		return img, desc.Digest, nil
+		return img, desc.Digest, false, nil
 	default:
-		return nil, v1.Hash{}, failure.Permanentf(failure.InvalidSpec,
+		return nil, v1.Hash{}, false, failure.Permanentf(failure.InvalidSpec,
 			"base %s is a %s, not an image or an image index", ref, desc.MediaType)
 	}
 }
 
-// choosePlatform picks the first image child of an index matching p.
-// Children without a platform (attestations, "unknown/unknown") never match.
+// choosePlatform picks the first image child of an index matching p
+// (DefaultPlatform when p is zero). Children without a platform
+// (attestations, "unknown/unknown") never match.
 func choosePlatform(children []v1.Descriptor, ref string, p v1.Platform) (v1.Descriptor, error) {
+	p = orDefault(p)
 	var have []string
 	for _, c := range children {
 		if c.Platform == nil || !c.MediaType.IsImage() || c.Platform.OS == "unknown" {

@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -117,4 +118,75 @@ func TestFromRegistryErrors(t *testing.T) {
 		t.Fatal("resolving a base wrote to the registry")
 	}
 	_ = http.MethodGet
+}
+
+// pushImage pushes one small image whose config has platform ps.
+func pushImage(t *testing.T, reg *countingRegistry, repo, ps string) string {
+	t.Helper()
+	p, err := ParsePlatform(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(100, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf := mustConfig(t, img)
+	cf.OS, cf.Architecture, cf.Variant, cf.OSVersion = p.OS, p.Architecture, p.Variant, p.OSVersion
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(reg.host + "/" + repo)
+	if err := remote.Write(ref, img, remoteOpts()...); err != nil {
+		t.Fatal(err)
+	}
+	return ref.String()
+}
+
+func TestFromRegistrySingleImagePlatformMustMatch(t *testing.T) {
+	reg := newRegistry(t)
+	linux := pushImage(t, reg, "lib/linux:1", "linux/amd64")
+	win := pushImage(t, reg, "win/base:1", "windows/amd64:10.0.20348.2340")
+	arm := pushImage(t, reg, "lib/arm:1", "linux/arm64/v8")
+	tests := []struct {
+		ref, platform string
+		err           string // "" when the base resolves
+	}{
+		{linux, "", ""},
+		{win, "", ""},
+		{linux, "linux/amd64", ""},
+		{arm, "linux/arm64", ""},
+		{win, "windows/amd64:10.0.20348", ""},
+		{linux, "windows/amd64", "base " + linux + ": base.platform windows/amd64 does not match the base image's platform linux/amd64"},
+		{win, "linux/arm64", "base " + win + ": base.platform linux/arm64 does not match the base image's platform windows/amd64:10.0.20348.2340"},
+		{win, "windows/amd64:10.0.17763", "base.platform windows/amd64:10.0.17763 does not match the base image's platform windows/amd64:10.0.20348.2340"},
+	}
+	for _, tt := range tests {
+		p, err := ParsePlatform(tt.platform)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := FromRegistry(context.Background(), tt.ref, p, remoteOpts()...)
+		if tt.err == "" {
+			if err != nil || b.Digest.Hex == "" {
+				t.Errorf("%s with platform %q: %v", tt.ref, tt.platform, err)
+			}
+			continue
+		}
+		if failure.ReasonOf(err) != failure.PlatformNotFound || err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%s with platform %q: err = %v\nwant PlatformNotFound containing %q", tt.ref, tt.platform, err, tt.err)
+		}
+	}
+}
+
+func TestFromRegistryIndexWithoutPlatformIsDefault(t *testing.T) {
+	reg := newRegistry(t)
+	digests, _ := pushIndex(t, reg, "lib/multi:1", "linux/arm64/v8", "linux/amd64")
+	b, err := FromRegistry(context.Background(), reg.host+"/lib/multi:1", v1.Platform{}, remoteOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Digest != digests["linux/amd64"] {
+		t.Errorf("no platform picked %s, want the linux/amd64 child %s", b.Digest, digests["linux/amd64"])
+	}
 }

@@ -41,7 +41,7 @@ func BenchmarkFromArchiveDockerSave64MiB(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		base, err := FromArchive(context.Background(), bytes.NewReader(archive), s, DefaultPlatform, "bench")
+		base, err := FromArchive(context.Background(), bytes.NewReader(archive), s, DefaultPlatform, "bench", ArchiveOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,15 +8,19 @@ import (
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
-// DefaultPlatform is used when a spec gives none.
+// DefaultPlatform is what an index (or a multi-image archive) is resolved
+// to, and what scratch is, when the spec asks for no platform.
 var DefaultPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 
-// ParsePlatform parses "os/arch[/variant][:osversion]"; "" is linux/amd64.
-// The os.version suffix is only meaningful for Windows, where it selects the
-// child of an index by prefix (e.g. "windows/amd64:10.0.20348").
+// ParsePlatform parses "os/arch[/variant][:osversion]". "" is the zero
+// Platform, which means "no requirement": an index resolves it to
+// DefaultPlatform and a single image is taken whatever its platform, whereas
+// a platform the spec does set must match a single image too
+// (checkSinglePlatform). The os.version suffix is only meaningful for
+// Windows, where it selects by prefix (e.g. "windows/amd64:10.0.20348").
 func ParsePlatform(s string) (v1.Platform, error) {
 	if s == "" {
-		return DefaultPlatform, nil
+		return v1.Platform{}, nil
 	}
 	spec, osVersion, hasVersion := strings.Cut(s, ":")
 	if hasVersion && !validOSVersion(osVersion) {
@@ -77,15 +81,27 @@ func formatPlatform(p v1.Platform) string {
 	return s
 }
 
+// requested reports whether the spec asked for a platform at all.
+func requested(p v1.Platform) bool { return p.OS != "" || p.Architecture != "" }
+
+// orDefault is the platform an index is resolved for.
+func orDefault(p v1.Platform) v1.Platform {
+	if !requested(p) {
+		return DefaultPlatform
+	}
+	return p
+}
+
 // platformMatches reports whether have (of an index child or an image
-// config) satisfies want. A variant is compared only when want names one,
-// except that arm64 treats "" and "v8" alike (registries list both). An
-// os.version in want matches by prefix, the way Windows hosts pick images.
+// config: one rule for both) satisfies want. Variants are compared only
+// when both name one, because image configs often omit it; arm64 treats ""
+// as "v8", as containerd and ko do (registries list both). An os.version in
+// want matches by prefix, the way Windows hosts pick images.
 func platformMatches(want, have v1.Platform) bool {
 	if want.OS != have.OS || want.Architecture != have.Architecture {
 		return false
 	}
-	if want.Variant != "" && normVariant(want) != normVariant(have) {
+	if wv, hv := normVariant(want), normVariant(have); wv != "" && hv != "" && wv != hv {
 		return false
 	}
 	if want.OSVersion != "" && !osVersionHasPrefix(have.OSVersion, want.OSVersion) {
@@ -99,6 +115,20 @@ func normVariant(p v1.Platform) string {
 		return "v8"
 	}
 	return p.Variant
+}
+
+// checkSinglePlatform rejects a single-manifest base (a registry image or a
+// one-image archive) whose config platform is not the one the spec asks
+// for: building windows-shaped layers on a Linux image, or silently
+// producing windows/amd64 when linux/arm64 was asked for, is never wanted.
+// A spec without a platform takes the image as it is.
+func checkSinglePlatform(base string, want, have v1.Platform) error {
+	if !requested(want) || platformMatches(want, have) {
+		return nil
+	}
+	return failure.Permanentf(failure.PlatformNotFound,
+		"base %s: base.platform %s does not match the base image's platform %s (it is a single image, not an index; leave base.platform empty to take it as it is)",
+		base, formatPlatform(want), formatPlatform(have))
 }
 
 // osVersionHasPrefix matches whole dot-separated components: "10.0.2" must
