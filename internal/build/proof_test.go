@@ -65,6 +65,9 @@ func TestAnotherTenantsSecretLayerIsNotReusedByDigest(t *testing.T) {
 	if got := res.Status.Layers[0].SourceDigest; got != "secret:layer/l.tar.xz" {
 		t.Errorf("status sourceDigest = %q, want secret:layer/l.tar.xz", got)
 	}
+	if res.Status.InputDigest == InputDigest(&a.Spec, "", []string{digest}) {
+		t.Error("inputDigest hashes the sha256 of the Secret bytes: it confirms a guess of them")
+	}
 	st, _ := json.Marshal(res.Status)
 	if strings.Contains(string(st), strings.TrimPrefix(digest, "sha256:")) {
 		t.Errorf("status shows the sha256 of the Secret bytes: %s", st)
