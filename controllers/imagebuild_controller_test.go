@@ -464,16 +464,21 @@ func TestSecretOfAnotherNamespaceIsNeverRead(t *testing.T) {
 }
 
 func TestManyBuildsShareLayers(t *testing.T) {
-	// Pinned layers are answered from the layer cache without a request;
-	// unpinned ones with a conditional GET (304) once the first build has
-	// downloaded them. Either way each distinct layer is downloaded once.
+	// 50 builds in 5 namespaces share 3 public layers. Each distinct layer
+	// is downloaded once; every other build (or flight of concurrent
+	// builds with the same identity) reuses it only after proving access
+	// with its own request: a conditional GET answered 304, for pinned
+	// layers as for unpinned ones (a pinned digest alone grants nothing).
 	for _, pinned := range []bool{true, false} {
 		t.Run(map[bool]string{true: "pinned", false: "unpinned"}[pinned], func(t *testing.T) { manyBuildsShareLayers(t, pinned) })
 	}
 }
 
 func manyBuildsShareLayers(t *testing.T, pinned bool) {
-	ns := newNamespace(t)
+	var namespaces []string
+	for range 5 {
+		namespaces = append(namespaces, newNamespace(t))
+	}
 	reg := newRegistry(t)
 	files := newFileServer(t)
 	const builds = 50
@@ -484,9 +489,10 @@ func manyBuildsShareLayers(t *testing.T, pinned bool) {
 		files.put(p, data)
 		shared = append(shared, struct{ path, digest string }{p, sha(data)})
 	}
+	nsOf := func(i int) string { return namespaces[i%len(namespaces)] }
 	for i := range builds {
 		ib := &kilnv1.ImageBuild{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("b%02d", i), Namespace: ns},
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("b%02d", i), Namespace: nsOf(i)},
 			Spec: kilnv1.ImageBuildSpec{
 				Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "N", Value: fmt.Sprint(i)}}},
 				Target: kilnv1.Target{Image: fmt.Sprintf("%s/many/b%02d:1", reg.host, i)},
@@ -502,7 +508,7 @@ func manyBuildsShareLayers(t *testing.T, pinned bool) {
 		create(t, ib)
 	}
 	for i := range builds {
-		waitReady(t, ns, fmt.Sprintf("b%02d", i))
+		waitReady(t, nsOf(i), fmt.Sprintf("b%02d", i))
 	}
 	for _, s := range shared {
 		n, got := files.downloadCount(s.path), files.getCount(s.path)
@@ -510,8 +516,11 @@ func manyBuildsShareLayers(t *testing.T, pinned bool) {
 		if n != 1 {
 			t.Errorf("%s downloaded %d times by %d builds, want exactly 1", s.path, n, builds)
 		}
-		if pinned && got != 1 {
-			t.Errorf("%s requested %d times by %d builds with pinned digests, want exactly 1", s.path, got, builds)
+		// At most one request per build: the download, then one
+		// conditional GET (304) per build or per flight of concurrent
+		// builds; never a second download.
+		if got > builds {
+			t.Errorf("%s requested %d times by %d builds, want at most one request per build", s.path, got, builds)
 		}
 	}
 }

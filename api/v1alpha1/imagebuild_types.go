@@ -55,6 +55,11 @@ const (
 // ScratchImage is the base image name meaning "no base".
 const ScratchImage = "scratch"
 
+// SecretSourceDigestPrefix starts status.layers[].sourceDigest of a layer
+// read from a Secret ("secret:<name>/<key>"): the sha256 of secret bytes is
+// never shown.
+const SecretSourceDigestPrefix = "secret:"
+
 // ImageBuildSpec is the desired image: a base, layers applied in order, the
 // image configuration and where to push the result.
 // +kubebuilder:validation:XValidation:rule="!has(self.layers) || self.layers.all(l, self.layers.exists_one(m, m.name == l.name))",message="layer names must be unique"
@@ -437,7 +442,11 @@ type LayerStatus struct {
 	UncompressedSize int64 `json:"uncompressedSize,omitempty"`
 	// mediaType of the pushed blob.
 	MediaType string `json:"mediaType"`
-	// sourceDigest is the sha256 of the fetched bytes.
+	// sourceDigest is the sha256 of the fetched bytes; for a layer read from
+	// a Secret it is "secret:<name>/<key>" instead, because the sha256 of the
+	// secret bytes would let anyone who can read this status confirm a guess
+	// of them. A digest shown here grants nothing: a build that pins it still
+	// has to fetch (or prove access to) the bytes from its own source.
 	// +optional
 	SourceDigest string `json:"sourceDigest,omitempty"`
 	// sourceCompression is the detected compression of the fetched bytes.

@@ -313,7 +313,7 @@ func statusOf(spec *kilnv1.ImageBuildSpec, base *image.Base, layers []*builtLaye
 	var sources []string
 	for _, l := range layers {
 		st.Layers = append(st.Layers, l.status)
-		sources = append(sources, l.status.SourceDigest)
+		sources = append(sources, l.input)
 	}
 	st.InputDigest = InputDigest(spec, st.Base.Digest, sources)
 	return st

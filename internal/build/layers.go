@@ -37,6 +37,8 @@ type builtLayer struct {
 	status   kilnv1.LayerStatus
 	bytesIn  int64
 	cached   bool
+	// input is what the inputDigest hashes for this layer (see inputOf).
+	input string
 	// release unpins the blob once the build has pushed it.
 	release func()
 }
@@ -108,17 +110,13 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 		Output:   outputCompression(spec),
 	}
 	opts := optionsKey(bo)
-	if id := src.Identity(); id != "" {
-		if c, ok := e.lookup(id, opts); ok {
-			return e.finish(l, c, 0, true, progress)
-		}
+	f := e.fetcher(o)
+	key, err := flightKey(ctx, f, src, opts)
+	if err != nil {
+		return nil, err
 	}
-	flight := src.Identity()
-	if flight == "" {
-		flight = string(src.Kind()) + " " + src.URL + src.Blob
-	}
-	v, _, err := e.Store.Do(ctx, "layer "+flight+" "+opts, func() (any, error) {
-		return e.produce(ctx, e.conditional(src, opts), bo, opts, o, progress)
+	v, _, err := e.Store.Do(ctx, key, func() (any, error) {
+		return e.obtain(ctx, f, src, bo, opts, progress)
 	})
 	if err != nil {
 		return nil, err
@@ -127,29 +125,30 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 	return e.finish(l, p.layer, p.bytesIn, p.cached, progress)
 }
 
+// obtain returns the layer for src: the cached one once src's own identity
+// has proved it may have the bytes (proof.go), else a fresh fetch.
+func (e *Engine) obtain(ctx context.Context, f *source.Fetcher, src source.Spec, bo layer.BuildOptions, opts string, progress func(Progress)) (produced, error) {
+	c, ok, err := e.proveCached(ctx, f, src, opts)
+	if err != nil {
+		return produced{}, err
+	}
+	if ok {
+		return produced{layer: c, cached: true}, nil
+	}
+	return e.produce(ctx, f, e.conditional(src, opts), bo, opts, progress)
+}
+
 type produced struct {
 	layer   cachedLayer
 	bytesIn int64
 	cached  bool
 }
 
-// urlRecord remembers what an unpinned URL served last time, so the next
-// fetch can be conditional: a 304 reuses the layer without downloading it.
-type urlRecord struct {
-	Validators   source.Validators `json:"validators"`
-	SourceDigest string            `json:"sourceDigest"`
-}
-
-func urlKey(url string) string {
-	sum := sha256.Sum256([]byte(url))
-	return "url-" + hex.EncodeToString(sum[:])
-}
-
 // conditional returns src with cache validators set when an unpinned URL was
 // fetched before and the layer it produced is still in the store.
 func (e *Engine) conditional(src source.Spec, opts string) conditionalSource {
 	cs := conditionalSource{Spec: src}
-	if src.URL == "" || src.Identity() != "" {
+	if src.URL == "" || src.Digest != "" {
 		return cs
 	}
 	var rec urlRecord
@@ -171,7 +170,7 @@ type conditionalSource struct {
 
 // produce fetches and encodes one layer, retrying a stream that broke
 // mid-way (the fetcher itself retries only before the first byte).
-func (e *Engine) produce(ctx context.Context, src conditionalSource, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
+func (e *Engine) produce(ctx context.Context, f *source.Fetcher, src conditionalSource, bo layer.BuildOptions, opts string, progress func(Progress)) (produced, error) {
 	attempts := e.LayerAttempts
 	if attempts <= 0 {
 		attempts = 3
@@ -183,7 +182,7 @@ func (e *Engine) produce(ctx context.Context, src conditionalSource, bo layer.Bu
 				return produced{}, err
 			}
 		}
-		p, err := e.produceOnce(ctx, src, bo, opts, o, progress)
+		p, err := e.produceOnce(ctx, f, src, bo, opts, progress)
 		var open *openError
 		if err == nil || failure.IsPermanent(err) || ctx.Err() != nil || errors.As(err, &open) {
 			// Opening the source already retried with backoff: only a
@@ -201,8 +200,8 @@ type openError struct{ err error }
 func (e *openError) Error() string { return e.err.Error() }
 func (e *openError) Unwrap() error { return e.err }
 
-func (e *Engine) produceOnce(ctx context.Context, src conditionalSource, bo layer.BuildOptions, opts string, o registry.Options, progress func(Progress)) (produced, error) {
-	stream, err := e.fetcher(o).Open(ctx, src.Spec)
+func (e *Engine) produceOnce(ctx context.Context, f *source.Fetcher, src conditionalSource, bo layer.BuildOptions, opts string, progress func(Progress)) (produced, error) {
+	stream, err := f.Open(ctx, src.Spec)
 	if errors.Is(err, source.ErrNotModified) && src.previous != nil {
 		return produced{layer: *src.previous, cached: true}, nil
 	}
@@ -225,12 +224,10 @@ func (e *Engine) produceOnce(ctx context.Context, src conditionalSource, bo laye
 		Entries: res.Entries, Changes: res.Changes,
 	}
 	// The record is keyed by the digest of the bytes actually fetched, so a
-	// later build that knows the digest up front (pinned, ConfigMap, blob)
-	// skips the fetch. A failed write only costs a future re-encode.
+	// later build that proves it can obtain the same bytes (proof.go) skips
+	// the encode. A failed write only costs a future re-encode.
 	_ = e.Store.PutMeta(metaKey(c.SourceDigest, opts), c)
-	if v := stream.Validators(); !v.IsZero() && src.URL != "" {
-		_ = e.Store.PutMeta(urlKey(src.URL), urlRecord{Validators: v, SourceDigest: c.SourceDigest})
-	}
+	e.recordOrigin(src.Spec, stream, c.SourceDigest)
 	return produced{layer: c, bytesIn: stream.Size()}, nil
 }
 
@@ -287,13 +284,39 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 		status: kilnv1.LayerStatus{
 			Name: l.Name, Digest: c.Digest, DiffID: c.DiffID, Size: c.Size,
 			UncompressedSize: c.UncompressedSize, MediaType: c.MediaType,
-			SourceDigest: c.SourceDigest, SourceCompression: c.SourceCompression,
+			SourceDigest: shownSourceDigest(&l.Source, c), SourceCompression: c.SourceCompression,
 			Entries: int64(c.Entries), Changes: changes,
 		},
+		input:   inputOf(&l.Source, c),
 		bytesIn: bytesIn,
 		cached:  cached,
 		release: release,
 	}, nil
+}
+
+// shownSourceDigest is status.layers[].sourceDigest: the sha256 of the
+// fetched bytes, except for a Secret, where it would let anyone who can read
+// the ImageBuild confirm a guess of the secret (and, before the cache
+// proofs, it was the key to another tenant's cached copy). A Secret layer
+// shows which key it came from instead.
+func shownSourceDigest(s *kilnv1.Source, c cachedLayer) string {
+	if sel := s.Secret; sel != nil {
+		return kilnv1.SecretSourceDigestPrefix + sel.Name + "/" + sel.Key
+	}
+	return c.SourceDigest
+}
+
+// inputOf is the layer's part of the inputDigest: the source digest, except
+// for a Secret, where the inputDigest must not be a confirmation oracle
+// either. There it is the pushed blob digest and diffID: already in the
+// status and the image, so the inputDigest reveals nothing more, and still a
+// function of the Secret bytes and options that determines the layer (equal
+// inputDigests still mean equal images).
+func inputOf(s *kilnv1.Source, c cachedLayer) string {
+	if s.Secret != nil {
+		return "secret " + c.Digest + " " + c.DiffID
+	}
+	return c.SourceDigest
 }
 
 // nameLayer makes sure err names the layer once: the source, pipeline and

@@ -93,6 +93,9 @@ type layerInput struct {
 
 // InputDigest hashes the normalized spec, the resolved input digests and the
 // engine version. Two builds with the same inputDigest produce the same image.
+// sourceDigests holds one entry per layer: its source digest, or for a
+// Secret layer its blob digest and diffID (never the sha256 of the Secret
+// bytes, see inputOf).
 func InputDigest(spec *kilnv1.ImageBuildSpec, baseDigest string, sourceDigests []string) string {
 	rec := inputRecord{
 		Engine:      version.Engine,

@@ -19,30 +19,9 @@ import (
 // watchdog and classification as URL sources. The reference's digest is
 // always verified, declared or not.
 func (f *Fetcher) openBlob(ctx context.Context, s Spec, want v1.Hash) (*Stream, error) {
-	var nameOpts []name.Option
-	if f.opts.Insecure {
-		nameOpts = append(nameOpts, name.Insecure)
-	}
-	ref, err := name.NewDigest(s.Blob, nameOpts...)
+	ref, pinned, u, err := f.blobTarget(s, want)
 	if err != nil {
-		return nil, failure.Permanentf(failure.InvalidSpec,
-			"layer %q: blob %q is not a digest reference (registry/repository@sha256:<hex>): %v", s.Name, s.Blob, err)
-	}
-	pinned, err := v1.NewHash(ref.DigestStr())
-	if err != nil || pinned.Algorithm != "sha256" {
-		return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: blob %q: only sha256 digests are supported", s.Name, s.Blob)
-	}
-	if want != (v1.Hash{}) && want != pinned {
-		return nil, failure.Permanentf(failure.InvalidSpec,
-			"layer %q: spec declares digest %s but blob reference pins %s", s.Name, want, pinned)
-	}
-	u := &url.URL{
-		Scheme: ref.Context().Registry.Scheme(),
-		Host:   ref.Context().RegistryStr(),
-		Path:   fmt.Sprintf("/v2/%s/blobs/%s", ref.Context().RepositoryStr(), ref.DigestStr()),
-	}
-	if err := f.blobPolicy.checkURL(u); err != nil {
-		return nil, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing blob %s: %v", s.Name, s.Blob, err)
+		return nil, err
 	}
 	what := "GET blob " + s.Blob
 	return f.withRetries(ctx, s, func() (*Stream, error) {
@@ -59,6 +38,37 @@ func (f *Fetcher) openBlob(ctx context.Context, s Spec, want v1.Hash) (*Stream, 
 		}
 		return f.startBody(st, c, req, what)
 	})
+}
+
+// blobTarget parses a blob source: its reference, pinned digest and blob
+// URL, vetted by the host policy and checked against a declared digest.
+func (f *Fetcher) blobTarget(s Spec, want v1.Hash) (name.Digest, v1.Hash, *url.URL, error) {
+	var nameOpts []name.Option
+	if f.opts.Insecure {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	ref, err := name.NewDigest(s.Blob, nameOpts...)
+	if err != nil {
+		return ref, v1.Hash{}, nil, failure.Permanentf(failure.InvalidSpec,
+			"layer %q: blob %q is not a digest reference (registry/repository@sha256:<hex>): %v", s.Name, s.Blob, err)
+	}
+	pinned, err := v1.NewHash(ref.DigestStr())
+	if err != nil || pinned.Algorithm != "sha256" {
+		return ref, v1.Hash{}, nil, failure.Permanentf(failure.InvalidSpec, "layer %q: blob %q: only sha256 digests are supported", s.Name, s.Blob)
+	}
+	if want != (v1.Hash{}) && want != pinned {
+		return ref, v1.Hash{}, nil, failure.Permanentf(failure.InvalidSpec,
+			"layer %q: spec declares digest %s but blob reference pins %s", s.Name, want, pinned)
+	}
+	u := &url.URL{
+		Scheme: ref.Context().Registry.Scheme(),
+		Host:   ref.Context().RegistryStr(),
+		Path:   fmt.Sprintf("/v2/%s/blobs/%s", ref.Context().RepositoryStr(), ref.DigestStr()),
+	}
+	if err := f.blobPolicy.checkURL(u); err != nil {
+		return ref, v1.Hash{}, nil, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing blob %s: %v", s.Name, s.Blob, err)
+	}
+	return ref, pinned, u, nil
 }
 
 // registryClient authenticates to ref's registry (ping + token exchange).

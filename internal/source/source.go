@@ -189,7 +189,9 @@ func (s Spec) Kind() Kind {
 // is known before fetching: the declared digest, else the blob's digest, else
 // the sha256 of Data; "" when unknown (an unpinned URL) or malformed. Equal
 // identities mean equal fetched bytes whatever the kind, because all of them
-// are the sha256 of those bytes.
+// are the sha256 of those bytes. It is not a proof of access (a declared
+// digest is only a claim, and digests are not secret): never look up a
+// shared cache by it alone (internal/build/proof.go says what proves access).
 func (s Spec) Identity() string {
 	if s.Digest != "" {
 		if h, err := v1.NewHash(s.Digest); err == nil && h.Algorithm == "sha256" {
