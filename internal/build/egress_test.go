@@ -2,12 +2,22 @@ package build
 
 import (
 	"context"
+	"encoding/pem"
+	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/egress"
@@ -142,4 +152,66 @@ func TestAllowedHostsConfineURLSourcesOnly(t *testing.T) {
 	if failure.ReasonOf(err) != failure.SourceForbidden || !strings.Contains(err.Error(), "is not in the allowed hosts") {
 		t.Fatalf("a URL source outside the allow-list: %v", err)
 	}
+}
+
+// target.caBundle covers blob registries: a blob layer on a registry whose
+// certificate only the bundle trusts is fetched with it and fails (x509,
+// permanent) without it.
+func TestCABundleCoversBlobSources(t *testing.T) {
+	tlsReg := httptest.NewUnstartedServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	tlsReg.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	tlsReg.StartTLS()
+	t.Cleanup(tlsReg.Close)
+	_, port, _ := net.SplitHostPort(tlsReg.Listener.Addr().String())
+	// httptest's certificate names example.com; the fake resolver points it
+	// at the server, so the registry is an https one with a real name.
+	res := egresstest.NewResolver(map[string]netip.Addr{"example.com": netip.MustParseAddr("127.0.0.1")})
+	policy := egress.RegistryPolicy(nil).WithResolver(res.Resolver)
+	content := makeTar(t, file("etc/blob", "from a TLS registry"))
+	blob := pushBlob(t, tlsReg, "127.0.0.1:"+port+"/team/blobs", content)
+	blob = "example.com:" + port + strings.TrimPrefix(blob, "127.0.0.1:"+port)
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsReg.Certificate().Raw})
+
+	reg := newTestRegistry(t)
+	build := func(withCA bool) error {
+		e := newEngine(t, "")
+		e.Registry.Policy = &policy
+		ib := imageBuild("app", reg.host()+"/team/app:1", kilnv1.Layer{Name: "blob", Source: kilnv1.Source{Blob: blob}})
+		in := Inputs{}
+		if withCA {
+			ib.Spec.Target.CABundle = &kilnv1.CABundleSource{ConfigMap: &kilnv1.KeySelector{Name: "ca", Key: "ca.crt"}}
+			in.ConfigMaps = map[string]map[string][]byte{"ca": {"ca.crt": caPEM}}
+		}
+		_, err := e.Build(context.Background(), ib, in, Options{})
+		return err
+	}
+	if err := build(true); err != nil {
+		t.Fatalf("with the CA bundle: %v", err)
+	}
+	if got := layerTar(t, pull(t, reg.host()+"/team/app:1"), 0); string(got) != string(content) {
+		t.Fatal("the pushed layer is not the blob")
+	}
+	err := build(false)
+	if !failure.IsPermanent(err) || failure.ReasonOf(err) != failure.InvalidSpec ||
+		!strings.Contains(err.Error(), "x509: certificate signed by unknown authority") || !strings.Contains(err.Error(), `layer "blob"`) {
+		t.Fatalf("without the CA bundle: %v", err)
+	}
+}
+
+// pushBlob uploads content as a blob of repo on srv and returns repo@digest.
+func pushBlob(t *testing.T, srv *httptest.Server, repo string, content []byte) string {
+	t.Helper()
+	r, err := name.NewRepository(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := static.NewLayer(content, types.OCIUncompressedLayer)
+	if err := remote.WriteLayer(r, l, remote.WithTransport(srv.Client().Transport)); err != nil {
+		t.Fatalf("pushing the blob: %v", err)
+	}
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo + "@" + d.String()
 }

@@ -61,7 +61,7 @@ func Classify(err error, what string) error {
 	if errors.As(err, &bad) {
 		return failure.Permanentf(failure.InvalidSpec, "%s: %v", what, err)
 	}
-	if isCertError(err) {
+	if IsCertError(err) {
 		return failure.Permanentf(failure.InvalidSpec,
 			"%s: %v: the registry's certificate is not trusted; give its CA bundle (target.caBundle) or use a trusted certificate", what, err)
 	}
@@ -156,7 +156,9 @@ func hasCode(te *transport.Error, codes ...transport.ErrorCode) bool {
 	return false
 }
 
-func isCertError(err error) bool {
+// IsCertError reports whether err is a TLS certificate verification failure,
+// which fails the same way on every attempt.
+func IsCertError(err error) bool {
 	var (
 		unknownCA x509.UnknownAuthorityError
 		invalid   x509.CertificateInvalidError

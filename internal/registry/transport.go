@@ -154,7 +154,7 @@ func retryableNetError(err error) bool {
 		return false
 	}
 	var recordHdr tls.RecordHeaderError // https spoken to an http server
-	return !isCertError(err) && !errors.As(err, &recordHdr)
+	return !IsCertError(err) && !errors.As(err, &recordHdr)
 }
 
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
@@ -251,7 +251,7 @@ func retryWhole(err error) bool {
 		}
 		return false // status codes were retried per request already
 	}
-	return isConnError(err) && !isCertError(err)
+	return isConnError(err) && !IsCertError(err)
 }
 
 // isConnError reports whether err looks like a broken or refused connection.

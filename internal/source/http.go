@@ -17,6 +17,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/retry"
 )
 
@@ -165,6 +166,14 @@ func doError(s Spec, what string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err // its message repeats the unredacted URL
+	}
+	if registry.IsCertError(err) {
+		// The same on every attempt: a missing CA, not a network hiccup.
+		hint := "the server's certificate is not trusted"
+		if s.Kind() == KindBlob {
+			hint += "; give the registry's CA bundle (target.caBundle)"
+		}
+		return failure.Permanentf(failure.InvalidSpec, "layer %q: %s: %v: %s", s.Name, what, err, hint)
 	}
 	return failure.Retryable(fmt.Errorf("layer %q: %s: %w", s.Name, what, err), 0)
 }

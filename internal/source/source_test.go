@@ -722,3 +722,18 @@ func TestBlobSourceForbiddenRealmAndRedirect(t *testing.T) {
 		}
 	}
 }
+
+// An untrusted certificate fails the same way on every attempt: permanent,
+// not retried.
+func TestURLUntrustedCertificateIsPermanent(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("x")) }))
+	srv.Config.ErrorLog = nopLogger()
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	f, rs := fetcher(Options{})
+	_, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL + "/x.tar?token=secret"})
+	assertErr(t, err, failure.InvalidSpec, true, `layer "rootfs": GET `+srv.URL+`/x.tar: tls: failed to verify certificate: x509: certificate signed by unknown authority: the server's certificate is not trusted`)
+	if strings.Contains(err.Error(), "secret") || len(rs.got()) != 0 {
+		t.Fatalf("err %v, sleeps %v", err, rs.got())
+	}
+}
