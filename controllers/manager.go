@@ -45,7 +45,9 @@ type ManagerOptions struct {
 	CacheDir string
 	// CacheMaxBytes caps the blob store; 0 is unlimited.
 	CacheMaxBytes int64
-	// AllowedSourceHosts, when set, is the only hosts URL sources may use.
+	// AllowedSourceHosts, when set, is the only hosts URL sources may use;
+	// for registry connections it only exempts hosts from the link-local
+	// and metadata refusals (egress.RegistryPolicy).
 	AllowedSourceHosts []string
 	Registry           registry.Options
 	Source             source.Options
@@ -196,7 +198,8 @@ func NewManagerCmd() *cobra.Command {
 	f.Int64Var(&o.Limits.MaxUncompressedBytes, "max-layer-bytes", 0, "Largest uncompressed layer tar; 0 is the default, 16 GiB.")
 	f.IntVar(&o.Limits.MaxEntries, "max-layer-entries", 0, "Most tar entries in one layer; 0 is the default, 1048576.")
 	f.Int64Var(&o.Limits.MaxRatio, "max-compression-ratio", 0, "Largest uncompressed:compressed ratio of a layer (tar bombs); 0 is the default, 1000.")
-	f.StringVar(&allowed, "allowed-source-hosts", "", "Comma-separated hosts URL sources may use; when empty any host except link-local and metadata addresses.")
+	f.StringVar(&allowed, "allowed-source-hosts", "", "Comma-separated hosts URL sources may use; when empty any host except link-local and cloud metadata addresses. "+
+		"Registries (base, target, blob sources, their token realms and redirects) are not confined to the list: for them it only exempts a listed link-local or metadata host from the refusal.")
 	// controller-runtime's zap flags (--zap-devel, --zap-encoder,
 	// --zap-log-level, --zap-stacktrace-level, --zap-time-encoding).
 	gofs := flag.NewFlagSet("zap", flag.ContinueOnError)

@@ -118,14 +118,15 @@ func describe(s *kilnv1.Source) string {
 }
 
 // fetcher returns a source fetcher that pulls registry blobs with the same
-// credentials and transport as the push.
+// credentials, TLS roots (target.caBundle) and host policy as the push:
+// registry.Transport is the one place they are applied.
 func (e *Engine) fetcher(o registry.Options) *source.Fetcher {
 	so := e.Source
 	if o.Keychain != nil {
 		so.Keychain = o.Keychain
 	}
-	if o.Transport != nil && so.Transport == nil {
-		so.Transport = o.Transport
+	if so.Transport == nil {
+		so.Transport = registry.Transport(o)
 	}
 	return source.NewFetcher(so)
 }

@@ -16,6 +16,7 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/blobstore"
+	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/layer"
@@ -230,8 +231,17 @@ func repoOf(target string, o registry.Options) string {
 // ConfigMaps/Secrets). The controller uses it for its own HEAD checks, so
 // pushes and checks always talk to a registry the same way. A CA bundle the
 // inputs lack is a SourceNotFound error, never silently no extra roots.
+//
+// Unless Registry.Policy is set, the host policy is built from the same
+// Source.AllowedHosts that confines URL sources, so one flag governs every
+// connection; for registries (base, target, blob sources) it only exempts
+// hosts from the link-local and metadata refusals.
 func (e *Engine) RegistryOptions(spec *kilnv1.ImageBuildSpec, in Inputs) (registry.Options, error) {
 	o := e.Registry
+	if o.Policy == nil {
+		p := egress.RegistryPolicy(e.Source.AllowedHosts)
+		o.Policy = &p
+	}
 	if in.Keychain != nil {
 		o.Keychain = in.Keychain
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
@@ -29,6 +30,8 @@ import (
 //     other 4xx: PushRejected (base/source: InvalidSpec)
 //   - 408, 429, 5xx, connection resets, EOF, timeouts: Retryable
 //   - certificate errors: InvalidSpec (a CA bundle or insecure is missing)
+//   - host policy refusals (*egress.ForbiddenError, also of a token realm or
+//     redirect): SourceForbidden, permanent, naming the host and why
 //
 // Errors that are already classified keep their reason; cancellation is
 // returned unclassified so that the caller sees its own context error.
@@ -39,6 +42,9 @@ func Classify(err error, what string) error {
 	var fe *failure.Error
 	if errors.As(err, &fe) {
 		return wrapKeeping(fe, what, err)
+	}
+	if fe, ok := egress.AsForbidden(err); ok {
+		return forbidden(fe, what)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", what, err)
@@ -55,11 +61,18 @@ func Classify(err error, what string) error {
 	if errors.As(err, &bad) {
 		return failure.Permanentf(failure.InvalidSpec, "%s: %v", what, err)
 	}
-	if isCertError(err) {
+	if IsCertError(err) {
 		return failure.Permanentf(failure.InvalidSpec,
 			"%s: %v: the registry's certificate is not trusted; give its CA bundle (target.caBundle) or use a trusted certificate", what, err)
 	}
 	return failure.Retryable(fmt.Errorf("%s: %w", what, err), 0)
+}
+
+// forbidden reports a host policy refusal. Only the refusal itself is shown:
+// the net/http and go-containerregistry wrappers around it repeat request
+// URLs with their query strings.
+func forbidden(fe *egress.ForbiddenError, what string) error {
+	return failure.Permanentf(failure.SourceForbidden, "%s: refusing to connect: %v", what, fe)
 }
 
 // wrapKeeping prefixes an already classified error with what, keeping its
@@ -143,7 +156,9 @@ func hasCode(te *transport.Error, codes ...transport.ErrorCode) bool {
 	return false
 }
 
-func isCertError(err error) bool {
+// IsCertError reports whether err is a TLS certificate verification failure,
+// which fails the same way on every attempt.
+func IsCertError(err error) bool {
 	var (
 		unknownCA x509.UnknownAuthorityError
 		invalid   x509.CertificateInvalidError

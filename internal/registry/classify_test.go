@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
@@ -24,6 +25,12 @@ func terr(status int, codes ...transport.ErrorCode) error {
 		e.Errors = append(e.Errors, transport.Diagnostic{Code: c, Message: "m"})
 	}
 	return e
+}
+
+var forbiddenErr = &egress.ForbiddenError{Host: "metadata", Reason: "is a cloud metadata endpoint", Via: "token realm http://metadata/t named by r"}
+
+func refused(*http.Request) (*http.Response, error) {
+	return nil, &url.Error{Op: "Get", URL: "http://r/", Err: forbiddenErr}
 }
 
 func TestClassify(t *testing.T) {
@@ -50,10 +57,18 @@ func TestClassify(t *testing.T) {
 		{&url.Error{Op: "Get", URL: "https://r", Err: x509.UnknownAuthorityError{}}, "target r", failure.InvalidSpec, true, "give its CA bundle"},
 		{&retryAfterError{method: "PUT", url: "u", status: 429, after: time.Minute * 5, attempts: 6}, "target r", failure.Transient, false, "retry after 5m0s"},
 		{failure.Permanentf(failure.DigestMismatch, "x"), "target r", failure.DigestMismatch, true, "target r: x"},
+		// A refusal deep inside the transport's wrappers, its URL's query
+		// not repeated.
+		{fmt.Errorf("fetching token: %w", &url.Error{Op: "Get", URL: "http://metadata/t?scope=x", Err: forbiddenErr}), "base r/a:1",
+			failure.SourceForbidden, true, `base r/a:1: refusing to connect: token realm http://metadata/t named by r: host "metadata" is a cloud metadata endpoint`},
+		{&exhaustedError{err: forbiddenErr, attempts: 1}, "target r", failure.SourceForbidden, true, `host "metadata"`},
 	}
 	for i, tt := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			got := Classify(tt.err, tt.what)
+			if strings.Contains(got.Error(), "scope=") {
+				t.Fatalf("message repeats a query: %v", got)
+			}
 			if failure.ReasonOf(got) != tt.reason || failure.IsPermanent(got) != tt.permanent || !strings.Contains(got.Error(), tt.fragment) {
 				t.Fatalf("Classify(%v) = %v [%s permanent=%v], want %s permanent=%v containing %q",
 					tt.err, got, failure.ReasonOf(got), failure.IsPermanent(got), tt.reason, tt.permanent, tt.fragment)
@@ -118,6 +133,7 @@ func TestRetryTransport(t *testing.T) {
 		{"body without GetBody is not replayed", "PUT", "/v2/r/manifests/1", "m", false, []func(*http.Request) (*http.Response, error){status(503)}, 1, 503, ""},
 		{"404 is not retried", "GET", "/v2/r/manifests/1", "", false, []func(*http.Request) (*http.Response, error){status(404)}, 1, 404, ""},
 		{"gives up after retries", "GET", "/v2/", "", false, []func(*http.Request) (*http.Response, error){connReset}, 1 + defaultRetries, 0, "after 6 attempts"},
+		{"a policy refusal is not retried", "GET", "/v2/", "", false, []func(*http.Request) (*http.Response, error){refused}, 1, 0, "cloud metadata endpoint"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +183,7 @@ func TestRetryWholePredicate(t *testing.T) {
 		{terr(401), false},
 		{context.Canceled, false},
 		{&url.Error{Op: "Get", URL: "u", Err: x509.UnknownAuthorityError{}}, false},
+		{&url.Error{Op: "Get", URL: "u", Err: forbiddenErr}, false},
 	}
 	for _, tt := range tests {
 		if got := retryWhole(tt.err); got != tt.want {
@@ -189,13 +206,13 @@ func TestBackoffBounds(t *testing.T) {
 }
 
 func TestCABundle(t *testing.T) {
-	rt := baseTransport(Options{CABundle: []byte("not pem")})
+	rt := Transport(Options{CABundle: []byte("not pem")})
 	req, _ := http.NewRequest("GET", "https://r/v2/", nil)
 	_, err := rt.RoundTrip(req)
 	if failure.ReasonOf(err) != failure.InvalidSpec || !strings.Contains(err.Error(), "CA bundle contains no PEM certificate") {
 		t.Fatalf("err = %v", err)
 	}
-	if _, ok := baseTransport(Options{}).(*http.Transport); !ok {
+	if _, ok := baseTransport(Options{}, egress.RegistryPolicy(nil)).(*http.Transport); !ok {
 		t.Fatal("default base transport")
 	}
 }

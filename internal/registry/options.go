@@ -1,5 +1,6 @@
 // Package registry talks to OCI registries for kiln: options (auth, TLS,
-// retries), push with skip-unchanged and tag moves, and classification of
+// host policy, retries), the one transport every registry connection uses
+// (Transport), push with skip-unchanged and tag moves, and classification of
 // registry errors into failure reasons.
 package registry
 
@@ -7,7 +8,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -15,16 +18,27 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/retry"
 )
 
 // Options configures registry access.
 type Options struct {
-	Keychain  authn.Keychain                                   // default authn.DefaultKeychain (docker config, DOCKER_CONFIG)
-	Insecure  bool                                             // plain http (name.Insecure)
-	CABundle  []byte                                           // extra PEM roots
-	Transport http.RoundTripper                                // base transport (tests inject a faulty one); wrapped with retries
+	Keychain authn.Keychain // default authn.DefaultKeychain (docker config, DOCKER_CONFIG)
+	Insecure bool           // plain http (name.Insecure)
+	CABundle []byte         // extra PEM roots
+	// Transport is the base transport (tests inject a faulty one), wrapped
+	// with the host policy and retries. Default: remote.DefaultTransport's
+	// settings with a dialer that refuses forbidden addresses after DNS
+	// resolution; an injected transport keeps its own dialing, so only
+	// request URLs, token realms and redirects are vetted for it.
+	Transport http.RoundTripper
+	// Policy decides which hosts may be contacted (egress.RegistryPolicy);
+	// nil is egress.RegistryPolicy(nil): link-local addresses and cloud
+	// metadata endpoints refused. It applies to every request: the
+	// registry's own, its token realm and redirects to blob storage.
+	Policy    *egress.Policy
 	Retries   int                                              // default 5; exponential backoff with jitter from 500ms, cap 20s; honour Retry-After
 	Jobs      int                                              // concurrent blob uploads, default 4
 	Sleep     func(ctx context.Context, d time.Duration) error // injectable; default waits on a timer or ctx
@@ -91,7 +105,7 @@ func remoteOptions(ctx context.Context, o Options, st *stats) []remote.Option {
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(o.keychain()),
-		remote.WithTransport(newRetryTransport(baseTransport(o), o, st)),
+		remote.WithTransport(newRetryTransport(Transport(o), o, st)),
 		remote.WithJobs(o.jobs()),
 		remote.WithRetryBackoff(uploadBackoff),
 		remote.WithRetryPredicate(retryWhole),
@@ -105,25 +119,78 @@ func remoteOptions(ctx context.Context, o Options, st *stats) []remote.Option {
 	return opts
 }
 
-// baseTransport is o.Transport or a clone of remote.DefaultTransport, with
-// the CA bundle added to the system roots.
-func baseTransport(o Options) http.RoundTripper {
-	base := o.Transport
-	if base == nil {
-		base = remote.DefaultTransport
+// Transport is the transport every registry connection of kiln is made
+// with, without retries (RemoteOptions adds them; blob sources retry on
+// their own): o.Transport or the default one, with the CA bundle added to
+// the system roots, every request vetted by the host policy. A refusal is an
+// *egress.ForbiddenError, which Classify makes a permanent SourceForbidden.
+func Transport(o Options) http.RoundTripper {
+	p := o.policy()
+	return p.RoundTripper(withCABundle(baseTransport(o, p), o.CABundle))
+}
+
+func (o Options) policy() egress.Policy {
+	if o.Policy != nil {
+		return *o.Policy
 	}
-	if len(o.CABundle) == 0 {
+	return egress.RegistryPolicy(nil)
+}
+
+// baseTransport is o.Transport, else the shared default transport of p.
+func baseTransport(o Options, p egress.Policy) http.RoundTripper {
+	if o.Transport != nil {
+		return o.Transport
+	}
+	return defaultTransport(p)
+}
+
+// defaultTransports holds one default transport per policy, so that builds
+// share connections as they would with remote.DefaultTransport.
+var defaultTransports sync.Map // egress.Policy.String() -> *http.Transport
+
+// defaultTransport has remote.DefaultTransport's settings and p's dial-time
+// check. Behind an HTTP proxy (HTTPS_PROXY) the address checked is the
+// proxy's; request URLs are still vetted by the RoundTripper.
+func defaultTransport(p egress.Policy) *http.Transport {
+	key := p.String()
+	if !p.HasResolver() {
+		if t, ok := defaultTransports.Load(key); ok {
+			return t.(*http.Transport)
+		}
+	}
+	t := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           p.DialContext(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}),
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   50,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	if p.HasResolver() {
+		return t // a resolver of its own (tests): not shared
+	}
+	actual, _ := defaultTransports.LoadOrStore(key, t)
+	return actual.(*http.Transport)
+}
+
+// withCABundle returns base with ca added to the system roots; base itself
+// when ca is empty or base is not an *http.Transport (an injected transport
+// owns its TLS config).
+func withCABundle(base http.RoundTripper, ca []byte) http.RoundTripper {
+	if len(ca) == 0 {
 		return base
 	}
 	ht, ok := base.(*http.Transport)
 	if !ok {
-		return base // an injected transport owns its TLS config
+		return base
 	}
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
 	}
-	if !pool.AppendCertsFromPEM(o.CABundle) {
+	if !pool.AppendCertsFromPEM(ca) {
 		return failingTransport{failure.Permanentf(failure.InvalidSpec,
 			"the registry CA bundle contains no PEM certificate")}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/retry"
 )
 
@@ -143,13 +144,17 @@ func retryableStatus(code int) bool {
 }
 
 // retryableNetError reports whether err is a network failure worth another
-// attempt. Certificate problems and cancellations are not.
+// attempt. Certificate problems, host policy refusals and cancellations are
+// not.
 func retryableNetError(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
+	if _, ok := egress.AsForbidden(err); ok {
+		return false
+	}
 	var recordHdr tls.RecordHeaderError // https spoken to an http server
-	return !isCertError(err) && !errors.As(err, &recordHdr)
+	return !IsCertError(err) && !errors.As(err, &recordHdr)
 }
 
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
@@ -231,6 +236,9 @@ func retryWhole(err error) bool {
 	if errors.As(err, &ex) || errors.As(err, &ra) {
 		return false
 	}
+	if _, ok := egress.AsForbidden(err); ok {
+		return false // a *url.Error around it is a net.Error: never a conn error
+	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		if te.StatusCode == http.StatusRequestedRangeNotSatisfiable {
@@ -243,7 +251,7 @@ func retryWhole(err error) bool {
 		}
 		return false // status codes were retried per request already
 	}
-	return isConnError(err) && !isCertError(err)
+	return isConnError(err) && !IsCertError(err)
 }
 
 // isConnError reports whether err looks like a broken or refused connection.

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/registry"
 )
 
 // openBlob fetches a blob from a registry. go-containerregistry does the
@@ -65,7 +66,7 @@ func (f *Fetcher) blobTarget(s Spec, want v1.Hash) (name.Digest, v1.Hash, *url.U
 		Host:   ref.Context().RegistryStr(),
 		Path:   fmt.Sprintf("/v2/%s/blobs/%s", ref.Context().RepositoryStr(), ref.DigestStr()),
 	}
-	if err := f.blobPolicy.checkURL(u); err != nil {
+	if err := f.blobPolicy.CheckURL(u); err != nil {
 		return ref, v1.Hash{}, nil, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing blob %s: %v", s.Name, s.Blob, err)
 	}
 	return ref, pinned, u, nil
@@ -77,28 +78,21 @@ func (f *Fetcher) registryClient(ctx context.Context, s Spec, ref name.Digest) (
 	if err != nil {
 		return nil, failure.Permanentf(failure.Unauthorized, "layer %q: resolving credentials for %s: %v", s.Name, ref.Context(), err)
 	}
-	inner := &policyTransport{policy: f.blobPolicy, inner: f.opts.Transport}
-	rt, err := transport.NewWithContext(ctx, ref.Context().Registry, auth, inner,
+	rt, err := transport.NewWithContext(ctx, ref.Context().Registry, auth, f.blobRT,
 		[]string{ref.Context().Scope(transport.PullScope)})
 	if err != nil {
 		return nil, doError(s, "authenticating to "+ref.Context().RegistryStr(), err)
 	}
-	return &http.Client{Transport: rt, CheckRedirect: checkRedirect(f.blobPolicy, nil)}, nil
+	return &http.Client{Transport: rt, CheckRedirect: f.blobPolicy.CheckRedirect(maxRedirects, errTooManyRedirects, nil)}, nil
 }
 
-// policyTransport vets every request of a registry pull, including the
-// token endpoint and redirects to blob storage, which the registry chooses.
-type policyTransport struct {
-	policy hostPolicy
-	inner  http.RoundTripper
-}
-
-func (t *policyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if err := t.policy.checkURL(req.URL); err != nil {
-		if req.Body != nil {
-			req.Body.Close()
-		}
-		return nil, err
+// blobTransport is the transport of registry pulls: the caller's, or the
+// one every registry connection of kiln uses (registry.Transport), which
+// also checks addresses after DNS resolution. Either way every request,
+// token realm and redirect is vetted by the registry host policy.
+func (f *Fetcher) blobTransport() http.RoundTripper {
+	if f.opts.Transport == nil {
+		return registry.Transport(registry.Options{Policy: &f.blobPolicy})
 	}
-	return t.inner.RoundTrip(req)
+	return f.blobPolicy.RoundTripper(f.opts.Transport)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/retry"
 )
 
@@ -25,14 +26,14 @@ import (
 func (f *Fetcher) urlClient() *http.Client {
 	if f.opts.HTTPClient != nil {
 		c := *f.opts.HTTPClient
-		c.CheckRedirect = checkRedirect(f.policy, f.opts.HTTPClient.CheckRedirect)
+		c.CheckRedirect = f.policy.CheckRedirect(maxRedirects, errTooManyRedirects, f.opts.HTTPClient.CheckRedirect)
 		return &c
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           f.policy.dialContext(dialer),
+			DialContext:           f.policy.DialContext(dialer),
 			ForceAttemptHTTP2:     true,
 			MaxIdleConns:          32,
 			IdleConnTimeout:       90 * time.Second,
@@ -40,24 +41,12 @@ func (f *Fetcher) urlClient() *http.Client {
 			ResponseHeaderTimeout: 30 * time.Second,
 			ExpectContinueTimeout: time.Second,
 		},
-		CheckRedirect: checkRedirect(f.policy, nil),
+		CheckRedirect: f.policy.CheckRedirect(maxRedirects, errTooManyRedirects, nil),
 	}
 }
 
-func checkRedirect(p hostPolicy, next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
-	return func(req *http.Request, via []*http.Request) error {
-		if len(via) > maxRedirects {
-			return errTooManyRedirects
-		}
-		if err := p.checkURL(req.URL); err != nil {
-			return err
-		}
-		if next != nil {
-			return next(req, via)
-		}
-		return nil
-	}
-}
+// errTooManyRedirects is returned from CheckRedirect.
+var errTooManyRedirects = fmt.Errorf("stopped after %d redirects", maxRedirects)
 
 // withRetries runs attempt until it succeeds, fails permanently, ctx ends, or
 // the retries are used up; it waits between attempts as Options documents.
@@ -96,7 +85,7 @@ func (f *Fetcher) openURL(ctx context.Context, s Spec, want v1.Hash) (*Stream, e
 	if err != nil {
 		return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
 	}
-	if err := f.policy.checkURL(u); err != nil {
+	if err := f.policy.CheckURL(u); err != nil {
 		return nil, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing %s: %v", s.Name, egress.RedactURL(s.URL), err)
 	}
 	return f.withRetries(ctx, s, func() (*Stream, error) {
@@ -163,8 +152,8 @@ func (noBody) Close() error             { return nil }
 
 // doError classifies an error from http.Client.Do.
 func doError(s Spec, what string, err error) error {
-	if msg, ok := isForbidden(err); ok {
-		return failure.Permanentf(failure.SourceForbidden, "layer %q: %s: refused: %s", s.Name, what, msg)
+	if fe, ok := egress.AsForbidden(err); ok {
+		return failure.Permanentf(failure.SourceForbidden, "layer %q: %s: refused: %v", s.Name, what, fe)
 	}
 	if errors.Is(err, errTooManyRedirects) {
 		// A redirect loop is a broken URL, not a network hiccup.
@@ -177,6 +166,14 @@ func doError(s Spec, what string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err // its message repeats the unredacted URL
+	}
+	if registry.IsCertError(err) {
+		// The same on every attempt: a missing CA, not a network hiccup.
+		hint := "the server's certificate is not trusted"
+		if s.Kind() == KindBlob {
+			hint += "; give the registry's CA bundle (target.caBundle)"
+		}
+		return failure.Permanentf(failure.InvalidSpec, "layer %q: %s: %v: %s", s.Name, what, err, hint)
 	}
 	return failure.Retryable(fmt.Errorf("layer %q: %s: %w", s.Name, what, err), 0)
 }

@@ -49,7 +49,7 @@ func (f *Fetcher) ProveURL(ctx context.Context, s Spec) (Proof, error) {
 	if err != nil {
 		return Proof{}, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
 	}
-	if err := f.policy.checkURL(u); err != nil {
+	if err := f.policy.CheckURL(u); err != nil {
 		return Proof{}, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing %s: %v", s.Name, egress.RedactURL(s.URL), err)
 	}
 	what := "GET " + egress.RedactURL(s.URL)

@@ -22,7 +22,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
@@ -105,10 +104,13 @@ type Options struct {
 	// AllowedHosts, when set, is the only hosts URL sources may use (host
 	// names or IP literals, matched case-insensitively, with or without
 	// port). When empty, link-local addresses (169.254.0.0/16, fe80::/10) and
-	// cloud metadata names are refused. Refusals are permanent
-	// SourceForbidden failures.
+	// cloud metadata names are refused. For Blob sources it only exempts
+	// hosts from those refusals (egress.RegistryPolicy), as for every other
+	// registry connection. Refusals are permanent SourceForbidden failures.
 	AllowedHosts []string
-	// Transport carries Blob pulls; default remote.DefaultTransport.
+	// Transport carries Blob pulls, token exchange included; default
+	// registry.Transport (system roots, dial-time host checks). Every
+	// request through it is vetted by the registry host policy either way.
 	Transport http.RoundTripper
 	// Sleep waits between retries; tests inject it. Default: a timer that
 	// returns early with ctx.Err() when ctx ends.
@@ -132,9 +134,10 @@ const (
 // Fetcher opens sources. It is safe for concurrent use.
 type Fetcher struct {
 	opts       Options
-	policy     hostPolicy // URL sources
-	blobPolicy hostPolicy // registry pulls
+	policy     egress.Policy // URL sources
+	blobPolicy egress.Policy // registry pulls
 	client     *http.Client
+	blobRT     http.RoundTripper // registry pulls, vetted by blobPolicy
 }
 
 // NewFetcher returns a Fetcher with opts, defaults filled in.
@@ -153,18 +156,16 @@ func NewFetcher(opts Options) *Fetcher {
 	if opts.Keychain == nil {
 		opts.Keychain = authn.DefaultKeychain
 	}
-	if opts.Transport == nil {
-		opts.Transport = remote.DefaultTransport
-	}
 	if opts.Sleep == nil {
 		opts.Sleep = retry.Sleep
 	}
 	f := &Fetcher{
 		opts:       opts,
-		policy:     newHostPolicy(opts.AllowedHosts, true),
-		blobPolicy: newHostPolicy(opts.AllowedHosts, false),
+		policy:     egress.SourcePolicy(opts.AllowedHosts),
+		blobPolicy: egress.RegistryPolicy(opts.AllowedHosts),
 	}
 	f.client = f.urlClient()
+	f.blobRT = f.blobTransport()
 	return f
 }
 

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -449,27 +448,6 @@ func TestURLHostPolicy(t *testing.T) {
 	}
 }
 
-// The default client checks addresses after DNS resolution too.
-func TestDialRefusesLinkLocal(t *testing.T) {
-	p := newHostPolicy(nil, true)
-	dial := p.dialContext(&net.Dialer{Timeout: time.Second})
-	_, err := dial(context.Background(), "tcp", "169.254.169.254:80")
-	if msg, ok := isForbidden(err); !ok || !strings.Contains(msg, "169.254.169.254") {
-		t.Fatalf("dial = %v", err)
-	}
-	if err := p.checkAddr("evil.example", mustAddr("fe80::1")); err == nil {
-		t.Fatal("name resolving to fe80::1 allowed")
-	}
-	// Listed explicitly: allowed although link-local.
-	listed := newHostPolicy([]string{"imds.internal", "169.254.0.1"}, true)
-	if err := listed.checkAddr("imds.internal", mustAddr("169.254.169.254")); err != nil {
-		t.Fatalf("listed host refused: %v", err)
-	}
-	if err := listed.checkURL(&url.URL{Scheme: "http", Host: "169.254.0.1:1"}); err != nil {
-		t.Fatalf("listed address refused: %v", err)
-	}
-}
-
 func TestDataSources(t *testing.T) {
 	data := []byte("configmap layer")
 	f, _ := fetcher(Options{MaxBytes: 100})
@@ -700,5 +678,62 @@ func TestConditionalGet(t *testing.T) {
 	}
 	if gets != 2 {
 		t.Errorf("requests = %d, want 2 (no retry of a 304)", gets)
+	}
+}
+
+// A blob registry naming a forbidden token realm or redirecting the blob to
+// a metadata address: one permanent SourceForbidden naming the host, no
+// retry, with the caller's transport and with the default one.
+func TestBlobSourceForbiddenRealmAndRedirect(t *testing.T) {
+	digest := sha([]byte("blob"))
+	tests := []struct {
+		name    string
+		handler func(w http.ResponseWriter, r *http.Request)
+		want    string
+	}{
+		{"realm metadata name", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="http://metadata.google.internal/token",service="s"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		}, `token realm http://metadata.google.internal/token named by 127.0.0.1:`},
+		{"realm link-local", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="https://[fe80::1]/token"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		}, `host "fe80::1" resolves to link-local`},
+		{"redirect to metadata", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v2/" {
+				return
+			}
+			http.Redirect(w, r, "http://169.254.169.254/bucket/blob?X-Amz-Signature=s3cr3t", http.StatusFound)
+		}, `redirect from http://127.0.0.1:`},
+	}
+	for _, tt := range tests {
+		for _, transport := range []http.RoundTripper{nil, http.DefaultTransport} {
+			t.Run(fmt.Sprintf("%s/injected=%v", tt.name, transport != nil), func(t *testing.T) {
+				srv, count := server(t, func(_ int, w http.ResponseWriter, r *http.Request) { tt.handler(w, r) })
+				host := strings.TrimPrefix(srv.URL, "http://")
+				f, rs := fetcher(Options{Transport: transport})
+				_, err := f.Open(context.Background(), Spec{Name: "artifacts", Blob: host + "/repo@" + digest})
+				assertErr(t, err, failure.SourceForbidden, true, tt.want)
+				assertErr(t, err, failure.SourceForbidden, true, `layer "artifacts"`)
+				if strings.Contains(err.Error(), "s3cr3t") || len(rs.got()) != 0 || count.Load() > 2 {
+					t.Fatalf("err %v, sleeps %v, requests %d", err, rs.got(), count.Load())
+				}
+			})
+		}
+	}
+}
+
+// An untrusted certificate fails the same way on every attempt: permanent,
+// not retried.
+func TestURLUntrustedCertificateIsPermanent(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("x")) }))
+	srv.Config.ErrorLog = nopLogger()
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	f, rs := fetcher(Options{})
+	_, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL + "/x.tar?token=secret"})
+	assertErr(t, err, failure.InvalidSpec, true, `layer "rootfs": GET `+srv.URL+`/x.tar: tls: failed to verify certificate: x509: certificate signed by unknown authority: the server's certificate is not trusted`)
+	if strings.Contains(err.Error(), "secret") || len(rs.got()) != 0 {
+		t.Fatalf("err %v, sleeps %v", err, rs.got())
 	}
 }

@@ -1,0 +1,248 @@
+package registry
+
+import (
+	"context"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/kiln-build/kiln/internal/egress"
+	"github.com/kiln-build/kiln/internal/egress/egresstest"
+	"github.com/kiln-build/kiln/internal/failure"
+)
+
+// dialLog records every address a transport dialled.
+type dialLog struct {
+	mu    sync.Mutex
+	addrs []string
+}
+
+func (d *dialLog) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d.mu.Lock()
+	d.addrs = append(d.addrs, addr)
+	d.mu.Unlock()
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+// to returns the dials whose address contains host.
+func (d *dialLog) to(host string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, a := range d.addrs {
+		if strings.Contains(a, host) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// hookedRegistry is go-containerregistry's registry behind hook, which may
+// answer a request itself; it counts the writes that reach the registry.
+type hookedRegistry struct {
+	host   string
+	hook   atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
+	writes atomic.Int64
+}
+
+func newHookedRegistry(t *testing.T) *hookedRegistry {
+	t.Helper()
+	h := &hookedRegistry{}
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f := h.hook.Load(); f != nil && (*f)(w, r) {
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.writes.Add(1)
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h.host = strings.TrimPrefix(srv.URL, "http://")
+	return h
+}
+
+func (h *hookedRegistry) setHook(f func(w http.ResponseWriter, r *http.Request) bool) {
+	h.hook.Store(&f)
+}
+
+// A registry whose every unauthenticated request names realm.
+func realmRegistry(t *testing.T, realm string) *hookedRegistry {
+	t.Helper()
+	h := newHookedRegistry(t)
+	h.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("Authorization") != "" {
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`",service="kiln-test"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return true
+	})
+	return h
+}
+
+// Base, target and realm references on forbidden hosts are refused before
+// any connection to them, with one permanent SourceForbidden naming the
+// host: no retries, nothing pushed.
+func TestForbiddenRegistryHostsArePermanent(t *testing.T) {
+	res := egresstest.NewResolver(map[string]netip.Addr{
+		"rebind.test":  netip.MustParseAddr("169.254.169.254"),
+		"rebind6.test": netip.MustParseAddr("fe80::1"),
+	})
+	resolving := egress.RegistryPolicy(nil).WithResolver(res.Resolver)
+	tests := []struct {
+		name   string
+		realm  string // "" = the target itself is forbidden
+		target string
+		policy *egress.Policy // nil = default
+		inject bool           // inject a dial-counting transport
+		want   string
+		banned string // no dial may contain it
+	}{
+		{name: "target metadata IP", target: "169.254.169.254/team/app:1", inject: true,
+			want: `target 169.254.169.254/team/app:1: refusing to connect: host "169.254.169.254" resolves to link-local or metadata address 169.254.169.254`, banned: "169.254."},
+		{name: "target metadata name", target: "metadata.google.internal/team/app:1", inject: true,
+			want: `host "metadata.google.internal" is a cloud metadata endpoint`, banned: "metadata"},
+		{name: "target link-local v6", target: "[fe80::1]:5000/team/app:1", inject: true,
+			want: `host "fe80::1" resolves to link-local`, banned: "fe80"},
+		{name: "target name resolving to link-local", target: "rebind.test/team/app:1", policy: &resolving,
+			want: `host "rebind.test" resolves to link-local or metadata address 169.254.169.254`},
+		{name: "target name resolving to fe80::1", target: "rebind6.test:5000/team/app:1", policy: &resolving,
+			want: `host "rebind6.test" resolves to link-local or metadata address fe80::1`},
+		{name: "realm metadata IP", realm: "http://169.254.169.254/token", inject: true,
+			want: `token realm http://169.254.169.254/token named by 127.0.0.1:`, banned: "169.254."},
+		{name: "realm metadata name", realm: "http://metadata/token", inject: true,
+			want: `host "metadata" is a cloud metadata endpoint`, banned: "metadata"},
+		{name: "realm resolving to link-local", realm: "http://rebind.test/token", policy: &resolving,
+			want: `host "rebind.test" resolves to link-local or metadata address 169.254.169.254`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &sleeps{}
+			o := testOptions(s)
+			o.Policy = tt.policy
+			dials := &dialLog{}
+			if tt.inject {
+				o.Transport = &http.Transport{DialContext: dials.dial}
+			}
+			target := tt.target
+			var reg *hookedRegistry
+			if tt.realm != "" {
+				reg = realmRegistry(t, tt.realm)
+				target = reg.host + "/team/app:1"
+			}
+			_, err := Push(context.Background(), randomImage(t), target, []string{"v1"}, o)
+			assertFailure(t, err, failure.SourceForbidden, tt.want)
+			if !failure.IsPermanent(err) {
+				t.Fatalf("not permanent: %v", err)
+			}
+			if len(s.d) != 0 {
+				t.Fatalf("retried a refusal: slept %v", s.d)
+			}
+			if tt.banned != "" {
+				if got := dials.to(tt.banned); len(got) != 0 {
+					t.Fatalf("dialled forbidden addresses %v", got)
+				}
+			}
+			if reg != nil && reg.writes.Load() != 0 {
+				t.Fatalf("%d writes", reg.writes.Load())
+			}
+			if strings.Contains(err.Error(), "scope=") {
+				t.Fatalf("error shows a request query: %v", err)
+			}
+
+			// The same refusal for a HEAD check (plan, the controller's
+			// "does the target still hold it").
+			_, err = Exists(context.Background(), target, digestOf(t, randomImage(t)), o)
+			assertFailure(t, err, failure.SourceForbidden, tt.want)
+		})
+	}
+}
+
+// Without the policy's exemption a listed link-local registry would be
+// refused; listing it exempts it, and the list does not confine registries
+// to the listed hosts.
+func TestRegistryPolicyAllowList(t *testing.T) {
+	r := newTestRegistry(t)
+	s := &sleeps{}
+	o := testOptions(s)
+	p := egress.RegistryPolicy([]string{"registry.example"})
+	o.Policy = &p
+	if _, err := Push(context.Background(), randomImage(t), r.host+"/team/app:1", nil, o); err != nil {
+		t.Fatalf("an unlisted, allowed registry was refused: %v", err)
+	}
+}
+
+// A registry redirecting a blob download to a metadata address: refused at
+// the redirect, permanently, without contacting it.
+func TestBlobRedirectToForbiddenHost(t *testing.T) {
+	r := newHookedRegistry(t)
+	s := &sleeps{}
+	o := testOptions(s)
+	img := randomImage(t)
+	target := r.host + "/team/app:1"
+	if _, err := Push(context.Background(), img, target, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	r.setHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/blobs/") {
+			return false
+		}
+		http.Redirect(w, req, "http://169.254.169.254/bucket/blob?X-Amz-Signature=s3cr3t", http.StatusTemporaryRedirect)
+		return true
+	})
+	dials := &dialLog{}
+	o.Transport = &http.Transport{DialContext: dials.dial}
+	ref, err := name.ParseReference(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := remote.Image(ref, RemoteOptions(context.Background(), o)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pulled.ConfigFile() // the config blob is redirected
+	err = Classify(err, "base "+target)
+	assertFailure(t, err, failure.SourceForbidden, `redirect from http://`+r.host+`/v2/team/app/blobs/sha256:`)
+	assertFailure(t, err, failure.SourceForbidden, `host "169.254.169.254" resolves to link-local`)
+	if strings.Contains(err.Error(), "s3cr3t") || len(dials.to("169.254.")) != 0 || len(s.d) != 0 {
+		t.Fatalf("err %v, dials %v, sleeps %v", err, dials.to("169.254."), s.d)
+	}
+}
+
+// A registry answering a blob upload with a session Location on a metadata
+// address would receive the layer bytes there: refused on arrival of the
+// Location, permanently, without contacting it.
+func TestUploadLocationToForbiddenHost(t *testing.T) {
+	r := newHookedRegistry(t)
+	r.setHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodPost || !strings.HasSuffix(req.URL.Path, "/blobs/uploads/") {
+			return false
+		}
+		w.Header().Set("Location", "http://169.254.169.254/upload?X-Amz-Signature=s3cr3t")
+		w.WriteHeader(http.StatusAccepted)
+		return true
+	})
+	s := &sleeps{}
+	o := testOptions(s)
+	dials := &dialLog{}
+	o.Transport = &http.Transport{DialContext: dials.dial}
+	_, err := Push(context.Background(), randomImage(t), r.host+"/team/app:1", nil, o)
+	assertFailure(t, err, failure.SourceForbidden,
+		`location http://169.254.169.254/upload named by http://`+r.host+`/v2/team/app/blobs/uploads/: host "169.254.169.254" resolves to link-local`)
+	if strings.Contains(err.Error(), "s3cr3t") || len(dials.to("169.254.")) != 0 || len(s.d) != 0 || r.writes.Load() != 0 {
+		t.Fatalf("err %v, dials %v, sleeps %v, writes %d", err, dials.to("169.254."), s.d, r.writes.Load())
+	}
+}
