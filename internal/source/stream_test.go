@@ -99,20 +99,21 @@ func TestURLRateCountsOnlyNetworkTime(t *testing.T) {
 		t.Fatalf("check disabled: %d bytes, %v", len(got), err)
 	}
 
-	// 40 MiB/s over 50ms: 2 MiB per window, more than the body, so the
-	// check passes only if the consumer's pauses are not counted.
-	body := bytes.Repeat([]byte("x"), 3*bodyBuffer)
+	// 8 MiB/s over 300ms: 2.4 MiB per window, more than the body, so the
+	// check passes only if the consumer's pauses (350ms each) are not
+	// counted.
+	body := bytes.Repeat([]byte("x"), bodyBuffer+bodyBuffer/2)
 	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write(body) })
-	f, _ = fetcher(Options{MinRate: 40 << 20, MinRateWindow: 50 * time.Millisecond})
+	f, _ = fetcher(Options{MinRate: 8 << 20, MinRateWindow: 300 * time.Millisecond})
 	st, err := f.Open(t.Context(), Spec{Name: "app", URL: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 96<<10)
 	n := 0
 	for {
-		time.Sleep(60 * time.Millisecond)
+		time.Sleep(350 * time.Millisecond)
 		m, err := st.Read(buf)
 		n += m
 		if err == io.EOF {
