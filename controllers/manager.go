@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +26,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/cli"
 	"github.com/kiln-build/kiln/internal/layer"
 	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/source"
@@ -54,6 +56,9 @@ type ManagerOptions struct {
 	// Limits bound every layer (uncompressed size, entries, header size,
 	// compression ratio); zero fields take the engine defaults.
 	Limits layer.Limits
+	// BuildTimeout bounds each build (build.Engine.BuildTimeout); 0 is the
+	// default, 2h.
+	BuildTimeout time.Duration
 }
 
 // DefaultCacheDir is the blob store directory when neither --cache-dir nor
@@ -152,7 +157,7 @@ func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler
 		APIReader:           mgr.GetAPIReader(),
 		MetadataReader:      mgr.GetCache(),
 		Scheme:              mgr.GetScheme(),
-		Engine:              &build.Engine{Store: store, Source: src, Registry: o.Registry, Limits: o.Limits},
+		Engine:              &build.Engine{Store: store, Source: src, Registry: o.Registry, Limits: o.Limits, BuildTimeout: o.BuildTimeout},
 		Recorder:            mgr.GetEventRecorder("kiln-manager"),
 		Metrics:             metrics,
 		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
@@ -193,11 +198,11 @@ func NewManagerCmd() *cobra.Command {
 	f.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 4, "How many ImageBuilds build at once.")
 	f.StringVar(&o.CacheDir, "cache-dir", defaultCacheDir(), "Blob cache directory shared by all builds ($KILN_CACHE_DIR).")
 	f.Int64Var(&o.CacheMaxBytes, "cache-max-bytes", 0, "Size cap of the blob cache; least recently used blobs are evicted. 0 is unlimited.")
-	f.Int64Var(&o.Source.MaxBytes, "max-source-bytes", 0, "Largest fetched (possibly compressed) layer or archive; 0 is the default, 8 GiB.")
-	f.DurationVar(&o.Source.ReadTimeout, "source-read-timeout", 0, "A source that sends no byte for this long fails (and is retried); 0 is the default, 60s.")
-	f.Int64Var(&o.Limits.MaxUncompressedBytes, "max-layer-bytes", 0, "Largest uncompressed layer tar; 0 is the default, 16 GiB.")
-	f.IntVar(&o.Limits.MaxEntries, "max-layer-entries", 0, "Most tar entries in one layer; 0 is the default, 1048576.")
-	f.Int64Var(&o.Limits.MaxRatio, "max-compression-ratio", 0, "Largest uncompressed:compressed ratio of a layer (tar bombs); 0 is the default, 1000.")
+	// The same limit flags as kiln build/plan: --max-source-bytes,
+	// --source-read-timeout, --min-transfer-rate, --min-transfer-window,
+	// --max-layer-bytes, --max-layer-entries, --max-compression-ratio,
+	// --build-timeout.
+	cli.BindLimitFlags(cmd, &o.Source, &o.Limits, &o.BuildTimeout)
 	f.StringVar(&allowed, "allowed-source-hosts", "", "Comma-separated hosts URL sources may use; when empty any host except link-local and cloud metadata addresses. "+
 		"Registries (base, target, blob sources, their token realms and redirects) are not confined to the list: for them it only exempts a listed link-local or metadata host from the refusal.")
 	// controller-runtime's zap flags (--zap-devel, --zap-encoder,

@@ -203,7 +203,12 @@ type Source struct {
 	URL string `json:"url,omitempty"`
 
 	// headersFrom names a Secret in this namespace whose keys and values are
-	// sent as HTTP headers with a url request (e.g. Authorization).
+	// sent as HTTP headers with a url request (e.g. Authorization). They
+	// follow a redirect only to the same scheme, host and port: once a
+	// redirect leads anywhere else, none of them is sent again, even if a
+	// later redirect comes back. No redirected request carries a Referer.
+	// Accept-Encoding and the conditional-request validators are kiln's own
+	// and cannot be overridden.
 	// +optional
 	HeadersFrom *LocalObjectReference `json:"headersFrom,omitempty"`
 

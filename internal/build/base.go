@@ -7,6 +7,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/registry"
@@ -102,17 +103,35 @@ func keyOf(objs map[string]map[string][]byte, kind, what string, sel *kilnv1.Key
 	return data, nil
 }
 
-// describe names a source for history entries and messages.
+// describe names a source for messages and status (a base archive's name):
+// a URL through egress.RedactURL, so no userinfo or query is ever shown.
+// Image history uses sourceKind instead (see image.Addition).
 func describe(s *kilnv1.Source) string {
 	switch {
 	case s.URL != "":
-		return "url " + s.URL
+		return "url " + egress.RedactURL(s.URL)
 	case s.ConfigMap != nil:
 		return "configMap " + s.ConfigMap.Name + "/" + s.ConfigMap.Key
 	case s.Secret != nil:
 		return "secret " + s.Secret.Name + "/" + s.Secret.Key
 	case s.Blob != "":
 		return "blob " + s.Blob
+	}
+	return "unknown source"
+}
+
+// sourceKind is what image history says about a layer's source: its kind
+// only, so that the image depends on the bytes, not on where they live.
+func sourceKind(s *kilnv1.Source) string {
+	switch {
+	case s.URL != "":
+		return string(source.KindURL)
+	case s.ConfigMap != nil:
+		return string(source.KindConfigMap)
+	case s.Secret != nil:
+		return string(source.KindSecret)
+	case s.Blob != "":
+		return string(source.KindBlob)
 	}
 	return "unknown source"
 }

@@ -6,6 +6,7 @@ package build
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -39,6 +40,9 @@ type Engine struct {
 	// LayerAttempts is how often a layer whose stream broke mid-way is
 	// fetched again before the error is returned as transient. Default 3.
 	LayerAttempts int
+	// BuildTimeout bounds one Build, from the first fetch to the push;
+	// default DefaultBuildTimeout, negative for none. See deadlineError.
+	BuildTimeout time.Duration
 	// Now is the clock for status timestamps (never for image bytes).
 	Now func() time.Time
 }
@@ -92,10 +96,45 @@ func (e *Engine) now() time.Time {
 	return time.Now()
 }
 
+// DefaultBuildTimeout is the default of Engine.BuildTimeout.
+const DefaultBuildTimeout = 2 * time.Hour
+
+// errBuildDeadline is the cause of the context of a Build that ran out of
+// time, which tells it apart from the caller's own cancellation.
+var errBuildDeadline = errors.New("build deadline exceeded")
+
 // Build runs one ImageBuild: resolve base, produce layers, assemble in one
 // pass, verify, push (unless DryRun) and return the status. Nothing is pushed
-// when any step fails.
+// when any step fails. The whole build runs under BuildTimeout.
 func (e *Engine) Build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, opts Options) (*Result, error) {
+	limit := e.BuildTimeout
+	if limit == 0 {
+		limit = DefaultBuildTimeout
+	}
+	if limit < 0 {
+		return e.build(ctx, ib, in, opts)
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, errBuildDeadline)
+	defer cancel()
+	res, err := e.build(ctx, ib, in, opts)
+	if err != nil && errors.Is(context.Cause(ctx), errBuildDeadline) {
+		return nil, deadlineError(limit, err)
+	}
+	return res, err
+}
+
+// deadlineError reports a build that ran out of time. The error it cut
+// short says what was running (the layer being fetched, the base, the
+// push); whatever that error was classified as, the build failed because of
+// the deadline. It is permanent: a build that cannot finish in time (a
+// trickling source just above the minimum rate, a huge layer) must hold a
+// worker once, not again on every retry; a changed spec or a raised
+// --build-timeout lets it run again.
+func deadlineError(limit time.Duration, err error) error {
+	return failure.Permanentf(failure.LimitExceeded, "build exceeded its deadline of %s (--build-timeout): %v", limit, err)
+}
+
+func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, opts Options) (*Result, error) {
 	start := e.now()
 	spec := &ib.Spec
 	regOpts, err := e.RegistryOptions(spec, in)

@@ -278,7 +278,7 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 	}
 	return &builtLayer{
 		addition: image.Addition{
-			Name: l.Name, Source: describe(&l.Source), Digest: d, DiffID: diffID,
+			Name: l.Name, SourceKind: sourceKind(&l.Source), Digest: d, DiffID: diffID,
 			Size: c.Size, MediaType: types.MediaType(c.MediaType), Path: e.Store.Path(d),
 		},
 		status: kilnv1.LayerStatus{

@@ -18,6 +18,8 @@ import (
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/layer"
+	"github.com/kiln-build/kiln/internal/source"
 )
 
 // buildFlags are shared by build and plan.
@@ -27,6 +29,10 @@ type buildFlags struct {
 	output   string
 	parallel int
 	progress bool
+	// The limits, shared with kiln manager (BindLimitFlags).
+	source       source.Options
+	limits       layer.Limits
+	buildTimeout time.Duration
 }
 
 func (f *buildFlags) register(cmd *cobra.Command) {
@@ -35,6 +41,7 @@ func (f *buildFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&f.output, "output", "o", "yaml", "output format: yaml or json")
 	cmd.Flags().IntVar(&f.parallel, "parallel", 4, "independent builds run at once")
 	cmd.Flags().BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show per-layer progress on stderr")
+	BindLimitFlags(cmd, &f.source, &f.limits, &f.buildTimeout)
 	_ = cmd.MarkFlagRequired("filename")
 }
 
@@ -93,7 +100,7 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 	if err != nil {
 		return fmt.Errorf("opening cache %s: %w", f.cacheDir, err)
 	}
-	engine := &build.Engine{Store: store}
+	engine := &build.Engine{Store: store, Source: f.source, Limits: f.limits, BuildTimeout: f.buildTimeout}
 	var prog *progressView
 	if f.progress {
 		prog = newProgressView(cmd.ErrOrStderr())

@@ -318,7 +318,7 @@ func (lb *layerBuilder) addMember(i int, m *member, diffID v1.Hash, orig v1.Desc
 	d := orig
 	d.MediaType, d.Digest, d.Size = mt, m.blob, m.size
 	l := StoreLayer(Addition{
-		Name: fmt.Sprintf("base layer %d", i+1), Source: lb.ar.name,
+		Name: fmt.Sprintf("base layer %d", i+1), SourceKind: "archive",
 		Digest: m.blob, DiffID: diffID, Size: m.size, MediaType: mt,
 		Path: lb.ar.store.Path(m.blob),
 	}, mt)

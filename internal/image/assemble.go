@@ -342,10 +342,20 @@ func addHistory(cf *v1.ConfigFile, baseLayers int, adds []Addition, created time
 	for ; described < baseLayers; described++ {
 		cf.History = append(cf.History, v1.History{Created: cf.Created, CreatedBy: "kiln: base layer without history"})
 	}
+	// History names the layer and the kind of its source, never where the
+	// bytes came from. Anyone who can pull the image reads its config, so a
+	// URL's userinfo or pre-signed query must never be there; and not even
+	// the redacted URL (or a Secret's or ConfigMap's name): a path can hold a
+	// token too, and the image's digest must depend on the bytes, not on
+	// where they are hosted. The inputDigest hashes source digests, not
+	// locations, so moving an artifact to another mirror, rotating the
+	// credentials in its URL or renaming its ConfigMap keeps the same
+	// inputDigest and must keep the same image. The location is in the
+	// ImageBuild, for those allowed to read it.
 	for _, a := range adds {
 		cf.History = append(cf.History, v1.History{
 			Created:   v1.Time{Time: created},
-			CreatedBy: fmt.Sprintf("kiln: layer %s from %s", a.Name, a.Source),
+			CreatedBy: fmt.Sprintf("kiln: layer %s from %s", a.Name, a.SourceKind),
 		})
 	}
 	diffIDs := make([]v1.Hash, 0, len(cf.RootFS.DiffIDs)+len(adds))

@@ -52,7 +52,7 @@ func BenchmarkFromArchiveDockerSave64MiB(b *testing.B) {
 func BenchmarkAssemble100Layers(b *testing.B) {
 	var adds []Addition
 	for i := range 100 {
-		a := Addition{Name: fmt.Sprintf("l%d", i), Source: "bench", Size: 10, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+		a := Addition{Name: fmt.Sprintf("l%d", i), SourceKind: "url", Size: 10, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
 			Digest: sha([]byte{byte(i)}), DiffID: sha([]byte{byte(i), 1}), Path: "/nonexistent"}
 		adds = append(adds, a)
 	}

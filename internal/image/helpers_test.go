@@ -119,7 +119,7 @@ func addition(t *testing.T, name string, files ...string) Addition {
 		t.Fatal(err)
 	}
 	return Addition{
-		Name: name, Source: "url https://example.test/" + name + ".tar.gz",
+		Name: name, SourceKind: "url",
 		Digest: sha(blob), DiffID: sha(raw), Size: int64(len(blob)),
 		MediaType: types.OCILayer, Path: p,
 	}

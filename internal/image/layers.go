@@ -15,13 +15,13 @@ import (
 
 // Addition is a layer produced by the layer pipeline, stored in the blob store.
 type Addition struct {
-	Name      string          // layer name (for history created_by and errors)
-	Source    string          // human description of the source, e.g. "url https://x/rootfs.tar.xz"
-	Digest    v1.Hash         // sha256 of the blob
-	DiffID    v1.Hash         // sha256 of the uncompressed tar
-	Size      int64           // blob size in bytes
-	MediaType types.MediaType // OCI layer media type from the pipeline (…tar+gzip / …tar+zstd)
-	Path      string          // blob file in the store
+	Name       string          // layer name (for history created_by and errors)
+	SourceKind string          // url, configMap, secret or blob: history names the kind, never the location
+	Digest     v1.Hash         // sha256 of the blob
+	DiffID     v1.Hash         // sha256 of the uncompressed tar
+	Size       int64           // blob size in bytes
+	MediaType  types.MediaType // OCI layer media type from the pipeline (…tar+gzip / …tar+zstd)
+	Path       string          // blob file in the store
 }
 
 // StoreLayer returns a v1.Layer backed by the blob file at a.Path with media

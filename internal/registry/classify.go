@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -39,6 +40,7 @@ func Classify(err error, what string) error {
 	if err == nil {
 		return nil
 	}
+	err = redactURLs(err)
 	var fe *failure.Error
 	if errors.As(err, &fe) {
 		return wrapKeeping(fe, what, err)
@@ -74,6 +76,35 @@ func Classify(err error, what string) error {
 func forbidden(fe *egress.ForbiddenError, what string) error {
 	return failure.Permanentf(failure.SourceForbidden, "%s: refusing to connect: %v", what, fe)
 }
+
+// redactURLs returns err with the URL of every *url.Error in its chain
+// shown through egress.RedactURL: net/http puts the whole request URL in
+// its errors, and a registry's redirect to blob storage is a pre-signed URL
+// whose query grants access. The message is rewritten as a whole, because
+// wrappers made with fmt.Errorf have already copied the URL into their
+// text; the chain stays intact for errors.Is/As.
+func redactURLs(err error) error {
+	var pairs []string
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if ue, ok := e.(*url.Error); ok {
+			if r := egress.RedactURL(ue.URL); r != ue.URL {
+				pairs = append(pairs, ue.URL, r)
+			}
+		}
+	}
+	if len(pairs) == 0 {
+		return err
+	}
+	return &redactedError{msg: strings.NewReplacer(pairs...).Replace(err.Error()), err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // wrapKeeping prefixes an already classified error with what, keeping its
 // reason and retry hint.

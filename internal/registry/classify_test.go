@@ -86,6 +86,23 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// A registry's redirect to blob storage is a pre-signed URL: neither its
+// query nor any userinfo may reach the message, whatever wraps the error.
+func TestClassifyRedactsURLs(t *testing.T) {
+	const u = "https://user:pa55@blobs.example/x?X-Amz-Signature=SECRET"
+	tests := []error{
+		&url.Error{Op: "Get", URL: u, Err: syscall.ECONNRESET},
+		&exhaustedError{err: &url.Error{Op: "Get", URL: u, Err: io.ErrUnexpectedEOF}, attempts: 3},
+		fmt.Errorf("fetching: %w", &url.Error{Op: "Get", URL: u, Err: x509.UnknownAuthorityError{}}),
+	}
+	for i, err := range tests {
+		got := Classify(err, "base r/a:1").Error()
+		if strings.Contains(got, "SECRET") || strings.Contains(got, "pa55") || !strings.Contains(got, "https://blobs.example/x") {
+			t.Errorf("%d: %s", i, got)
+		}
+	}
+}
+
 // scripted answers requests from a list of outcomes and records them.
 type scripted struct {
 	outcomes []func(*http.Request) (*http.Response, error)

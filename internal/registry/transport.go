@@ -84,7 +84,7 @@ func (t *retryTransport) attemptRequest(req *http.Request, n int) (*http.Request
 	if req.GetBody != nil {
 		body, err := req.GetBody()
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: replaying the request body: %w", req.Method, req.URL.Redacted(), err)
+			return nil, fmt.Errorf("%s %s: replaying the request body: %w", req.Method, egress.RedactURL(req.URL.String()), err)
 		}
 		r.Body = body
 	}
@@ -191,7 +191,7 @@ func giveUp(req *http.Request, resp *http.Response, err error, wait time.Duratio
 		return resp, nil
 	}
 	drain(resp)
-	return nil, &retryAfterError{method: req.Method, url: req.URL.Redacted(), status: resp.StatusCode, after: wait, attempts: attempts}
+	return nil, &retryAfterError{method: req.Method, url: egress.RedactURL(req.URL.String()), status: resp.StatusCode, after: wait, attempts: attempts}
 }
 
 func drain(resp *http.Response) {

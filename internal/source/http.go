@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +27,7 @@ import (
 func (f *Fetcher) urlClient() *http.Client {
 	if f.opts.HTTPClient != nil {
 		c := *f.opts.HTTPClient
-		c.CheckRedirect = f.policy.CheckRedirect(maxRedirects, errTooManyRedirects, f.opts.HTTPClient.CheckRedirect)
+		c.CheckRedirect = f.policy.CheckRedirect(maxRedirects, errTooManyRedirects, scrubRedirect(f.opts.HTTPClient.CheckRedirect))
 		return &c
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
@@ -41,12 +42,88 @@ func (f *Fetcher) urlClient() *http.Client {
 			ResponseHeaderTimeout: 30 * time.Second,
 			ExpectContinueTimeout: time.Second,
 		},
-		CheckRedirect: f.policy.CheckRedirect(maxRedirects, errTooManyRedirects, nil),
+		CheckRedirect: f.policy.CheckRedirect(maxRedirects, errTooManyRedirects, scrubRedirect(nil)),
 	}
 }
 
 // errTooManyRedirects is returned from CheckRedirect.
 var errTooManyRedirects = fmt.Errorf("stopped after %d redirects", maxRedirects)
+
+// scrubRedirect strips from every redirect what must not follow it; the host
+// policy's CheckRedirect has vetted the hop count and the host before.
+// net/http copies the first request's headers onto each hop and strips only
+// Authorization, Cookie and WWW-Authenticate, and only on a change of domain
+// (the port does not count); it also adds a Referer holding the previous URL
+// with its query, which is where a pre-signed URL keeps its signature. So
+// here, on every hop: no Referer at all, and once the chain has left the
+// first request's origin (scheme, host and port), none of the tenant's
+// headersFrom headers, even if a later hop comes back.
+func scrubRedirect(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		req.Header.Del("Referer")
+		if leftOrigin(req, via) {
+			dropTenantHeaders(req)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		return nil
+	}
+}
+
+// leftOrigin reports whether req or any earlier hop is on another origin
+// than the first request.
+func leftOrigin(req *http.Request, via []*http.Request) bool {
+	first := origin(via[0].URL)
+	if origin(req.URL) != first {
+		return true
+	}
+	for _, r := range via[1:] {
+		if origin(r.URL) != first {
+			return true
+		}
+	}
+	return false
+}
+
+// origin is scheme://host:port with the default port made explicit, so that
+// http://h and http://h:80 are one origin and http://h:8080 another.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch strings.ToLower(u.Scheme) {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Hostname()) + ":" + port
+}
+
+// tenantHeadersKey carries, in a URL request's context (which net/http
+// hands to every redirect), the names of the headers that came from the
+// spec's headersFrom.
+type tenantHeadersKey struct{}
+
+func withTenantHeaders(ctx context.Context, names []string) context.Context {
+	if len(names) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, tenantHeadersKey{}, names)
+}
+
+// dropTenantHeaders removes the headersFrom headers from a redirected
+// request and restores kiln's own User-Agent if one of them had replaced it.
+func dropTenantHeaders(req *http.Request) {
+	names, _ := req.Context().Value(tenantHeadersKey{}).([]string)
+	for _, n := range names {
+		req.Header.Del(n)
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", userAgent)
+	}
+}
 
 // withRetries runs attempt until it succeeds, fails permanently, ctx ends, or
 // the retries are used up; it waits between attempts as Options documents.
@@ -90,26 +167,49 @@ func (f *Fetcher) openURL(ctx context.Context, s Spec, want v1.Hash) (*Stream, e
 	}
 	return f.withRetries(ctx, s, func() (*Stream, error) {
 		st := newStream(ctx, s, KindURL, want, f.opts, noBody{})
-		req, err := http.NewRequestWithContext(st.ctx, http.MethodGet, s.URL, nil)
+		req, err := newURLRequest(st.ctx, s)
 		if err != nil {
 			st.Close()
 			return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
 		}
-		// identity: without it net/http asks for gzip and transparently
-		// decompresses, and the digest would not be that of the bytes served.
-		req.Header.Set("Accept-Encoding", "identity")
-		req.Header.Set("User-Agent", "kiln")
-		for k, v := range s.Headers {
-			req.Header.Set(k, v)
-		}
-		if s.Validators.ETag != "" {
-			req.Header.Set("If-None-Match", s.Validators.ETag)
-		}
-		if s.Validators.LastModified != "" {
-			req.Header.Set("If-Modified-Since", s.Validators.LastModified)
-		}
 		return f.startBody(st, f.client, req, "GET "+egress.RedactURL(s.URL))
 	})
+}
+
+const userAgent = "kiln"
+
+// newURLRequest builds the GET for a URL source: the spec's headers, then
+// kiln's own, which win. The names of the spec's headers that went out as
+// given ride in the context so that scrubRedirect can drop them.
+func newURLRequest(ctx context.Context, s Spec) (*http.Request, error) {
+	kiln := map[string]string{"Accept-Encoding": "identity"}
+	if s.Validators.ETag != "" {
+		kiln["If-None-Match"] = s.Validators.ETag
+	}
+	if s.Validators.LastModified != "" {
+		kiln["If-Modified-Since"] = s.Validators.LastModified
+	}
+	var tenant []string
+	for k := range s.Headers {
+		if k = http.CanonicalHeaderKey(k); kiln[k] == "" {
+			tenant = append(tenant, k)
+		}
+	}
+	req, err := http.NewRequestWithContext(withTenantHeaders(ctx, tenant), http.MethodGet, s.URL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", userAgent)
+	for k, v := range s.Headers {
+		req.Header.Set(k, v)
+	}
+	// Accept-Encoding identity: without it net/http asks for gzip and
+	// transparently decompresses, and the digest would not be that of the
+	// bytes served.
+	for k, v := range kiln {
+		req.Header.Set(k, v)
+	}
+	return req, nil
 }
 
 // startBody sends req and, on success, attaches the body to st and reads its
@@ -136,6 +236,7 @@ func (f *Fetcher) startBody(st *Stream, c *http.Client, req *http.Request, what 
 		st.Close()
 		return nil, f.limitError(st.spec)
 	}
+	st.what = what
 	st.watch(resp.Body)
 	if err := st.prefetch(); err != nil {
 		st.Close()
@@ -187,7 +288,69 @@ func statusError(s Spec, what string, resp *http.Response) error {
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		after = retryAfter(resp.Header.Get("Retry-After"))
 	}
-	return classifyStatus(s, what, resp.StatusCode, after, resp.Status+bodySnippet(resp.Body))
+	return classifyStatus(s, what, resp.StatusCode, after, resp.Status+bodySnippet(resp.Body, secretsOf(s, resp)))
+}
+
+// minQuerySecret is the shortest query value scrubbed from an error body:
+// shorter ones are flags like download=1, and replacing every "1" would
+// garble the message without protecting anything.
+const minQuerySecret = 4
+
+// secretsOf lists what an error body must not carry into a message: servers
+// echo requests back (S3's SignatureDoesNotMatch answer holds the signature
+// and the canonical query). That is the userinfo and the query values, raw
+// and decoded, of every URL of the redirect chain, and the spec's header
+// values.
+func secretsOf(s Spec, resp *http.Response) []string {
+	var out []string
+	add := func(v string, min int) {
+		if len(v) >= min {
+			out = append(out, v)
+		}
+	}
+	urls := []string{s.URL}
+	for r := resp.Request; r != nil; {
+		urls = append(urls, r.URL.String())
+		if r.Response == nil {
+			break
+		}
+		r = r.Response.Request
+	}
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			continue
+		}
+		if u.User != nil {
+			add(u.User.Username(), 1)
+			p, _ := u.User.Password()
+			add(p, 1)
+		}
+		for _, kv := range strings.Split(u.RawQuery, "&") {
+			_, v, _ := strings.Cut(kv, "=")
+			add(v, minQuerySecret)
+			if dec, err := url.QueryUnescape(v); err == nil {
+				add(dec, minQuerySecret)
+			}
+		}
+	}
+	for _, v := range s.Headers {
+		add(v, 1)
+		for _, w := range strings.Fields(v) { // "Bearer <token>" echoed in pieces
+			add(w, minQuerySecret)
+		}
+	}
+	return out
+}
+
+// scrub replaces every secret in msg, longest first so that a secret
+// containing another is replaced whole.
+func scrub(msg string, secrets []string) string {
+	sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
+	for _, sec := range secrets {
+		msg = strings.ReplaceAll(msg, sec, "<redacted>")
+	}
+	return msg
 }
 
 func classifyStatus(s Spec, what string, code int, after time.Duration, detail string) error {
@@ -222,12 +385,19 @@ func retryAfter(v string) time.Duration {
 	return 0
 }
 
-// bodySnippet returns the start of an error body as one line, for messages.
-func bodySnippet(r io.Reader) string {
-	b, _ := io.ReadAll(io.LimitReader(r, 512))
-	s := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "?")), " ")
+// bodySnippet returns the start of an error body as one line, for messages,
+// with the secrets scrubbed. Scrubbing comes before shortening, and a word
+// cut off by the read limit is dropped, so no part of a secret survives.
+func bodySnippet(r io.Reader, secrets []string) string {
+	const limit = 512
+	b, _ := io.ReadAll(io.LimitReader(r, limit+1))
+	words := strings.Fields(strings.ToValidUTF8(string(b), "?"))
+	if len(b) > limit && len(words) > 0 {
+		words = words[:len(words)-1]
+	}
+	s := scrub(strings.Join(words, " "), secrets)
 	if len(s) > 200 {
-		s = s[:200] + "..."
+		s = strings.ToValidUTF8(s[:200], "") + "..."
 	}
 	if s == "" {
 		return ""

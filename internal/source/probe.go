@@ -57,7 +57,7 @@ func (f *Fetcher) ProveURL(ctx context.Context, s Spec) (Proof, error) {
 	_, err = f.withRetries(ctx, s, func() (*Stream, error) {
 		req, err := newURLRequest(ctx, s)
 		if err != nil {
-			return nil, err
+			return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
 		}
 		p, err = f.prove(s, f.client, req, what)
 		return nil, err
@@ -115,28 +115,6 @@ func (f *Fetcher) prove(s Spec, c *http.Client, req *http.Request, what string) 
 		Length:     resp.ContentLength,
 		Digest:     resp.Header.Get("Docker-Content-Digest"),
 	}, nil
-}
-
-// newURLRequest is the GET a URL source is fetched with: identity encoding
-// (so lengths and digests are those of the bytes served), s.Headers, and
-// s.Validators as conditions.
-func newURLRequest(ctx context.Context, s Spec) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
-	if err != nil {
-		return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
-	}
-	req.Header.Set("Accept-Encoding", "identity")
-	req.Header.Set("User-Agent", "kiln")
-	for k, v := range s.Headers {
-		req.Header.Set(k, v)
-	}
-	if s.Validators.ETag != "" {
-		req.Header.Set("If-None-Match", s.Validators.ETag)
-	}
-	if s.Validators.LastModified != "" {
-		req.Header.Set("If-Modified-Since", s.Validators.LastModified)
-	}
-	return req, nil
 }
 
 // HeadersID identifies the headers a URL source is requested with, without

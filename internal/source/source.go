@@ -47,7 +47,8 @@ type Spec struct {
 	// URL is an http(s) URL.
 	URL string
 	// Headers are extra request headers for URL sources (e.g. Authorization
-	// from a Secret). They are not sent to another host after a redirect.
+	// from a Secret). None of them follows a redirect to another scheme, host
+	// or port, and no redirect carries a Referer (see scrubRedirect).
 	Headers map[string]string
 	// Data holds ConfigMap/Secret bytes already resolved by the caller.
 	Data []byte
@@ -96,6 +97,13 @@ type Options struct {
 	// (transient); default 60s. Time the caller spends between Reads does
 	// not count.
 	ReadTimeout time.Duration
+	// MinRate and MinRateWindow fail a trickling body (transient): every
+	// MinRateWindow spent waiting for the body must bring at least
+	// MinRate×MinRateWindow bytes. Default 1 KiB/s over 60s; a negative
+	// MinRate disables the check. Like ReadTimeout, only time spent inside a
+	// Read counts, so a slow consumer never trips it.
+	MinRate       int64
+	MinRateWindow time.Duration
 	// Keychain resolves registry credentials for Blob sources; default
 	// authn.DefaultKeychain.
 	Keychain authn.Keychain
@@ -119,12 +127,14 @@ type Options struct {
 
 // Defaults.
 const (
-	DefaultMaxBytes    int64 = 8 << 30
-	DefaultRetries           = 5
-	DefaultReadTimeout       = 60 * time.Second
-	maxRedirects             = 5
-	backoffBase              = 200 * time.Millisecond
-	backoffCap               = 10 * time.Second
+	DefaultMaxBytes      int64 = 8 << 30
+	DefaultRetries             = 5
+	DefaultReadTimeout         = 60 * time.Second
+	DefaultMinRate       int64 = 1 << 10
+	DefaultMinRateWindow       = 60 * time.Second
+	maxRedirects               = 5
+	backoffBase                = 200 * time.Millisecond
+	backoffCap                 = 10 * time.Second
 	// maxRetryAfter bounds how long one attempt waits on a server's
 	// Retry-After; beyond it the failure is returned (transient, with the
 	// hint) so the caller can requeue instead of holding a worker.
@@ -152,6 +162,12 @@ func NewFetcher(opts Options) *Fetcher {
 	}
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = DefaultReadTimeout
+	}
+	if opts.MinRate == 0 {
+		opts.MinRate = DefaultMinRate
+	}
+	if opts.MinRateWindow <= 0 {
+		opts.MinRateWindow = DefaultMinRateWindow
 	}
 	if opts.Keychain == nil {
 		opts.Keychain = authn.DefaultKeychain

@@ -45,6 +45,17 @@ type Stream struct {
 	stalled atomic.Bool
 	closed  bool
 
+	// what names a network request in messages ("GET <redacted URL>").
+	what string
+	// arrived counts body bytes as they come off the network, beneath the
+	// read-ahead buffer, so the rate check sees arrivals, not hand-outs.
+	arrived  int64
+	rate     *rateWindow // nil for in-memory sources or when disabled
+	minRate  int64
+	window   time.Duration
+	rateWait atomic.Bool // the armed timer is the rate window's, not ReadTimeout's
+	slow     atomic.Bool
+
 	validators Validators // of the HTTP response, for conditional refetches
 }
 
@@ -58,25 +69,40 @@ func newStream(parent context.Context, s Spec, kind Kind, want v1.Hash, opts Opt
 		spec: s, kind: kind, want: want, limit: opts.MaxBytes,
 		r: body, body: body, h: sha256.New(),
 		ctx: ctx, cancel: cancel, parent: parent, timeout: opts.ReadTimeout,
+		minRate: opts.MinRate, window: opts.MinRateWindow,
 	}
 }
 
-// watch makes st read a network body that can stall: reads are buffered and
-// guarded by a watchdog that cancels st.ctx (and with it the request, which
-// must have been made with st.ctx) when a Read makes no progress for
-// ReadTimeout.
+// watch makes st read a network body that can stall or trickle: reads are
+// buffered and guarded by a watchdog that cancels st.ctx (and with it the
+// request, which must have been made with st.ctx) when a Read makes no
+// progress for ReadTimeout, or when the rate window runs out before enough
+// bytes arrived.
 func (st *Stream) watch(body io.ReadCloser) {
 	st.body = body
-	st.r = bufio.NewReaderSize(body, bodyBuffer)
+	st.r = bufio.NewReaderSize(&countingReader{r: body, n: &st.arrived}, bodyBuffer)
+	if st.minRate > 0 {
+		st.rate = newRateWindow(st.minRate, st.window)
+	}
 	st.timer = time.AfterFunc(time.Hour, func() {
-		st.stalled.Store(true)
+		if st.rateWait.Load() {
+			st.slow.Store(true)
+		} else {
+			st.stalled.Store(true)
+		}
 		st.cancel()
 	})
 	st.timer.Stop()
 }
 
+// errSlow ends a read that completed but closed a rate window short of
+// bytes; readError turns it into the message.
+var errSlow = errors.New("transfer too slow")
+
 // guarded runs one blocking read under the watchdog. Only time spent inside
-// a read counts, so a slow consumer never trips it.
+// a read counts, for the stall timeout and the rate window alike, so a slow
+// consumer never trips either. The timer is armed for whichever runs out
+// first.
 func (st *Stream) guarded(read func() (int, error)) (int, error) {
 	if st.timer == nil {
 		if err := st.parent.Err(); err != nil {
@@ -84,9 +110,64 @@ func (st *Stream) guarded(read func() (int, error)) (int, error) {
 		}
 		return read()
 	}
-	st.timer.Reset(st.timeout)
+	wait, rateFirst := st.timeout, false
+	if st.rate != nil && st.rate.left() < wait {
+		wait, rateFirst = st.rate.left(), true
+	}
+	st.rateWait.Store(rateFirst)
+	before, start := st.arrived, time.Now()
+	st.timer.Reset(wait)
 	n, err := read()
 	st.timer.Stop()
+	if st.rate != nil && st.rate.add(st.arrived-before, time.Since(start)) && err == nil {
+		// The window closed inside a read that still returned bytes (or
+		// before the timer fired): the attempt ends all the same.
+		st.slow.Store(true)
+		st.cancel()
+		err = errSlow
+	}
+	return n, err
+}
+
+// rateWindow enforces Options.MinRate: each window of read time must bring
+// need bytes. A window that has brought them ends there and the next one
+// starts empty, so an early burst never pays for a later trickle.
+type rateWindow struct {
+	need   int64
+	window time.Duration
+	used   time.Duration // read time spent in the current window
+	got    int64         // bytes arrived in the current window
+}
+
+func newRateWindow(rate int64, window time.Duration) *rateWindow {
+	need := int64(float64(rate) * window.Seconds())
+	return &rateWindow{need: max(need, 1), window: window}
+}
+
+// left is the read time the current window has before it fails.
+func (w *rateWindow) left() time.Duration { return max(w.window-w.used, 0) }
+
+// add records n bytes arriving in d of read time and reports whether the
+// window ran out short of bytes.
+func (w *rateWindow) add(n int64, d time.Duration) bool {
+	w.used += d
+	w.got += n
+	if w.got >= w.need {
+		w.used, w.got = 0, 0
+		return false
+	}
+	return w.used >= w.window
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
 	return n, err
 }
 
@@ -158,6 +239,9 @@ func (st *Stream) verify() error {
 // readError classifies a failed body read.
 func (st *Stream) readError(err error) error {
 	switch {
+	case st.slow.Load():
+		return failure.Retryable(fmt.Errorf("layer %q: %s: transfer slower than %s/s over %s (received %s)",
+			st.spec.Name, st.request(), humanBytes(st.minRate), st.window, humanBytes(st.rate.got)), 0)
 	case st.stalled.Load():
 		return failure.Retryable(fmt.Errorf("layer %q: reading %s: no data received for %s (after %d bytes)",
 			st.spec.Name, st.spec.describe(), st.timeout, st.n), 0)
@@ -168,6 +252,14 @@ func (st *Stream) readError(err error) error {
 	}
 	return failure.Retryable(fmt.Errorf("layer %q: reading %s after %d bytes: %w",
 		st.spec.Name, st.spec.describe(), st.n, err), 0)
+}
+
+// request names the network request for messages.
+func (st *Stream) request() string {
+	if st.what != "" {
+		return st.what
+	}
+	return "reading " + st.spec.describe()
 }
 
 // Close releases the connection. It is safe to call more than once.

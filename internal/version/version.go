@@ -15,7 +15,7 @@ var Version = "dev"
 // inputDigest: bump it whenever the same inputs would produce different bytes
 // (normalization rules, encoder parameters, config assembly), so that
 // upgraded controllers rebuild instead of trusting old digests.
-const Engine = "kiln-engine/1"
+const Engine = "kiln-engine/2"
 
 // String is the one-line version report of `kiln version`.
 func String() string {

@@ -1,0 +1,83 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/controllers"
+	"github.com/kiln-build/kiln/internal/cli"
+	"github.com/kiln-build/kiln/internal/layer"
+	"github.com/kiln-build/kiln/internal/source"
+)
+
+// kiln manager, build and plan take exactly the limit flags BindLimitFlags
+// defines, with the same defaults and help.
+func TestLimitFlagsAreSharedByManagerAndBuild(t *testing.T) {
+	ref := &cobra.Command{}
+	var (
+		src source.Options
+		lim layer.Limits
+		d   time.Duration
+	)
+	cli.BindLimitFlags(ref, &src, &lim, &d)
+	names := []string{"max-source-bytes", "source-read-timeout", "min-transfer-rate", "min-transfer-window",
+		"max-layer-bytes", "max-layer-entries", "max-compression-ratio", "build-timeout"}
+	if n := strings.Count(ref.Flags().FlagUsages(), "\n"); n != len(names) {
+		t.Fatalf("BindLimitFlags defines %d flags, the test knows %d:\n%s", n, len(names), ref.Flags().FlagUsages())
+	}
+	root := cli.NewRoot(controllers.NewManagerCmd())
+	for _, sub := range []string{"manager", "build", "plan"} {
+		cmd, _, err := root.Find([]string{sub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			want, got := ref.Flags().Lookup(n), cmd.Flags().Lookup(n)
+			if want == nil || got == nil || got.Usage != want.Usage || got.DefValue != want.DefValue {
+				t.Errorf("kiln %s --%s = %+v, want %+v", sub, n, got, want)
+			}
+		}
+	}
+	if err := ref.ParseFlags([]string{"--min-transfer-rate=2048", "--min-transfer-window=30s", "--build-timeout=5m"}); err != nil {
+		t.Fatal(err)
+	}
+	if src.MinRate != 2048 || src.MinRateWindow != 30*time.Second || d != 5*time.Minute {
+		t.Errorf("parsed: rate %d window %s timeout %s", src.MinRate, src.MinRateWindow, d)
+	}
+}
+
+// --build-timeout reaches kiln build's engine.
+func TestBuildTimeoutFlag(t *testing.T) {
+	spec := `apiVersion: v1
+kind: ConfigMap
+metadata: {name: files}
+data: {app.tar: "not read in time"}
+---
+apiVersion: kiln.dev/v1alpha1
+kind: ImageBuild
+metadata: {name: app}
+spec:
+  layers:
+  - name: app
+    source: {configMap: {name: files, key: app.tar}}
+  target: {image: 127.0.0.1:1/team/app:1}
+`
+	file := filepath.Join(t.TempDir(), "ib.yaml")
+	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := cli.NewRoot()
+	var out, errOut strings.Builder
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false", "--build-timeout=1ns"})
+	err := root.Execute()
+	if cli.ExitCode(err) != 1 || !strings.Contains(errOut.String(), "LimitExceeded: build exceeded its deadline of 1ns (--build-timeout)") {
+		t.Fatalf("exit %d, stderr:\n%s", cli.ExitCode(err), errOut.String())
+	}
+}
