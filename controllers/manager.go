@@ -65,6 +65,17 @@ type ManagerOptions struct {
 // $KILN_CACHE_DIR is given.
 const DefaultCacheDir = "/var/cache/kiln"
 
+// Client-side rate limits of the manager's API client, the same whether the
+// config comes from --kubeconfig, $KUBECONFIG, ~/.kube/config or the pod's
+// ServiceAccount. A negative QPS disables client-side limiting, as
+// controller-runtime does for the configs it loads: API Priority and
+// Fairness on the server is the limit. client-go's own default (5 QPS,
+// burst 10) made 150 builds take 58 s instead of 17 s.
+const (
+	DefaultKubeAPIQPS   float32 = -1
+	DefaultKubeAPIBurst int     = 100
+)
+
 // LeaderElectionID names the Lease the managers compete for.
 const LeaderElectionID = "kiln-manager.kiln.dev"
 
@@ -168,6 +179,7 @@ func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler
 func NewManagerCmd() *cobra.Command {
 	o := ManagerOptions{}
 	var allowed, kubeconfig string
+	limits := rateLimits{QPS: DefaultKubeAPIQPS, Burst: DefaultKubeAPIBurst}
 	logOpts := zap.Options{}
 	cmd := &cobra.Command{
 		Use:   "manager",
@@ -181,7 +193,7 @@ func NewManagerCmd() *cobra.Command {
 			}
 			log := zap.New(zap.UseFlagOptions(&logOpts), zap.WriteTo(cmd.ErrOrStderr()))
 			ctrl.SetLogger(log)
-			cfg, err := restConfig(kubeconfig)
+			cfg, err := restConfig(kubeconfig, limits)
 			if err != nil {
 				return fmt.Errorf("loading kubeconfig: %w", err)
 			}
@@ -191,6 +203,8 @@ func NewManagerCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; default $KUBECONFIG, ~/.kube/config, or the in-cluster config.")
+	f.Float32Var(&limits.QPS, "kube-api-qps", DefaultKubeAPIQPS, "Requests per second to the Kubernetes API (client-side); negative disables the client-side limit and leaves it to the API server's priority and fairness.")
+	f.IntVar(&limits.Burst, "kube-api-burst", DefaultKubeAPIBurst, "Burst of requests to the Kubernetes API above --kube-api-qps (when it is positive).")
 	f.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one manager builds at a time.")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", `Address of the Prometheus metrics endpoint; "0" disables it.`)
@@ -213,9 +227,26 @@ func NewManagerCmd() *cobra.Command {
 	return cmd
 }
 
+// rateLimits are the client-side limits of the API client.
+type rateLimits struct {
+	QPS   float32
+	Burst int
+}
+
 // restConfig loads the given kubeconfig, or controller-runtime's default
-// chain ($KUBECONFIG, in-cluster, ~/.kube/config) when path is empty.
-func restConfig(path string) (*rest.Config, error) {
+// chain ($KUBECONFIG, in-cluster, ~/.kube/config) when path is empty, and
+// sets the same rate limits on either: the two loaders default them
+// differently (client-go 5 QPS, controller-runtime unlimited).
+func restConfig(path string, limits rateLimits) (*rest.Config, error) {
+	cfg, err := loadRestConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = limits.QPS, limits.Burst
+	return cfg, nil
+}
+
+func loadRestConfig(path string) (*rest.Config, error) {
 	if path != "" {
 		return clientcmd.BuildConfigFromFlags("", path)
 	}

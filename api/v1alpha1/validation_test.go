@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +15,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/api/v1alpha1/v1alpha1test"
+	"github.com/kiln-build/kiln/api/v1alpha1/validation"
 )
 
 // The validation rules live in the CRD (markers and CEL), so they are only
@@ -56,40 +57,9 @@ func assetsDir() string {
 	return filepath.Join("..", "..", "bin", "k8s")
 }
 
-const sha = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-
-func validBuild(name string) *kilnv1.ImageBuild {
-	return &kilnv1.ImageBuild{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
-		Spec: kilnv1.ImageBuildSpec{
-			Base: &kilnv1.Base{Image: "scratch", Platform: "linux/arm64/v8"},
-			Layers: []kilnv1.Layer{
-				{Name: "rootfs", Source: kilnv1.Source{URL: "https://example.com/rootfs.tar.xz"}, Digest: sha, DiffID: sha, Compression: kilnv1.CompressionXz},
-				{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "app", Key: "app.tar.gz"}}, Normalize: kilnv1.NormalizeReproducible},
-				{Name: "creds", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "layer.tar"}}},
-				{Name: "blob", Source: kilnv1.Source{Blob: "registry.example/team/artifacts@" + sha}},
-			},
-			Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}}},
-			Output: &kilnv1.Output{Compression: kilnv1.OutputZstd},
-			Target: kilnv1.Target{Image: "registry.example/team/app:1.0", Tags: []string{"latest"}},
-		},
-	}
-}
-
 func TestValidImageBuildsAreAccepted(t *testing.T) {
-	ctx := context.Background()
-	objs := []*kilnv1.ImageBuild{validBuild("valid-full")}
-	win := validBuild("valid-windows")
-	win.Spec.Base = &kilnv1.Base{Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022", Platform: "windows/amd64:10.0.20348"}
-	objs = append(objs, win)
-	archive := validBuild("valid-archive")
-	archive.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: "http://files/base.tar.gz"}, Digest: sha}}
-	objs = append(objs, archive)
-	noBase := validBuild("valid-no-base")
-	noBase.Spec.Base = nil
-	objs = append(objs, noBase)
-	for _, ib := range objs {
-		if err := k8s.Create(ctx, ib); err != nil {
+	for _, ib := range v1alpha1test.ValidBuilds() {
+		if err := k8s.Create(context.Background(), ib); err != nil {
 			t.Errorf("creating %s: %v", ib.Name, err)
 		}
 	}
@@ -122,82 +92,35 @@ func TestSamplesAreAccepted(t *testing.T) {
 	}
 }
 
+// TestInvalidImageBuildsAreRejected submits the shared invalid cases and
+// checks that kiln's offline validator (used by `kiln build -f`) gives
+// exactly the API server's message: any drift between the two fails here.
 func TestInvalidImageBuildsAreRejected(t *testing.T) {
-	tests := []struct {
-		name   string
-		mutate func(ib *kilnv1.ImageBuild)
-		want   string
-	}{
-		{"image and archive", func(ib *kilnv1.ImageBuild) {
-			ib.Spec.Base.Archive = &kilnv1.Archive{Source: kilnv1.Source{URL: "https://x/a.tar"}}
-		}, "exactly one of base.image or base.archive must be set"},
-		{"neither image nor archive", func(ib *kilnv1.ImageBuild) {
-			ib.Spec.Base = &kilnv1.Base{Platform: "linux/amd64"}
-		}, "exactly one of base.image or base.archive must be set"},
-		{"two sources", func(ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers[0].Source.Blob = "r.example/x@" + sha
-		}, "exactly one of url, configMap, secret or blob must be set"},
-		{"no source", func(ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers[0].Source = kilnv1.Source{}
-		}, "exactly one of url, configMap, secret or blob must be set"},
-		{"bad digest", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = "sha256:abc" },
-			`spec.layers[0].digest: Invalid value: "sha256:abc"`},
-		{"uppercase diffID", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].DiffID = strings.ToUpper(sha) },
-			"spec.layers[0].diffID: Invalid value"},
-		{"bad archive digest", func(ib *kilnv1.ImageBuild) {
-			ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: "https://x/a.tar"}, Digest: "md5:00"}}
-		}, "spec.base.archive.digest: Invalid value"},
-		{"compression enum", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Compression = "lz4" },
-			`spec.layers[0].compression: Unsupported value: "lz4"`},
-		{"output compression enum", func(ib *kilnv1.ImageBuild) { ib.Spec.Output.Compression = "xz" },
-			`spec.output.compression: Unsupported value: "xz"`},
-		{"normalize enum", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[1].Normalize = "strict" },
-			`spec.layers[1].normalize: Unsupported value: "strict"`},
-		{"target image empty", func(ib *kilnv1.ImageBuild) { ib.Spec.Target.Image = "" },
-			"spec.target.image"},
-		{"duplicate layer names", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[1].Name = "rootfs" },
-			"layer names must be unique"},
-		{"layer name not a DNS label", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Name = "Root_FS" },
-			`spec.layers[0].name: Invalid value: "Root_FS"`},
-		{"platform shape", func(ib *kilnv1.ImageBuild) { ib.Spec.Base.Platform = "linux" },
-			`spec.base.platform: Invalid value: "linux"`},
-		{"url scheme", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Source.URL = "ftp://x/y.tar" },
-			"spec.layers[0].source.url: Invalid value"},
-		{"blob without digest", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[3].Source.Blob = "r.example/x:latest" },
-			"spec.layers[3].source.blob: Invalid value"},
-		{"configMap without key", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[1].Source.ConfigMap.Key = "" },
-			"spec.layers[1].source.configMap.key"},
-		{"base update policy enum", func(ib *kilnv1.ImageBuild) { ib.Spec.Base.UpdatePolicy = "Ignore" },
-			`spec.base.updatePolicy: Unsupported value: "Ignore"`},
+	offline, err := validation.Default()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ib := validBuild("invalid-" + strings.ToLower(strings.ReplaceAll(tt.name, " ", "-")))
-			_ = i
-			tt.mutate(ib)
-			err := k8s.Create(context.Background(), ib)
+	for _, tc := range v1alpha1test.InvalidCases() {
+		t.Run(tc.Name, func(t *testing.T) {
+			obj, err := tc.Object()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = k8s.Create(context.Background(), &unstructured.Unstructured{Object: obj})
 			if err == nil {
-				t.Fatalf("the API server accepted an invalid ImageBuild; want rejection containing %q", tt.want)
+				t.Fatalf("the API server accepted an invalid ImageBuild; want rejection containing %q", tc.Want)
 			}
 			if !apierrors.IsInvalid(err) {
 				t.Fatalf("want an Invalid error, got %v", err)
 			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error %q\ndoes not contain %q", err.Error(), tt.want)
+			if !strings.Contains(err.Error(), tc.Want) {
+				t.Errorf("error %q\ndoes not contain %q", err.Error(), tc.Want)
+			}
+			obj, _ = tc.Object()
+			if got := offline.ValidateObject(context.Background(), obj); got == nil || got.Error() != err.Error() {
+				t.Errorf("offline validator disagrees with the API server:\n server: %v\noffline: %v", err, got)
 			}
 		})
-	}
-}
-
-func TestMissingTargetIsRejected(t *testing.T) {
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "kiln.dev/v1alpha1", "kind": "ImageBuild",
-		"metadata": map[string]any{"name": "no-target", "namespace": "default"},
-		"spec":     map[string]any{"base": map[string]any{"image": "scratch"}},
-	}}
-	err := k8s.Create(context.Background(), u)
-	if err == nil || !strings.Contains(err.Error(), "spec.target: Required value") {
-		t.Fatalf("want spec.target required, got %v", err)
 	}
 }
 

@@ -64,7 +64,10 @@ func newBuildCmd() *cobra.Command {
 reference, from the files; builds and pushes every ImageBuild (independent builds
 in parallel) and prints them with .status filled in exactly as the controller
 would. Registry credentials come from the docker config (~/.docker/config.json
-or $DOCKER_CONFIG). Exit status 0 only when every build is Ready.`,
+or $DOCKER_CONFIG). Every ImageBuild is first validated as the API server would
+validate it (the CRD's schema and rules): one invalid document stops the run with
+exit status 2 before anything is fetched or pushed. Exit status 0 only when every
+build is Ready.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBuild(cmd, f, false) },
 	}

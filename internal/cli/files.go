@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,10 +11,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/api/v1alpha1/validation"
 	"github.com/kiln-build/kiln/internal/build"
 )
 
@@ -81,6 +84,9 @@ func (d *documents) add(raw []byte) error {
 			return fmt.Errorf("parsing ImageBuild: %w", err)
 		}
 		ib.Namespace = namespaceOr(ib.Namespace)
+		if err := validateImageBuild(raw, ib.Namespace); err != nil {
+			return err
+		}
 		d.builds = append(d.builds, ib)
 	case tm.Kind == "ConfigMap" && tm.APIVersion == "v1":
 		cm := &corev1.ConfigMap{}
@@ -102,6 +108,31 @@ func (d *documents) add(raw []byte) error {
 		return fmt.Errorf("unsupported kind %q (apiVersion %q): kiln reads ImageBuild, ConfigMap and Secret documents", tm.Kind, tm.APIVersion)
 	}
 	return nil
+}
+
+// validateImageBuild refuses what the API server would refuse if the
+// document were applied to a cluster, with its message. It checks the
+// document as written, not the decoded struct: omitempty would hide fields
+// the server sees (an empty base.image, say).
+func validateImageBuild(raw []byte, namespace string) error {
+	v, err := validation.Default()
+	if err != nil {
+		return fmt.Errorf("loading the ImageBuild schema: %w", err)
+	}
+	data, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		return fmt.Errorf("parsing ImageBuild: %w", err)
+	}
+	obj := map[string]any{}
+	// util/json keeps integers int64, as the API server decodes them.
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return fmt.Errorf("parsing ImageBuild: %w", err)
+	}
+	// The server takes the namespace from the request; kiln defaults it.
+	if meta, ok := obj["metadata"].(map[string]any); ok {
+		meta["namespace"] = namespace
+	}
+	return v.ValidateObject(context.Background(), obj)
 }
 
 func (d *documents) addList(raw []byte) error {

@@ -1,0 +1,162 @@
+// Package v1alpha1test holds the ImageBuild fixtures that the API server
+// suite (api/v1alpha1, envtest) and the offline validator tests
+// (api/v1alpha1/validation, internal/cli) share: one list of valid and
+// invalid objects, so that what the API server refuses and what `kiln build
+// -f` refuses are checked against the same cases and cannot drift.
+package v1alpha1test
+
+import (
+	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/json"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+)
+
+// Digest is a well-formed sha256 digest.
+const Digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// ValidBuild returns an ImageBuild in namespace default that uses every
+// source kind and most optional fields.
+func ValidBuild(name string) *kilnv1.ImageBuild {
+	return &kilnv1.ImageBuild{
+		TypeMeta:   metav1.TypeMeta{APIVersion: kilnv1.GroupVersion.String(), Kind: "ImageBuild"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: kilnv1.ImageBuildSpec{
+			Base: &kilnv1.Base{Image: "scratch", Platform: "linux/arm64/v8"},
+			Layers: []kilnv1.Layer{
+				{Name: "rootfs", Source: kilnv1.Source{URL: "https://example.com/rootfs.tar.xz"}, Digest: Digest, DiffID: Digest, Compression: kilnv1.CompressionXz},
+				{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "app", Key: "app.tar.gz"}}, Normalize: kilnv1.NormalizeReproducible},
+				{Name: "creds", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "layer.tar"}}},
+				{Name: "blob", Source: kilnv1.Source{Blob: "registry.example/team/artifacts@" + Digest}},
+			},
+			Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}}},
+			Output: &kilnv1.Output{Compression: kilnv1.OutputZstd},
+			Target: kilnv1.Target{Image: "registry.example/team/app:1.0", Tags: []string{"latest"}},
+		},
+	}
+}
+
+// ValidBuilds are variants of ValidBuild the API server accepts.
+func ValidBuilds() []*kilnv1.ImageBuild {
+	win := ValidBuild("valid-windows")
+	win.Spec.Base = &kilnv1.Base{Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022", Platform: "windows/amd64:10.0.20348"}
+	archive := ValidBuild("valid-archive")
+	archive.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: "http://files/base.tar.gz"}, Digest: Digest}}
+	noBase := ValidBuild("valid-no-base")
+	noBase.Spec.Base = nil
+	maxLayers := ValidBuild("valid-127-layers")
+	maxLayers.Spec.Layers = numberedLayers(127)
+	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers}
+}
+
+// Case is an ImageBuild the API server refuses on create.
+type Case struct {
+	Name string
+	// Mutate turns ValidBuild into the invalid object.
+	Mutate func(ib *kilnv1.ImageBuild)
+	// MutateObject, when set, then changes the JSON object sent to the
+	// server, for what the Go types cannot express (a missing field).
+	MutateObject func(obj map[string]any)
+	// Want is a fragment of the API server's message.
+	Want string
+}
+
+// ObjectName is the metadata.name of the case's object.
+func (c Case) ObjectName() string {
+	return "invalid-" + strings.ToLower(strings.ReplaceAll(c.Name, " ", "-"))
+}
+
+// Object returns the case's object as the JSON object a client sends.
+func (c Case) Object() (map[string]any, error) {
+	ib := ValidBuild(c.ObjectName())
+	c.Mutate(ib)
+	data, err := json.Marshal(ib)
+	if err != nil {
+		return nil, fmt.Errorf("encoding case %q: %w", c.Name, err)
+	}
+	obj := map[string]any{}
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return nil, fmt.Errorf("decoding case %q: %w", c.Name, err)
+	}
+	if c.MutateObject != nil {
+		c.MutateObject(obj)
+	}
+	return obj, nil
+}
+
+// InvalidCases are the objects the API server must refuse, each with a
+// fragment of its message.
+func InvalidCases() []Case {
+	return []Case{
+		{Name: "image and archive", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Base.Archive = &kilnv1.Archive{Source: kilnv1.Source{URL: "https://x/a.tar"}}
+		}, Want: "spec.base: Invalid value: exactly one of base.image or base.archive must be set"},
+		{Name: "neither image nor archive", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Base = &kilnv1.Base{Platform: "linux/amd64"}
+		}, Want: "exactly one of base.image or base.archive must be set"},
+		{Name: "two sources", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers[0].Source.Blob = "r.example/x@" + Digest
+		}, Want: "spec.layers[0].source: Invalid value: exactly one of url, configMap, secret or blob must be set"},
+		{Name: "no source", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers[0].Source = kilnv1.Source{}
+		}, Want: "exactly one of url, configMap, secret or blob must be set"},
+		{Name: "bad digest", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = "sha256:abc" },
+			Want: `spec.layers[0].digest: Invalid value: "sha256:abc"`},
+		{Name: "uppercase diffID", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].DiffID = strings.ToUpper(Digest) },
+			Want: "spec.layers[0].diffID: Invalid value"},
+		{Name: "bad archive digest", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: "https://x/a.tar"}, Digest: "md5:00"}}
+		}, Want: "spec.base.archive.digest: Invalid value"},
+		{Name: "compression enum", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Compression = "lz4" },
+			Want: `spec.layers[0].compression: Unsupported value: "lz4"`},
+		{Name: "output compression enum", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Output.Compression = "xz" },
+			Want: `spec.output.compression: Unsupported value: "xz"`},
+		{Name: "normalize enum", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[1].Normalize = "strict" },
+			Want: `spec.layers[1].normalize: Unsupported value: "strict"`},
+		{Name: "target image empty", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Target.Image = "" },
+			Want: "spec.target.image"},
+		{Name: "duplicate layer names", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[1].Name = "rootfs" },
+			Want: `spec: Invalid value: layer names must be unique`},
+		{Name: "layer name not a DNS label", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Name = "Root_FS" },
+			Want: `spec.layers[0].name: Invalid value: "Root_FS"`},
+		{Name: "platform shape", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Base.Platform = "linux" },
+			Want: `spec.base.platform: Invalid value: "linux"`},
+		{Name: "url scheme", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Source.URL = "ftp://x/y.tar" },
+			Want: "spec.layers[0].source.url: Invalid value"},
+		{Name: "blob without digest", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[3].Source.Blob = "r.example/x:latest" },
+			Want: "spec.layers[3].source.blob: Invalid value"},
+		{Name: "configMap without key", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[1].Source.ConfigMap.Key = "" },
+			Want: "spec.layers[1].source.configMap.key"},
+		{Name: "base update policy enum", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Base.UpdatePolicy = "Ignore" },
+			Want: `spec.base.updatePolicy: Unsupported value: "Ignore"`},
+		{Name: "128 layers", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers = numberedLayers(128) },
+			Want: "spec.layers: Too many: 128: must have at most 127 items"},
+		{Name: "layer name too long", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Name = strings.Repeat("a", 64) },
+			Want: "spec.layers[0].name: Too long: may not be more than 63 bytes"},
+		{Name: "caBundle from both", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Target.CABundle = &kilnv1.CABundleSource{
+				ConfigMap: &kilnv1.KeySelector{Name: "ca", Key: "ca.crt"},
+				Secret:    &kilnv1.KeySelector{Name: "ca", Key: "ca.crt"},
+			}
+		}, Want: "spec.target.caBundle: Invalid value: exactly one of configMap or secret must be set"},
+		{Name: "env name with equals sign", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Config.Env[0].Name = "A=B" },
+			Want: `spec.config.env[0].name: Invalid value: "A=B"`},
+		{Name: "missing target", Mutate: func(*kilnv1.ImageBuild) {}, MutateObject: func(obj map[string]any) {
+			delete(obj["spec"].(map[string]any), "target")
+		}, Want: "spec.target: Required value"},
+		{Name: "object name not a DNS subdomain", Mutate: func(ib *kilnv1.ImageBuild) { ib.Name = "Invalid_Name" },
+			Want: `metadata.name: Invalid value: "Invalid_Name": a lowercase RFC 1123 subdomain`},
+	}
+}
+
+// numberedLayers returns n valid layers named l0, l1, ...
+func numberedLayers(n int) []kilnv1.Layer {
+	layers := make([]kilnv1.Layer, n)
+	for i := range layers {
+		layers[i] = kilnv1.Layer{Name: fmt.Sprintf("l%d", i), Source: kilnv1.Source{URL: fmt.Sprintf("https://example.com/%d.tar", i)}}
+	}
+	return layers
+}
