@@ -14,7 +14,7 @@ import (
 )
 
 func main() {
-	root := cli.NewRoot(controllers.NewManagerCmd(), cli.NewDemoCmd(runDemoManager))
+	root := cli.NewRoot(cli.NewManagerCmd(), cli.NewDemoCmd(runDemoManager))
 	err := root.Execute()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)

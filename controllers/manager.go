@@ -3,30 +3,23 @@ package controllers
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
-	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/build"
-	"github.com/kiln-build/kiln/internal/cli"
 	"github.com/kiln-build/kiln/internal/layer"
 	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/source"
@@ -64,17 +57,6 @@ type ManagerOptions struct {
 // DefaultCacheDir is the blob store directory when neither --cache-dir nor
 // $KILN_CACHE_DIR is given.
 const DefaultCacheDir = "/var/cache/kiln"
-
-// Client-side rate limits of the manager's API client, the same whether the
-// config comes from --kubeconfig, $KUBECONFIG, ~/.kube/config or the pod's
-// ServiceAccount. A negative QPS disables client-side limiting, as
-// controller-runtime does for the configs it loads: API Priority and
-// Fairness on the server is the limit. client-go's own default (5 QPS,
-// burst 10) made 150 builds take 58 s instead of 17 s.
-const (
-	DefaultKubeAPIQPS   float32 = -1
-	DefaultKubeAPIBurst int     = 100
-)
 
 // LeaderElectionID names the Lease the managers compete for.
 const LeaderElectionID = "kiln-manager.kiln.dev"
@@ -173,99 +155,4 @@ func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler
 		Metrics:             metrics,
 		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
 	}, nil
-}
-
-// NewManagerCmd returns `kiln manager`.
-func NewManagerCmd() *cobra.Command {
-	o := ManagerOptions{}
-	var allowed, kubeconfig string
-	limits := rateLimits{QPS: DefaultKubeAPIQPS, Burst: DefaultKubeAPIBurst}
-	logOpts := zap.Options{}
-	cmd := &cobra.Command{
-		Use:   "manager",
-		Short: "Run the ImageBuild controller",
-		Long: "Run the ImageBuild controller against the cluster of the current kubeconfig " +
-			"(or in-cluster config): it builds and pushes every ImageBuild and records the digests in status.",
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if allowed != "" {
-				o.AllowedSourceHosts = splitList(allowed)
-			}
-			log := zap.New(zap.UseFlagOptions(&logOpts), zap.WriteTo(cmd.ErrOrStderr()))
-			ctrl.SetLogger(log)
-			cfg, err := restConfig(kubeconfig, limits)
-			if err != nil {
-				return fmt.Errorf("loading kubeconfig: %w", err)
-			}
-			ctx := ctrl.LoggerInto(ctrl.SetupSignalHandler(), log)
-			return Run(ctx, cfg, o)
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; default $KUBECONFIG, ~/.kube/config, or the in-cluster config.")
-	f.Float32Var(&limits.QPS, "kube-api-qps", DefaultKubeAPIQPS, "Requests per second to the Kubernetes API (client-side); negative disables the client-side limit and leaves it to the API server's priority and fairness.")
-	f.IntVar(&limits.Burst, "kube-api-burst", DefaultKubeAPIBurst, "Burst of requests to the Kubernetes API above --kube-api-qps (when it is positive).")
-	f.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one manager builds at a time.")
-	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
-	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", `Address of the Prometheus metrics endpoint; "0" disables it.`)
-	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
-	f.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 4, "How many ImageBuilds build at once.")
-	f.StringVar(&o.CacheDir, "cache-dir", defaultCacheDir(), "Blob cache directory shared by all builds ($KILN_CACHE_DIR).")
-	f.Int64Var(&o.CacheMaxBytes, "cache-max-bytes", 0, "Size cap of the blob cache; least recently used blobs are evicted. 0 is unlimited.")
-	// The same limit flags as kiln build/plan: --max-source-bytes,
-	// --source-read-timeout, --min-transfer-rate, --min-transfer-window,
-	// --max-layer-bytes, --max-layer-entries, --max-compression-ratio,
-	// --build-timeout.
-	cli.BindLimitFlags(cmd, &o.Source, &o.Limits, &o.BuildTimeout)
-	f.StringVar(&allowed, "allowed-source-hosts", "", "Comma-separated hosts URL sources may use; when empty any host except link-local and cloud metadata addresses. "+
-		"Registries (base, target, blob sources, their token realms and redirects) are not confined to the list: for them it only exempts a listed link-local or metadata host from the refusal.")
-	// controller-runtime's zap flags (--zap-devel, --zap-encoder,
-	// --zap-log-level, --zap-stacktrace-level, --zap-time-encoding).
-	gofs := flag.NewFlagSet("zap", flag.ContinueOnError)
-	logOpts.BindFlags(gofs)
-	f.AddGoFlagSet(gofs)
-	return cmd
-}
-
-// rateLimits are the client-side limits of the API client.
-type rateLimits struct {
-	QPS   float32
-	Burst int
-}
-
-// restConfig loads the given kubeconfig, or controller-runtime's default
-// chain ($KUBECONFIG, in-cluster, ~/.kube/config) when path is empty, and
-// sets the same rate limits on either: the two loaders default them
-// differently (client-go 5 QPS, controller-runtime unlimited).
-func restConfig(path string, limits rateLimits) (*rest.Config, error) {
-	cfg, err := loadRestConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	cfg.QPS, cfg.Burst = limits.QPS, limits.Burst
-	return cfg, nil
-}
-
-func loadRestConfig(path string) (*rest.Config, error) {
-	if path != "" {
-		return clientcmd.BuildConfigFromFlags("", path)
-	}
-	return ctrl.GetConfig()
-}
-
-func defaultCacheDir() string {
-	if d := os.Getenv("KILN_CACHE_DIR"); d != "" {
-		return d
-	}
-	return DefaultCacheDir
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-build/kiln/controllers"
 	"github.com/kiln-build/kiln/internal/cli"
 	"github.com/kiln-build/kiln/internal/layer"
 	"github.com/kiln-build/kiln/internal/source"
@@ -30,7 +29,7 @@ func TestLimitFlagsAreSharedByManagerAndBuild(t *testing.T) {
 	if n := strings.Count(ref.Flags().FlagUsages(), "\n"); n != len(names) {
 		t.Fatalf("BindLimitFlags defines %d flags, the test knows %d:\n%s", n, len(names), ref.Flags().FlagUsages())
 	}
-	root := cli.NewRoot(controllers.NewManagerCmd())
+	root := cli.NewRoot(cli.NewManagerCmd())
 	for _, sub := range []string{"manager", "build", "plan"} {
 		cmd, _, err := root.Find([]string{sub})
 		if err != nil {

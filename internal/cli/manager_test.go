@@ -1,4 +1,4 @@
-package controllers
+package cli
 
 import (
 	"os"
