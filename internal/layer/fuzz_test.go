@@ -21,6 +21,11 @@ func FuzzNormalize(f *testing.F) {
 	f.Add(mkTar(f, dir("d/"), dir("./d"), file("d/x", "1"), file("./d/x", "2")), uint8(1))
 	f.Add(mkTar(f, file("a/.wh.b", ""), file("a/.wh..wh..opq", ""), file("/abs", "x")), uint8(1))
 	f.Add(make([]byte, 1024), uint8(2))
+	f.Add(rawTar(meta('x', paxRec("path", "a/b")), meta('L', "a/b\x00"), blk{typ: '0', name: "x"}.bytes(),
+		meta('K', "t\x00"), blk{typ: '2', name: "l"}.bytes()), uint8(0))
+	f.Add(rawTar(blk{typ: '0', name: "f", magic: magicGNU, patch: map[int]string{345: "1"}}.bytes(),
+		blk{typ: 0, name: "d/"}.bytes(), blk{typ: '0', name: "f", patch: map[int]string{345: "d"}}.bytes()), uint8(1))
+	f.Add(mkTar(f, file("a/b/c", "1"), dir("a/"), file("a/.wh..", ""), file("CON.txt", ""), file("x:y", "")), uint8(2))
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
 		opts := Options{
 			Windows: mode&2 != 0,

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -169,4 +171,72 @@ func writeTree(t testing.TB, files map[string]string) string {
 		}
 	}
 	return root
+}
+
+// Raw tar builders, for inputs archive/tar cannot write: several pseudo-
+// headers before one entry, a PAX path together with a GNU long name, bytes
+// in the prefix field of a GNU header, unknown typeflags.
+
+const (
+	magicPOSIX = "ustar\x0000"
+	magicGNU   = "ustar  \x00"
+	magicV7    = "\x00\x00\x00\x00\x00\x00\x00\x00"
+)
+
+// blk is one raw header block.
+type blk struct {
+	typ   byte
+	name  string
+	link  string
+	size  int
+	magic string         // magicPOSIX when empty
+	patch map[int]string // raw bytes written at these offsets (prefix field: 345)
+}
+
+func (b blk) bytes() []byte {
+	h := make([]byte, blockSize)
+	copy(h[0:100], b.name)
+	copy(h[100:108], "0000644\x00")
+	copy(h[108:116], "0000000\x00")
+	copy(h[116:124], "0000000\x00")
+	copy(h[124:136], fmt.Sprintf("%011o\x00", b.size))
+	copy(h[136:148], "14621234567\x00")
+	h[156] = b.typ
+	copy(h[157:257], b.link)
+	magic := b.magic
+	if magic == "" {
+		magic = magicPOSIX
+	}
+	copy(h[257:265], magic)
+	for off, s := range b.patch {
+		copy(h[off:], s)
+	}
+	fixChecksum(h)
+	return h
+}
+
+// meta is a pseudo-header ('x', 'g', 'L', 'K') with its body and padding.
+func meta(typ byte, body string) []byte {
+	b := blk{typ: typ, name: "././@meta", size: len(body)}.bytes()
+	b = append(b, body...)
+	return append(b, make([]byte, padding(int64(len(body))))...)
+}
+
+// paxRec formats one PAX record.
+func paxRec(k, v string) string {
+	n := len(k) + len(v) + 3
+	n += len(strconv.Itoa(n))
+	if len(strconv.Itoa(n)) != len(strconv.Itoa(n-1)) {
+		n++
+	}
+	return fmt.Sprintf("%d %s=%s\n", n, k, v)
+}
+
+// rawTar concatenates blocks and appends the end-of-archive marker.
+func rawTar(parts ...[]byte) []byte {
+	var out []byte
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return append(out, make([]byte, trailerLen)...)
 }

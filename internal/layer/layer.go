@@ -20,9 +20,39 @@
 //   - Sparse files (GNU or PAX sparse) are rejected: no layer writer in use
 //     produces them and their raw bytes differ from their content.
 //   - Global PAX headers are passed through in minimal mode unless they set
-//     path or linkpath (which some readers apply to later entries and
-//     archive/tar does not: a differential that could smuggle a path past the
-//     checks), and dropped in reproducible mode.
+//     a header field (path, linkpath, size, uid, gid, uname, gname, mtime,
+//     atime, ctime) or sparse data: GNU tar, libarchive and Python apply them
+//     to every later entry and archive/tar does not, a differential that
+//     could smuggle a path, an owner or a different entry boundary past the
+//     checks. They are dropped in reproducible mode.
+//   - Raw headers must read the same in every mainstream reader, in every
+//     mode: no PAX path together with a different GNU long name (or
+//     linkpath and long link), no second 'x', 'L' or 'K' header before one
+//     entry, none of them before a global header, no NUL inside a long
+//     name, no empty PAX record for a header field, no data in the prefix
+//     field of a non-ustar header. rawheader.go lists which reader reads
+//     what.
+//   - Entry types: regular files ('0', '\x00', '7'), hardlinks, symlinks,
+//     character and block devices, directories and fifos. Anything else
+//     ('D', 'M', 'N', 'V', 'X', vendor letters, sparse 'S') is rejected.
+//   - A whiteout must name a file: ".wh.", ".wh.." and ".wh..." are rejected
+//     (unpacked, the last two delete the directory or its parent);
+//     ".wh..wh..opq" is the opaque marker.
+//   - A parent must be a directory in both orders: "a" after "a/b" must be a
+//     directory entry (it is then kept, it does not merge), anything else is
+//     rejected, since unpacking it would replace the directory.
+//   - Lengths: a path (cleaned) or hardlink target at most 4096 bytes
+//     (PATH_MAX) with components of at most 255 (NAME_MAX); a symlink target
+//     at most 4096 bytes, its components unchecked (a symlink may dangle).
+//   - Windows layers only: no drive letters ("C:\x", "C:x"), no component
+//     with ':' (that is also an NTFS alternate data stream,
+//     "readme.txt:evil.exe"), '*', '?', '<', '>', '|', '"' or a control
+//     character, no reserved device name (CON, PRN, AUX, NUL, CONIN$,
+//     CONOUT$, COM1-9, LPT1-9 and their superscript forms, whatever the case
+//     and extension: they open the device), and no component ending in '.'
+//     or ' ' (Windows strips them, so "a." and "a" would be one file and
+//     pass the duplicate check). The same rules apply to hardlink targets;
+//     symlink targets are not checked. Linux layers may use all of these.
 //   - In reproducible mode, a zero Options.Created means the Unix epoch, the
 //     spec's default creation time. Mtimes are truncated to whole seconds.
 //   - Bytes after the end-of-archive marker are kept when they are zeros
@@ -65,7 +95,9 @@ const (
 type Limits struct {
 	// MaxUncompressedBytes caps the size of the tar stream.
 	MaxUncompressedBytes int64
-	// MaxEntries caps the number of tar headers.
+	// MaxEntries caps the number of tar headers, plus the parent
+	// directories that entries imply without a header of their own (kiln
+	// tracks every path, and one deep name implies many).
 	MaxEntries int
 	// MaxHeaderBytes caps one entry's header blocks, including PAX and GNU
 	// long-name records.

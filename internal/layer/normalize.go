@@ -31,12 +31,15 @@ const (
 	kindSymlink
 	kindOther // regular files, hardlinks, devices, fifos
 	kindWhiteout
+	kindImplicit // a directory only as the parent of later paths
 )
 
 type pathInfo struct {
 	entry int // 0 for the Files/Hives directories Windows shaping adds
 	kind  pathKind
 }
+
+func (k pathKind) isDir() bool { return k == kindDir || k == kindImplicit }
 
 // Normalize copies the tar stream src to dst, checking every entry and
 // rewriting only what must change (see the package doc). Memory is bounded by
@@ -67,9 +70,10 @@ type normalizer struct {
 	rec     recorder
 	outN    *countingWriter
 	out     *bufio.Writer
-	paths   map[string]pathInfo
+	paths   *pathTree
 	stats   Stats
 	entry   int // number of headers read so far (1-based in messages)
+	implied int // directories in paths that no entry has written (yet)
 	enc     bytes.Buffer
 	copyBuf []byte
 
@@ -88,7 +92,7 @@ func newNormalizer(dst io.Writer, src io.Reader, opts Options) *normalizer {
 		br:    br,
 		outN:  cw,
 		out:   bufio.NewWriterSize(cw, ioBuffer),
-		paths: map[string]pathInfo{},
+		paths: newPathTree(),
 	}
 	n.rec.r = br
 	return n
@@ -165,7 +169,21 @@ func (n *normalizer) invalid(format string, args ...any) error {
 }
 
 func (n *normalizer) entryError(name, format string, args ...any) error {
-	return n.invalid("entry %d %q: "+format, append([]any{n.entry, name}, args...)...)
+	return n.invalid("entry %d %q: "+format, append([]any{n.entry, truncate(name, 256)}, args...)...)
+}
+
+// checkRaw rejects an entry whose raw header blocks (kept byte for byte in
+// minimal mode) can be read as another name than the one archive/tar read;
+// see rawheader.go.
+func (n *normalizer) checkRaw(raw []byte, hdr *tar.Header) error {
+	e, err := parseRaw(raw)
+	if err == nil {
+		err = checkRawNames(e, hdr)
+	}
+	if err != nil {
+		return n.entryError(hdr.Name, "%v", err)
+	}
+	return nil
 }
 
 // processEntry checks one entry and writes it (raw, rewritten, or not at all).
@@ -181,6 +199,12 @@ func (n *normalizer) processEntry(hdr *tar.Header) error {
 	}
 	if isSparse(hdr) {
 		return n.entryError(hdr.Name, "sparse files are not supported")
+	}
+	if err := checkType(hdr.Typeflag); err != nil {
+		return n.entryError(hdr.Name, "%v", err)
+	}
+	if err := n.checkRaw(raw, hdr); err != nil {
+		return err
 	}
 	p, err := n.checkEntry(hdr)
 	if err != nil {
@@ -214,6 +238,14 @@ func (n *normalizer) checkEntry(hdr *tar.Header) (string, error) {
 	if p == root {
 		return n.rootEntry(hdr)
 	}
+	// Limits first: everything after this is linear in len(p), and p is
+	// now at most maxPathBytes long.
+	if err := checkName(p, n.opts.Windows); err != nil {
+		return "", n.entryError(hdr.Name, "%v", err)
+	}
+	if hdr.Typeflag == tar.TypeSymlink && len(hdr.Linkname) > maxPathBytes {
+		return "", n.entryError(hdr.Name, "symlink target is %d bytes, longer than %d (PATH_MAX)", len(hdr.Linkname), maxPathBytes)
+	}
 	if n.opts.Windows {
 		var prefixed bool
 		if p, prefixed = windowsPath(p); prefixed {
@@ -245,54 +277,73 @@ func (n *normalizer) rootEntry(hdr *tar.Header) (string, error) {
 	return n.record(hdr, root)
 }
 
-// key is the identity of a path: Windows file systems are case-insensitive,
-// so there "A.txt" and "a.txt" are one file.
-func (n *normalizer) key(p string) string {
+// key is the identity of a path component: Windows file systems are
+// case-insensitive, so there "A.txt" and "a.txt" are one file.
+func (n *normalizer) key(c string) string {
 	if n.opts.Windows {
-		return strings.ToLower(p)
+		return strings.ToLower(c)
 	}
-	return p
+	return c
 }
 
+// checkParents rejects p when its deepest recorded ancestor is not a
+// directory. Nothing is ever recorded below a non-directory, so that
+// ancestor is the only one to look at.
 func (n *normalizer) checkParents(name, p string) error {
-	return parents(p, func(parent string) error {
-		info, ok := n.paths[n.key(parent)]
-		switch {
-		case !ok || info.kind == kindDir:
-			return nil
-		case info.kind == kindSymlink:
-			return n.entryError(name, "path goes through symlink %q (entry %d)", parent, info.entry)
-		default:
-			return n.entryError(name, "parent %q is not a directory (entry %d)", parent, info.entry)
-		}
-	})
+	id, covered := n.paths.resolve(p, n.key)
+	info := n.paths.nodes[id]
+	switch {
+	case covered == len(p) || info.kind.isDir():
+		return nil
+	case info.kind == kindSymlink:
+		return n.entryError(name, "path goes through symlink %q (entry %d)", p[:covered], info.entry)
+	default:
+		return n.entryError(name, "parent %q is not a directory (entry %d)", p[:covered], info.entry)
+	}
 }
 
 func (n *normalizer) checkHardlink(hdr *tar.Header) error {
 	t, err := cleanPath(hdr.Linkname, n.opts.Windows)
+	if err == nil {
+		err = checkName(t, n.opts.Windows)
+	}
 	if err != nil {
-		return n.entryError(hdr.Name, "hardlink target %q: %v", hdr.Linkname, err)
+		return n.entryError(hdr.Name, "hardlink target %q: %v", truncate(hdr.Linkname, 256), err)
 	}
 	if n.opts.Windows {
 		t, _ = windowsPath(t)
 	}
-	info, ok := n.paths[n.key(t)]
+	id, covered := n.paths.resolve(t, n.key)
+	info := n.paths.nodes[id]
 	switch {
-	case !ok || info.kind == kindWhiteout:
+	case covered < len(t) || info.kind == kindWhiteout:
 		return n.entryError(hdr.Name, "hardlink target %q is not an earlier entry of this layer", hdr.Linkname)
-	case info.kind == kindDir:
+	case info.kind.isDir():
 		return n.entryError(hdr.Name, "hardlink target %q is a directory", hdr.Linkname)
 	}
 	return nil
 }
 
 // record remembers p, merging a repeated directory (returns "") and
-// rejecting any other repeat.
+// rejecting any other repeat. A path that is so far only the parent of
+// earlier entries may become an explicit directory, nothing else: a file
+// there would replace the directory and lose what is in it.
 func (n *normalizer) record(hdr *tar.Header, p string) (string, error) {
 	kind := kindOf(hdr, p)
-	k := n.key(p)
-	if prev, ok := n.paths[k]; ok {
-		if prev.kind == kindDir && kind == kindDir {
+	id, covered := n.paths.resolve(p, n.key)
+	if covered == len(p) {
+		prev := n.paths.nodes[id]
+		switch {
+		case prev.kind == kindImplicit && kind == kindDir:
+			n.paths.nodes[id] = pathInfo{entry: n.entry, kind: kind}
+			if id != treeRoot {
+				n.implied--
+			}
+			return p, nil
+		case prev.kind == kindImplicit:
+			return "", n.entryError(hdr.Name, "%q is a directory (parent of entry %d) and cannot be replaced by a %s",
+				p, prev.entry, typeName(hdr.Typeflag))
+		case prev.kind == kindDir && kind == kindDir:
 			n.stats.count(ChangeMergedDirectories, 1)
 			return "", nil
 		}
@@ -302,7 +353,16 @@ func (n *normalizer) record(hdr *tar.Header, p string) (string, error) {
 		}
 		return "", n.entryError(hdr.Name, "duplicate path %q, already written by %s", p, first)
 	}
-	n.paths[k] = pathInfo{entry: n.entry, kind: kind}
+	before := len(n.paths.nodes)
+	n.paths.add(p, id, covered, n.key, pathInfo{entry: n.entry, kind: kind})
+	// Every node costs memory: one deep name implies up to 2048 parent
+	// directories, so they count against MaxEntries with the entries.
+	n.implied += len(n.paths.nodes) - before - 1
+	if n.lim.MaxEntries >= 0 && n.entry+n.implied > n.lim.MaxEntries {
+		return "", failure.Permanentf(failure.LimitExceeded,
+			"%slayer has more than %d entries, counting the %d parent directories implied by entries (limit MaxEntries)",
+			n.prefix(), n.lim.MaxEntries, n.implied)
+	}
 	return p, nil
 }
 
@@ -319,10 +379,21 @@ func kindOf(hdr *tar.Header, p string) pathKind {
 }
 
 // globalHeader passes a global PAX header through (minimal) or drops it
-// (reproducible). One that sets a path is rejected: see the package doc.
+// (reproducible). archive/tar applies none of its records to later
+// entries, every other reader applies them all: one that sets a header
+// field (a name, a size that moves where the next header starts, an owner)
+// or sparse data is rejected, see the package doc.
 func (n *normalizer) globalHeader(raw []byte, hdr *tar.Header) error {
-	for _, k := range []string{"path", "linkpath"} {
+	if _, err := parseRaw(raw); err != nil {
+		return n.entryError(hdr.Name, "%v", err)
+	}
+	for _, k := range headerFieldList {
 		if _, ok := hdr.PAXRecords[k]; ok {
+			return n.entryError(hdr.Name, "global PAX header sets %q for later entries", k)
+		}
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
 			return n.entryError(hdr.Name, "global PAX header sets %q for later entries", k)
 		}
 	}

@@ -16,13 +16,6 @@ const WindowsRawSD = "AQAAgBQAAAAkAAAAAAAAAAAAAAABAgAAAAAABSAAAAAhAgAAAQIAAAAAAA
 
 const paxRawSD = "MSWINDOWS.rawsd"
 
-// basicPAX are the records archive/tar derives from Header fields; the
-// writer ignores them in PAXRecords.
-var basicPAX = map[string]bool{
-	"path": true, "linkpath": true, "size": true, "uid": true, "gid": true,
-	"uname": true, "gname": true, "mtime": true, "atime": true, "ctime": true,
-}
-
 // allowedPAX is the reproducible-mode allowlist: records that carry file
 // content semantics (capabilities, ACLs, Windows attributes), not noise.
 func allowedPAX(k string) bool {
@@ -142,7 +135,7 @@ func filterPAX(recs map[string]string) (map[string]string, int) {
 	dropped := 0
 	for k, v := range recs {
 		switch {
-		case basicPAX[k]:
+		case headerFields[k]: // archive/tar derives these from Header fields
 		case allowedPAX(k):
 			if out == nil {
 				out = map[string]string{}
@@ -166,7 +159,12 @@ func (n *normalizer) windowsRoots() error {
 			continue
 		}
 		*d.done = true
-		n.paths[n.key(d.name)] = pathInfo{entry: 0, kind: kindDir}
+		info := pathInfo{entry: 0, kind: kindDir}
+		if id, covered := n.paths.resolve(d.name, n.key); covered == len(d.name) {
+			n.paths.nodes[id] = info // so far implied by the entries under it
+		} else {
+			n.paths.add(d.name, id, covered, n.key, info)
+		}
 		enc, err := n.encode(&tar.Header{
 			Typeflag:   tar.TypeDir,
 			Name:       d.name,
