@@ -57,7 +57,7 @@ envtest-assets: ## Build kube-apiserver and etcd from the Go module proxy into b
 
 .PHONY: test
 test: manifests generate envtest-assets ## Unit tests (-race) and envtest suites against the real control plane.
-	go test -race -count=1 ./internal/... ./api/...
+	go test -race -count=1 ./internal/... ./api/... ./config/...
 	go test -count=1 ./controllers/... .
 
 .PHONY: test-e2e
