@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/klauspost/compress/zstd"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,6 +64,22 @@ func startBadServer(t testing.TB) *badServer {
 		w.WriteHeader(http.StatusOK)
 		w.(http.Flusher).Flush() // send the headers now; the body never comes
 		<-r.Context().Done()
+	})
+	// One byte every 200ms: never silent long enough for the read timeout,
+	// far below the minimum transfer rate.
+	mux.HandleFunc("/trickle.tar", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10240")
+		for i := 0; i < 10240; i++ {
+			if _, err := w.Write([]byte{0}); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
 	})
 	b := &badServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, base: "http://" + l.Addr().String()}
 	go func() { _ = b.srv.Serve(l) }()
@@ -239,7 +257,155 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 			ib.Spec.Target.Image = s.reg.Addr() + "/corpus/Invalid Target!:e2e"
 		}, reason: "InvalidSpec", msg: []string{"target"}},
 	)
+	rows = append(rows, securityRows(t, serve, tarLayer, okURL, bad, windowsBase)...)
 	return rows
+}
+
+// securityRows are the rules of the security issue: tar tricks that
+// archive/tar alone would not see, Windows names, forbidden hosts, slow
+// sources, platform mismatches and base-archive bombs. Each must stall (or
+// keep retrying) with a message naming the problem, and push nothing.
+func securityRows(t testing.TB, serve func(string, []byte) string, tarLayer func(string, ...entry) func(testing.TB, *kilnv1.ImageBuild),
+	okURL string, bad *badServer, windowsBase string) []badCase {
+	rawLayer := func(name string, b []byte) func(testing.TB, *kilnv1.ImageBuild) {
+		url := serve(name, b)
+		return func(_ testing.TB, ib *kilnv1.ImageBuild) { ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", url)} }
+	}
+	paxPath := func(p string) []byte {
+		return rawTarOf(rawMeta('x', paxRecord("path", p)), rawHeader('0', "x", "", 0, "", nil))
+	}
+	onWindows := func(mk func(testing.TB, *kilnv1.ImageBuild)) func(testing.TB, *kilnv1.ImageBuild) {
+		return func(t testing.TB, ib *kilnv1.ImageBuild) {
+			mk(t, ib)
+			ib.Spec.Base = &kilnv1.Base{Image: windowsBase, Platform: "windows/amd64"}
+		}
+	}
+	single := s.reg.Addr() + "/corpus/windows-single:ltsc2022"
+	pushSingleWindowsImage(t, single)
+	invalid := func(name string, spec func(testing.TB, *kilnv1.ImageBuild), msg ...string) badCase {
+		return badCase{name: name, spec: spec, reason: "InvalidLayer", msg: append([]string{`"bad"`}, msg...)}
+	}
+	return []badCase{
+		// What archive/tar reads is not the only reading: GNU tar and
+		// Python take the long name, Go the PAX path.
+		invalid("pax-vs-gnu-longname", rawLayer("pax-gnu.tar", rawTarOf(rawMeta('x', paxRecord("path", "benign")),
+			rawMeta('L', "../../x\x00"), rawHeader('0', "benign", "", 0, "", nil))), "PAX path", "GNU long name", "disagree"),
+		// Python reads a GNU header's atime/ctime as a ustar prefix.
+		invalid("gnu-times-as-prefix", rawLayer("gnu-times.tar", rawTarOf(rawHeader('0', "d/f", "", 0, "ustar  \x00", map[int]string{345: "15303732233"}))),
+			"prefix field", "15303732233"),
+		invalid("whiteout-dotdot", tarLayer("wh-dotdot", dirE("a/", 0o755), fileE("a/.wh...", 0o644, "")), `whiteout target ".."`),
+		invalid("whiteout-dot", tarLayer("wh-dot", dirE("a/", 0o755), fileE("a/.wh..", 0o644, "")), `whiteout target "."`),
+		invalid("unknown-typeflag", tarLayer("typeflag", entry{name: "z", typ: 'Z', mode: 0o644}), "unsupported entry type 'Z'"),
+		invalid("implicit-dir-replaced", tarLayer("implicit", fileE("a/b", 0o644, "x"), fileE("a", 0o644, "y")),
+			`"a" is a directory`, "cannot be replaced"),
+		invalid("path-too-long", rawLayer("long-path.tar", paxPath(strings.Repeat(strings.Repeat("x", 200)+"/", 20)+strings.Repeat("y", 100))),
+			"longer than 4096 (PATH_MAX)"),
+		invalid("component-too-long", rawLayer("long-component.tar", paxPath(strings.Repeat("c", 256))), "longer than 255 (NAME_MAX)"),
+		// A 512 KiB path once cost seconds of CPU in path bookkeeping.
+		invalid("deep-path", rawLayer("deep.tar", paxPath(strings.Repeat("a/", 262144))), "longer than 4096 (PATH_MAX)"),
+		invalid("windows-drive-letter", onWindows(tarLayer("drive", fileE(`C:\Windows\System32\evil.dll`, 0o644, "MZ"))), `drive letter "C:"`),
+		invalid("windows-alternate-stream", onWindows(tarLayer("ads", fileE("readme.txt:evil.exe", 0o644, "MZ"))), "character ':'", "readme.txt:evil.exe"),
+		invalid("windows-reserved-name", onWindows(tarLayer("reserved", dirE("app/", 0o755), fileE("app/CON.txt", 0o644, "x"))), "CON.txt", "reserved Windows device name"),
+		invalid("windows-trailing-dot", onWindows(tarLayer("trailing", fileE("app.exe.", 0o644, "MZ"))), "app.exe.", "Windows strips"),
+		{name: "base-on-metadata-address", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
+			ib.Spec.Base = &kilnv1.Base{Image: "169.254.169.254/team/base:1.0"}
+		}, reason: "SourceForbidden", msg: []string{"169.254.169.254", "link-local"}},
+		{name: "target-on-metadata-name", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
+			ib.Spec.Target.Image = "metadata.google.internal/team/app:1.0"
+		}, reason: "SourceForbidden", msg: []string{"metadata.google.internal", "metadata"}},
+		{name: "url-trickle", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", bad.base+"/trickle.tar")}
+		}, transient: true, msg: []string{`"bad"`, "transfer slower than"}},
+		{name: "platform-of-single-image-base", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
+			ib.Spec.Base = &kilnv1.Base{Image: single, Platform: "linux/amd64"}
+		}, reason: "PlatformNotFound", msg: []string{"linux/amd64", "windows/amd64"}},
+		{name: "base-archive-bomb", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
+			ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: serve("archive-bomb.tar.zst", zstdBomb(t, 64<<20))}}}
+		}, reason: "LimitExceeded", msg: []string{"base.archive", "MaxRatio"}},
+	}
+}
+
+// pushSingleWindowsImage pushes the Windows base's only child as a plain
+// image, not an index: a single-manifest base with a platform of its own.
+func pushSingleWindowsImage(t testing.TB, ref string) {
+	t.Helper()
+	idx, err := sandbox.WindowsBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || len(im.Manifests) == 0 {
+		t.Fatalf("windows base index: %v (%d children)", err, len(im.Manifests))
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img, remote.WithContext(context.Background())); err != nil {
+		t.Fatalf("pushing the single windows image: %v", err)
+	}
+}
+
+// rawHeader is one ustar header block written by hand, for the headers
+// archive/tar refuses to write (conflicting names, odd prefix fields).
+func rawHeader(typ byte, name, link string, size int, magic string, patch map[int]string) []byte {
+	h := make([]byte, 512)
+	copy(h[0:], name)
+	copy(h[100:], "0000644\x00")
+	copy(h[108:], "0000000\x00")
+	copy(h[116:], "0000000\x00")
+	copy(h[124:], fmt.Sprintf("%011o\x00", size))
+	copy(h[136:], "14621234567\x00")
+	h[156] = typ
+	copy(h[157:], link)
+	if magic == "" {
+		magic = "ustar\x0000"
+	}
+	copy(h[257:], magic)
+	for off, v := range patch {
+		copy(h[off:], v)
+	}
+	copy(h[148:156], "        ")
+	sum := 0
+	for _, c := range h {
+		sum += int(c)
+	}
+	copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return h
+}
+
+// rawMeta is a metadata pseudo-entry ('x' PAX, 'g' global, 'L'/'K' GNU
+// long name/link) with its body and padding.
+func rawMeta(typ byte, body string) []byte {
+	b := append(rawHeader(typ, "././@meta", "", len(body), "", nil), body...)
+	return append(b, make([]byte, (512-len(body)%512)%512)...)
+}
+
+// paxRecord is "<len> key=value\n", the length counting itself.
+func paxRecord(k, v string) string {
+	n := len(k) + len(v) + 3
+	n += len(strconv.Itoa(n))
+	if len(strconv.Itoa(n)) != len(strconv.Itoa(n-1)) {
+		n++
+	}
+	return fmt.Sprintf("%d %s=%s\n", n, k, v)
+}
+
+// rawTarOf concatenates header blocks and ends the archive.
+func rawTarOf(parts ...[]byte) []byte {
+	var out []byte
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return append(out, make([]byte, 1024)...)
 }
 
 // paxBomb is a tar whose first entry carries a PAX extended header of size

@@ -64,6 +64,9 @@ func startManager(ctx context.Context, st *suite, cfg managerConfig) (*manager, 
 		"--health-probe-bind-address", health,
 		"--max-concurrent-builds", strconv.Itoa(cfg.maxBuilds),
 		"--zap-encoder", "console",
+		// The corpus' trickling source must fail within seconds, not the
+		// default minute per attempt.
+		"--min-transfer-window", "5s",
 	)
 	m.cmd.Env = append(append(os.Environ(), "KUBECONFIG="+st.kubeconfig), cfg.env...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
