@@ -125,14 +125,18 @@ type Base struct {
 	Image string `json:"image,omitempty"`
 
 	// archive is a `docker save` or OCI image-layout tarball, uncompressed or
-	// compressed with gzip, zstd, xz or bzip2.
+	// compressed with gzip, zstd, xz or bzip2. It is decompressed under the
+	// same limits as a layer (size, compression ratio, entries, decoder
+	// memory).
 	// +optional
 	Archive *Archive `json:"archive,omitempty"`
 
 	// platform selects the child of an index base, and sets os/architecture
 	// of a scratch base: os/arch[/variant], optionally followed by
 	// ":os.version" (matched by prefix) for Windows, e.g. windows/amd64:10.0.20348.
-	// Defaults to linux/amd64.
+	// An index base defaults to linux/amd64. A single-image base is taken as
+	// it is when platform is empty; when set, it must match the image's own
+	// platform (else the build stalls with PlatformNotFound naming both).
 	// +optional
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?(:[0-9][0-9.]*)?$`
 	Platform string `json:"platform,omitempty"`
