@@ -12,8 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -24,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/sandbox"
 )
 
 // simpleBuild is scratch + one URL layer + env, pushed to reg/repo:1.0.
@@ -231,17 +231,8 @@ func TestSuspendStopsWork(t *testing.T) {
 
 func pushRandomImage(t *testing.T, ref string) string {
 	t.Helper()
-	img, err := random.Image(64, 1)
+	img, err := sandbox.RandomImage(64, v1.Platform{OS: "linux", Architecture: "amd64"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
 	r, err := name.ParseReference(ref)

@@ -6,29 +6,19 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/layer"
+	"github.com/kiln-build/kiln/internal/sandbox"
 )
 
 // pushSingle pushes a one-layer image (not an index) with the given config platform.
 func pushSingle(t *testing.T, ref string, p v1.Platform) {
 	t.Helper()
-	img, err := random.Image(256, 1)
+	img, err := sandbox.RandomImage(256, p)
 	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.OSVersion = p.OS, p.Architecture, p.OSVersion
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
 	if err := remote.Write(mustRef(t, ref), img); err != nil {

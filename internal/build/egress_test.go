@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -24,31 +23,6 @@ import (
 	"github.com/kiln-build/kiln/internal/egress/egresstest"
 	"github.com/kiln-build/kiln/internal/failure"
 )
-
-// dialLog records every address a transport dialled.
-type dialLog struct {
-	mu    sync.Mutex
-	addrs []string
-}
-
-func (d *dialLog) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	d.mu.Lock()
-	d.addrs = append(d.addrs, addr)
-	d.mu.Unlock()
-	return (&net.Dialer{}).DialContext(ctx, network, addr)
-}
-
-func (d *dialLog) to(host string) []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []string
-	for _, a := range d.addrs {
-		if strings.Contains(a, host) {
-			out = append(out, a)
-		}
-	}
-	return out
-}
 
 // Base, target, blob and token realm references on link-local or metadata
 // hosts fail the build at once with a permanent SourceForbidden naming the
@@ -113,19 +87,19 @@ func TestForbiddenHostsFailTheBuildPermanently(t *testing.T) {
 					ib.Spec.Base.Image = tt.base
 				}
 				e := newEngine(t, "")
-				dials := &dialLog{}
+				dials := &egresstest.DialLog{}
 				if tt.policy != nil {
 					e.Registry.Policy = tt.policy
 				} else {
-					e.Registry.Transport = &http.Transport{DialContext: dials.dial}
+					e.Registry.Transport = &http.Transport{DialContext: dials.Dial}
 				}
 				_, err := e.Build(context.Background(), ib, Inputs{}, Options{DryRun: plan})
 				if !failure.IsPermanent(err) || failure.ReasonOf(err) != failure.SourceForbidden || !strings.Contains(err.Error(), tt.want) {
 					t.Fatalf("err = %v (%s, permanent %v), want permanent SourceForbidden containing %q",
 						err, failure.ReasonOf(err), failure.IsPermanent(err), tt.want)
 				}
-				if tt.noDials != "" && len(dials.to(tt.noDials)) != 0 {
-					t.Fatalf("dialled %v", dials.to(tt.noDials))
+				if tt.noDials != "" && len(dials.To(tt.noDials)) != 0 {
+					t.Fatalf("dialled %v", dials.To(tt.noDials))
 				}
 				if w := reg.counts.writes(); w != 0 {
 					t.Fatalf("%d registry writes", w)

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/sandbox"
 )
 
 // secrets are the parts of a credentialed URL that must never leave kiln.
@@ -38,17 +38,8 @@ func withCredentials(u, signature string) string {
 
 func dockerSave(t *testing.T) []byte {
 	t.Helper()
-	img, err := random.Image(512, 1)
+	img, err := sandbox.RandomImage(512, v1.Platform{OS: "linux", Architecture: "amd64"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
 	var saved bytes.Buffer

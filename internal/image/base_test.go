@@ -10,10 +10,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/sandbox"
 )
 
 // pushIndex pushes an index with one small image per platform.
@@ -26,13 +26,8 @@ func pushIndex(t *testing.T, reg *countingRegistry, repo string, plats ...string
 		if err != nil {
 			t.Fatal(err)
 		}
-		img, err := random.Image(100, 1)
+		img, err := sandbox.RandomImage(100, p)
 		if err != nil {
-			t.Fatal(err)
-		}
-		cf := mustConfig(t, img)
-		cf.OS, cf.Architecture, cf.Variant, cf.OSVersion = p.OS, p.Architecture, p.Variant, p.OSVersion
-		if img, err = mutate.ConfigFile(img, cf); err != nil {
 			t.Fatal(err)
 		}
 		digests[ps], _ = img.Digest()
@@ -127,13 +122,8 @@ func pushImage(t *testing.T, reg *countingRegistry, repo, ps string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := random.Image(100, 1)
+	img, err := sandbox.RandomImage(100, p)
 	if err != nil {
-		t.Fatal(err)
-	}
-	cf := mustConfig(t, img)
-	cf.OS, cf.Architecture, cf.Variant, cf.OSVersion = p.OS, p.Architecture, p.Variant, p.OSVersion
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
 	ref, _ := name.ParseReference(reg.host + "/" + repo)

@@ -4,12 +4,10 @@ import (
 	"context"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -21,32 +19,6 @@ import (
 	"github.com/kiln-build/kiln/internal/egress/egresstest"
 	"github.com/kiln-build/kiln/internal/failure"
 )
-
-// dialLog records every address a transport dialled.
-type dialLog struct {
-	mu    sync.Mutex
-	addrs []string
-}
-
-func (d *dialLog) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	d.mu.Lock()
-	d.addrs = append(d.addrs, addr)
-	d.mu.Unlock()
-	return (&net.Dialer{}).DialContext(ctx, network, addr)
-}
-
-// to returns the dials whose address contains host.
-func (d *dialLog) to(host string) []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []string
-	for _, a := range d.addrs {
-		if strings.Contains(a, host) {
-			out = append(out, a)
-		}
-	}
-	return out
-}
 
 // hookedRegistry is go-containerregistry's registry behind hook, which may
 // answer a request itself; it counts the writes that reach the registry.
@@ -133,9 +105,9 @@ func TestForbiddenRegistryHostsArePermanent(t *testing.T) {
 			s := &sleeps{}
 			o := testOptions(s)
 			o.Policy = tt.policy
-			dials := &dialLog{}
+			dials := &egresstest.DialLog{}
 			if tt.inject {
-				o.Transport = &http.Transport{DialContext: dials.dial}
+				o.Transport = &http.Transport{DialContext: dials.Dial}
 			}
 			target := tt.target
 			var reg *hookedRegistry
@@ -152,7 +124,7 @@ func TestForbiddenRegistryHostsArePermanent(t *testing.T) {
 				t.Fatalf("retried a refusal: slept %v", s.d)
 			}
 			if tt.banned != "" {
-				if got := dials.to(tt.banned); len(got) != 0 {
+				if got := dials.To(tt.banned); len(got) != 0 {
 					t.Fatalf("dialled forbidden addresses %v", got)
 				}
 			}
@@ -203,8 +175,8 @@ func TestBlobRedirectToForbiddenHost(t *testing.T) {
 		http.Redirect(w, req, "http://169.254.169.254/bucket/blob?X-Amz-Signature=s3cr3t", http.StatusTemporaryRedirect)
 		return true
 	})
-	dials := &dialLog{}
-	o.Transport = &http.Transport{DialContext: dials.dial}
+	dials := &egresstest.DialLog{}
+	o.Transport = &http.Transport{DialContext: dials.Dial}
 	ref, err := name.ParseReference(target)
 	if err != nil {
 		t.Fatal(err)
@@ -217,8 +189,8 @@ func TestBlobRedirectToForbiddenHost(t *testing.T) {
 	err = Classify(err, "base "+target)
 	assertFailure(t, err, failure.SourceForbidden, `redirect from http://`+r.host+`/v2/team/app/blobs/sha256:`)
 	assertFailure(t, err, failure.SourceForbidden, `host "169.254.169.254" resolves to link-local`)
-	if strings.Contains(err.Error(), "s3cr3t") || len(dials.to("169.254.")) != 0 || len(s.d) != 0 {
-		t.Fatalf("err %v, dials %v, sleeps %v", err, dials.to("169.254."), s.d)
+	if strings.Contains(err.Error(), "s3cr3t") || len(dials.To("169.254.")) != 0 || len(s.d) != 0 {
+		t.Fatalf("err %v, dials %v, sleeps %v", err, dials.To("169.254."), s.d)
 	}
 }
 
@@ -237,12 +209,12 @@ func TestUploadLocationToForbiddenHost(t *testing.T) {
 	})
 	s := &sleeps{}
 	o := testOptions(s)
-	dials := &dialLog{}
-	o.Transport = &http.Transport{DialContext: dials.dial}
+	dials := &egresstest.DialLog{}
+	o.Transport = &http.Transport{DialContext: dials.Dial}
 	_, err := Push(context.Background(), randomImage(t), r.host+"/team/app:1", nil, o)
 	assertFailure(t, err, failure.SourceForbidden,
 		`location http://169.254.169.254/upload named by http://`+r.host+`/v2/team/app/blobs/uploads/: host "169.254.169.254" resolves to link-local`)
-	if strings.Contains(err.Error(), "s3cr3t") || len(dials.to("169.254.")) != 0 || len(s.d) != 0 || r.writes.Load() != 0 {
-		t.Fatalf("err %v, dials %v, sleeps %v, writes %d", err, dials.to("169.254."), s.d, r.writes.Load())
+	if strings.Contains(err.Error(), "s3cr3t") || len(dials.To("169.254.")) != 0 || len(s.d) != 0 || r.writes.Load() != 0 {
+		t.Fatalf("err %v, dials %v, sleeps %v, writes %d", err, dials.To("169.254."), s.d, r.writes.Load())
 	}
 }

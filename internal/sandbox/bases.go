@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -162,4 +163,21 @@ func pushBase(ctx context.Context, image string, windows bool, opts []remote.Opt
 		return err
 	}
 	return remote.Write(ref, img, opts...)
+}
+
+// RandomImage is a one-layer image of random bytes (size per layer) whose
+// config names platform p: the test bases of every package that needs a
+// single image of some platform.
+func RandomImage(size int64, p v1.Platform) (v1.Image, error) {
+	img, err := random.Image(size, 1)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Variant, cf.OSVersion = p.OS, p.Architecture, p.Variant, p.OSVersion
+	return mutate.ConfigFile(img, cf)
 }
