@@ -11,6 +11,10 @@ KUBECTL ?= kubectl
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.7.1
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s
+# `make image` records "IMG repository@digest" here; build-installer pins to it.
+IMAGE_REF ?= $(LOCALBIN)/image.ref
+# The PEM bundle `make image` puts into the image; empty: the host's.
+CA_BUNDLE ?=
 
 # Tests that need the control plane find it here (see hack/envtest-assets.sh).
 export KUBEBUILDER_ASSETS ?= $(ENVTEST_ASSETS)
@@ -57,7 +61,7 @@ envtest-assets: ## Build kube-apiserver and etcd from the Go module proxy into b
 
 .PHONY: test
 test: manifests generate envtest-assets ## Unit tests (-race) and envtest suites against the real control plane.
-	go test -race -count=1 ./internal/... ./api/... ./config/...
+	go test -race -count=1 ./internal/... ./api/... ./config/... ./hack/...
 	go test -count=1 ./controllers/... .
 
 .PHONY: test-e2e
@@ -87,14 +91,22 @@ demo: build envtest-assets registry ## The main job on an embedded control plane
 registry: ## Build the CNCF distribution registry into bin/registry (idempotent; used by demo and e2e).
 	hack/registry.sh
 
+.PHONY: image
+image: build ## Build the manager image with kiln itself (no Docker engine): bin/kiln on scratch, pushed to IMG.
+	go run ./hack/image -kiln $(LOCALBIN)/kiln -img '$(IMG)' -version '$(VERSION)' -ca '$(CA_BUNDLE)' -out '$(IMAGE_REF)'
+
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
 .PHONY: build-installer
-build-installer: manifests generate kustomize ## Write dist/install.yaml: CRD, RBAC and the manager Deployment.
+build-installer: manifests generate kustomize ## Write dist/install.yaml: CRD, RBAC and the manager Deployment (by digest after make image).
 	mkdir -p dist
-	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	@# The digest make image pushed, only when it pushed to this very IMG.
+	@ref="$$(awk -v img='$(IMG)' '$$1 == img { print $$2 }' '$(IMAGE_REF)' 2>/dev/null || true)"; \
+	if [[ -n "$$ref" ]]; then echo "build-installer: manager image $$ref (pushed for $(IMG) by make image)"; \
+	else ref='$(IMG)'; echo "build-installer: manager image $(IMG) (no digest: make image has not pushed to it)"; fi; \
+	cd config/manager && $(KUSTOMIZE) edit set image controller="$$ref"
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
 ##@ Deployment

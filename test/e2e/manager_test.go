@@ -32,6 +32,8 @@ type manager struct {
 
 type managerConfig struct {
 	cacheDir string
+	// binary is the kiln executable; default bin/kiln.
+	binary string
 	// env is added to the process environment (e.g. GOMAXPROCS=1).
 	env []string
 	// maxBuilds is --max-concurrent-builds; default 8 so the bad-input corpus'
@@ -58,7 +60,11 @@ func startManager(ctx context.Context, st *suite, cfg managerConfig) (*manager, 
 		return nil, err
 	}
 	health := "127.0.0.1:" + strconv.Itoa(port)
-	m.cmd = exec.Command(filepath.Join(st.root, "bin", "kiln"), "manager",
+	binary := cfg.binary
+	if binary == "" {
+		binary = filepath.Join(st.root, "bin", "kiln")
+	}
+	m.cmd = exec.Command(binary, "manager",
 		"--cache-dir", cfg.cacheDir,
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", health,
