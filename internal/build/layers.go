@@ -169,15 +169,21 @@ type conditionalSource struct {
 }
 
 // produce fetches and encodes one layer, retrying a stream that broke
-// mid-way (the fetcher itself retries only before the first byte).
+// mid-way (the fetcher itself retries only before the first byte). Its
+// attempts and the fetcher's request retries share the layer fetch's one
+// retry budget (source.Options.Retries), so they do not multiply.
 func (e *Engine) produce(ctx context.Context, f *source.Fetcher, src conditionalSource, bo layer.BuildOptions, opts string, progress func(Progress)) (produced, error) {
 	attempts := e.LayerAttempts
 	if attempts <= 0 {
 		attempts = 3
 	}
+	ctx = f.WithRetryBudget(ctx)
 	var lastErr error
 	for a := 0; a < attempts; a++ {
 		if a > 0 {
+			if !retry.Take(ctx) {
+				return produced{}, fmt.Errorf("%w (gave up after %d attempts of the whole layer: retry budget used up)", lastErr, a)
+			}
 			if err := retry.Sleep(ctx, time.Duration(a)*time.Second); err != nil {
 				return produced{}, err
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/retry"
 )
 
 // Classify maps an error of go-containerregistry (or of the transport) to a
@@ -145,7 +146,7 @@ func classifyStatus(te *transport.Error, what string, err error) error {
 		(c != accessTarget && hasCode(te, transport.BlobUnknownErrorCode)) ||
 		te.StatusCode == http.StatusNotFound:
 		return notFound(c, what, err)
-	case te.Temporary() || retryableStatus(te.StatusCode) || te.StatusCode >= 500:
+	case te.Temporary() || retry.TransientStatus(te.StatusCode):
 		return failure.Retryable(fmt.Errorf("%s: %w", what, err), 0)
 	case c == accessTarget:
 		return failure.Permanentf(failure.PushRejected,

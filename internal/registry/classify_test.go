@@ -209,19 +209,6 @@ func TestRetryWholePredicate(t *testing.T) {
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
-	for n := 0; n < 40; n++ {
-		d := backoff(n)
-		lo := min(backoffBase<<min(n, 10), backoffCap) / 2
-		if d < lo || d > backoffCap {
-			t.Fatalf("backoff(%d) = %v, want in [%v, %v]", n, d, lo, backoffCap)
-		}
-	}
-	if retryAfter("12") != 12*time.Second || retryAfter("x") != 0 || retryAfter("") != 0 {
-		t.Fatal("retryAfter parsing")
-	}
-}
-
 func TestCABundle(t *testing.T) {
 	rt := Transport(Options{CABundle: []byte("not pem")})
 	req, _ := http.NewRequest("GET", "https://r/v2/", nil)

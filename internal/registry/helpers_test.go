@@ -35,11 +35,19 @@ type testRegistry struct {
 	resetPatches int
 	// status, when set, answers every request with it (e.g. 401).
 	status int
+	// fail503Each makes the first n attempts of every request (method and
+	// path) answer 503, each request on its own.
+	fail503Each int
+	perRequest  map[string]int
+	// manifestDigest, when set, replaces the Docker-Content-Digest of
+	// manifest responses ("" removes it): a registry that reports another
+	// digest than the one of the manifest kiln sent, or none at all.
+	manifestDigest func(method string) (value string, replace bool)
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	r := &testRegistry{counts: map[string]int{}, seen: map[string]int{}}
+	r := &testRegistry{counts: map[string]int{}, seen: map[string]int{}, perRequest: map[string]int{}}
 	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if r.fault(w, req) {
@@ -47,7 +55,13 @@ func newTestRegistry(t *testing.T) *testRegistry {
 		}
 		r.mu.Lock()
 		r.counts[req.Method]++
+		rewrite := r.manifestDigest
 		r.mu.Unlock()
+		if rewrite != nil && strings.Contains(req.URL.Path, "/manifests/") {
+			if v, ok := rewrite(req.Method); ok {
+				w = &digestWriter{ResponseWriter: w, digest: v}
+			}
+		}
 		inner.ServeHTTP(w, req)
 	}))
 	t.Cleanup(r.srv.Close)
@@ -59,7 +73,9 @@ func (r *testRegistry) fault(w http.ResponseWriter, req *http.Request) bool {
 	r.mu.Lock()
 	r.seen[req.Method]++
 	n := r.seen[req.Method]
-	status, fail, ra := r.status, n <= r.fail503, r.retryAfter
+	r.perRequest[req.Method+" "+req.URL.Path]++
+	status, ra := r.status, r.retryAfter
+	fail := n <= r.fail503 || r.perRequest[req.Method+" "+req.URL.Path] <= r.fail503Each
 	reset := req.Method == http.MethodPatch && r.resetPatches > 0
 	if reset && !fail {
 		r.resetPatches--
@@ -87,6 +103,29 @@ func (r *testRegistry) fault(w http.ResponseWriter, req *http.Request) bool {
 	return false
 }
 
+// digestWriter replaces the Docker-Content-Digest header of a response.
+type digestWriter struct {
+	http.ResponseWriter
+	digest string
+}
+
+func (d *digestWriter) WriteHeader(code int) {
+	if d.digest == "" {
+		d.Header().Del("Docker-Content-Digest")
+	} else {
+		d.Header().Set("Docker-Content-Digest", d.digest)
+	}
+	d.ResponseWriter.WriteHeader(code)
+}
+
+// attempts is the number of requests of method that reached the server,
+// faulted ones included.
+func (r *testRegistry) attempts(method string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[method]
+}
+
 func (r *testRegistry) count(method string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -100,7 +139,7 @@ func (r *testRegistry) writes() int {
 func (r *testRegistry) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.counts, r.seen = map[string]int{}, map[string]int{}
+	r.counts, r.seen, r.perRequest = map[string]int{}, map[string]int{}, map[string]int{}
 }
 
 // sleeps records the waits the retry transport asked for, without waiting.

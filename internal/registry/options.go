@@ -38,8 +38,12 @@ type Options struct {
 	// nil is egress.RegistryPolicy(nil): link-local addresses and cloud
 	// metadata endpoints refused. It applies to every request: the
 	// registry's own, its token realm and redirects to blob storage.
-	Policy    *egress.Policy
-	Retries   int                                              // default 5; exponential backoff with jitter from 500ms, cap 20s; honour Retry-After
+	Policy *egress.Policy
+	// Retries is the most retries of one request (default 5); a push's
+	// requests also share a budget of Retries per blob and manifest it
+	// writes, plus Retries (pushBudget). Backoff is exponential with jitter
+	// from 500ms, cap 20s; a Retry-After is honoured up to retry.MaxAfter.
+	Retries   int
 	Jobs      int                                              // concurrent blob uploads, default 4
 	Sleep     func(ctx context.Context, d time.Duration) error // injectable; default waits on a timer or ctx
 	UserAgent string
@@ -54,10 +58,6 @@ const (
 	defaultJobs    = 4
 	backoffBase    = 500 * time.Millisecond
 	backoffCap     = 20 * time.Second
-	// maxRetryAfter is the longest server-requested wait honoured in place;
-	// a longer one ends the attempt with a Retryable error carrying the hint
-	// so that the controller requeues instead of holding a worker.
-	maxRetryAfter = 60 * time.Second
 )
 
 func (o Options) retries() int {
@@ -81,22 +81,23 @@ func (o Options) keychain() authn.Keychain {
 	return authn.DefaultKeychain
 }
 
-func (o Options) sleep() func(context.Context, time.Duration) error {
-	if o.Sleep != nil {
-		return o.Sleep
-	}
-	return retry.Sleep
+// retryPolicy is how retryTransport retries one request.
+func (o Options) retryPolicy() retry.Policy {
+	return retry.Policy{Retries: o.retries(), Base: backoffBase, Cap: backoffCap, Sleep: o.Sleep}
 }
 
 // uploadBackoff is go-containerregistry's own retry of a whole blob upload
 // (a fresh POST + PATCH + PUT), which it runs when an upload fails midway,
 // e.g. a connection reset during the PATCH. Single requests are retried below
-// it by retryTransport, so this only covers what a request retry cannot.
+// it by retryTransport, so this only covers what a request retry cannot. At
+// most Steps-1 restarts per upload, each one taken from the push's retry
+// budget (budgeted), like the request retries below it.
 var uploadBackoff = remote.Backoff{Duration: backoffBase, Factor: 2, Jitter: 0.5, Steps: 4, Cap: backoffCap}
 
 // RemoteOptions returns go-containerregistry remote options: auth via the
 // keychain, the base transport with the TLS config and the retry wrapper,
-// the context and the number of parallel uploads.
+// the context and the number of parallel uploads. Upload restarts draw from
+// the retry budget ctx carries (retry.WithBudget), if any.
 func RemoteOptions(ctx context.Context, o Options) []remote.Option {
 	return remoteOptions(ctx, o, nil)
 }
@@ -108,7 +109,7 @@ func remoteOptions(ctx context.Context, o Options, st *stats) []remote.Option {
 		remote.WithTransport(newRetryTransport(Transport(o), o, st)),
 		remote.WithJobs(o.jobs()),
 		remote.WithRetryBackoff(uploadBackoff),
-		remote.WithRetryPredicate(retryWhole),
+		remote.WithRetryPredicate(budgeted(retry.BudgetOf(ctx))),
 		// Status codes are retried per request by retryTransport; letting
 		// go-containerregistry retry them too would multiply the attempts.
 		remote.WithRetryStatusCodes(),

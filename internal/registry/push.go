@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -11,10 +12,15 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/retry"
 )
 
 // PushResult is what Push did.
 type PushResult struct {
+	// Digest is the manifest digest the registry reports for target: the
+	// Docker-Content-Digest of the manifest PUT, or of a HEAD of target
+	// when the PUT's response had none (or when nothing was written). Push
+	// fails when it differs from the image's own.
 	Digest        v1.Hash
 	Image         string   // repo@sha256:...
 	UpToDate      bool     // the target already held Digest: no blob or manifest was written
@@ -31,6 +37,14 @@ type PushResult struct {
 // check per blob; layers of a base from the same registry are mounted), then
 // the manifest is put under target (its tag, or its digest), then under each
 // extra tag that does not point at it yet: one manifest PUT per tag.
+//
+// Every manifest PUT is checked against the digest the registry reports
+// for it (confirm): on a mismatch Push fails with PushRejected before moving
+// any further tag. The target's own tag was written by the PUT whose answer
+// disagrees; avoiding that would cost a PUT by digest on every push.
+//
+// Retries: every request of the push and go-containerregistry's restarts of
+// whole blob uploads draw from one budget (pushBudget).
 func Push(ctx context.Context, img v1.Image, target string, tags []string, o Options) (*PushResult, error) {
 	what := "target " + target
 	ref, err := ParseReference(target, o)
@@ -50,6 +64,7 @@ func Push(ctx context.Context, img v1.Image, target string, tags []string, o Opt
 		return nil, err
 	}
 
+	ctx = retry.WithBudget(ctx, pushBudget(img, ref, tagRefs, o))
 	st := &stats{}
 	ropts := remoteOptions(ctx, o, st)
 	pusher, err := remote.NewPusher(ropts...)
@@ -73,9 +88,12 @@ func Push(ctx context.Context, img v1.Image, target string, tags []string, o Opt
 		if err := pusher.Push(ctx, ref, withMounts(img, ref, o)); err != nil {
 			return nil, Classify(err, what)
 		}
+		if res.Digest, err = confirm(ctx, puller, st, ref, d); err != nil {
+			return nil, Classify(err, what)
+		}
 	}
 	for _, t := range tagRefs {
-		if err := moveTag(ctx, pusher, puller, t, ref, res, img); err != nil {
+		if err := moveTag(ctx, pusher, puller, st, t, ref, res, img); err != nil {
 			return nil, Classify(err, "target tag "+t.String())
 		}
 		res.Tags = append(res.Tags, t.TagStr())
@@ -85,16 +103,75 @@ func Push(ctx context.Context, img v1.Image, target string, tags []string, o Opt
 	return res, nil
 }
 
+// pushBudget is the retry budget of one push, shared by all its requests
+// (retryTransport) and go-containerregistry's restarts of whole blob uploads
+// (budgeted): Retries for each blob (layers and config) and each manifest
+// PUT (target and tags), plus Retries for the rest (ping, token, HEADs). So
+// a push makes at most that many retries in total, while no single request
+// retries more than Retries times. A 3-layer image pushed to a tag with one
+// extra tag, default 5 retries: 5 × (4 blobs + 2 manifests + 1) = 35.
+func pushBudget(img v1.Image, ref name.Reference, tags []name.Tag, o Options) int {
+	blobs := 1 // the config
+	if ls, err := img.Layers(); err == nil {
+		blobs += len(ls)
+	}
+	manifests := len(tags)
+	if _, ok := ref.(name.Tag); !ok {
+		manifests++ // the PUT by digest
+	}
+	return o.retries() * (blobs + manifests + 1)
+}
+
+// confirm returns the digest the registry reports for the manifest just PUT
+// under ref, and a PushRejected error when it is not d: the registry stored
+// something else than kiln built (a proxy rewriting manifests, a registry
+// converting media types), and nothing more may point at it. The digest is
+// the PUT's Docker-Content-Digest; a registry that sends none is asked with
+// a HEAD of ref, the same request Push already relies on to skip an
+// unchanged image.
+func confirm(ctx context.Context, puller *remote.Puller, st *stats, ref name.Reference, d v1.Hash) (v1.Hash, error) {
+	got, err := reportedDigest(ctx, puller, st, ref)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if got != d {
+		return got, failure.Permanentf(failure.PushRejected,
+			"registry reports digest %s for the pushed manifest, kiln computed %s", got, d)
+	}
+	return got, nil
+}
+
+func reportedDigest(ctx context.Context, puller *remote.Puller, st *stats, ref name.Reference) (v1.Hash, error) {
+	path := "/v2/" + ref.Context().RepositoryStr() + "/manifests/" + ref.Identifier()
+	if h := st.reported(path); h != "" {
+		got, err := v1.NewHash(h)
+		if err != nil {
+			return v1.Hash{}, failure.Permanentf(failure.PushRejected,
+				"the registry answered the manifest PUT with an invalid Docker-Content-Digest %q: %v", h, err)
+		}
+		return got, nil
+	}
+	desc, err := puller.Head(ctx, ref)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("confirming the pushed manifest: %w", err)
+	}
+	return desc.Digest, nil
+}
+
 // moveTag makes t point at the image unless it already does. The target's
 // own tag was either up to date or written by the push itself.
-func moveTag(ctx context.Context, pusher *remote.Pusher, puller *remote.Puller, t name.Tag, target name.Reference, res *PushResult, img v1.Image) error {
+func moveTag(ctx context.Context, pusher *remote.Pusher, puller *remote.Puller, st *stats, t name.Tag, target name.Reference, res *PushResult, img v1.Image) error {
 	if t.String() == target.String() {
 		return nil
 	}
 	if ok, err := pointsAt(ctx, puller, t, res.Digest); err != nil || ok {
 		return err
 	}
-	return pusher.Put(ctx, t, img)
+	if err := pusher.Put(ctx, t, img); err != nil {
+		return err
+	}
+	_, err := confirm(ctx, puller, st, t, res.Digest)
+	return err
 }
 
 // tagsOf returns the tags Push must set: the target's own tag (when it is a
@@ -143,6 +220,8 @@ func Exists(ctx context.Context, ref string, d v1.Hash, o Options) (bool, error)
 	if err != nil {
 		return false, err
 	}
+	// One chain: ping, token and HEAD share Retries retries.
+	ctx = retry.WithBudget(ctx, o.retries())
 	puller, err := remote.NewPuller(RemoteOptions(ctx, o)...)
 	if err != nil {
 		return false, Classify(err, "target "+ref)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -233,5 +234,128 @@ func assertFailure(t *testing.T, err error, reason failure.Reason, fragment stri
 	}
 	if !strings.Contains(err.Error(), fragment) {
 		t.Fatalf("error %q does not contain %q", err, fragment)
+	}
+}
+
+// TestPushConfirmsTheRegistryDigest: the digest Push reports is the one the
+// registry gives for each manifest PUT (or, when it gives none, for a HEAD);
+// one that is not the image's fails the push before any further tag moves.
+func TestPushConfirmsTheRegistryDigest(t *testing.T) {
+	other := "sha256:" + strings.Repeat("b", 64)
+	tests := []struct {
+		name    string
+		rewrite func(method string, puts int) (string, bool)
+		reason  failure.Reason // "" for success
+		frag    string
+		latest  bool // the extra tag was moved
+	}{
+		{"registry's digest matches", func(string, int) (string, bool) { return "", false }, "", "", true},
+		{"PUT reports another digest", func(m string, _ int) (string, bool) { return other, m == http.MethodPut },
+			failure.PushRejected, "registry reports digest " + other + " for the pushed manifest, kiln computed sha256:", false},
+		{"PUT without digest, HEAD confirms", func(m string, _ int) (string, bool) { return "", m == http.MethodPut }, "", "", true},
+		{"PUT without digest, HEAD reports another", func(m string, puts int) (string, bool) {
+			if m == http.MethodPut {
+				return "", true
+			}
+			return other, m == http.MethodHead && puts > 0 // the first HEAD asks whether the target is up to date
+		}, failure.PushRejected, "registry reports digest " + other, false},
+		{"PUT with an invalid digest", func(m string, _ int) (string, bool) { return "md5:x", m == http.MethodPut },
+			failure.PushRejected, `invalid Docker-Content-Digest "md5:x"`, false},
+		{"extra tag PUT reports another digest", func(m string, puts int) (string, bool) { return other, m == http.MethodPut && puts == 2 },
+			failure.PushRejected, "target tag ", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := newTestRegistry(t)
+			puts := 0
+			reg.manifestDigest = func(m string) (string, bool) {
+				if m == http.MethodPut {
+					puts++
+				}
+				return tt.rewrite(m, puts)
+			}
+			img := randomImage(t)
+			want := digestOf(t, img)
+			res, err := Push(context.Background(), img, reg.host+"/team/app:1.0", []string{"latest"}, testOptions(&sleeps{}))
+			if tt.reason == "" {
+				if err != nil || res.Digest != want {
+					t.Fatalf("Push = %+v, %v; want digest %s", res, err, want)
+				}
+			} else {
+				assertFailure(t, err, tt.reason, tt.frag)
+				if !strings.Contains(err.Error(), want.String()) && tt.name != "PUT with an invalid digest" {
+					t.Fatalf("error %q does not name kiln's digest %s", err, want)
+				}
+			}
+			reg.manifestDigest = nil
+			_, herr := remote.Head(mustRef(t, reg.host+"/team/app:latest"))
+			if moved := herr == nil; moved != tt.latest {
+				t.Fatalf("extra tag moved = %v (HEAD: %v), want %v", moved, herr, tt.latest)
+			}
+		})
+	}
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// TestPushRetryBudget counts the requests a push makes against a failing
+// registry: each request retries at most Retries times, and all of them
+// together, with go-containerregistry's restarts of whole blob uploads, at
+// most pushBudget times.
+func TestPushRetryBudget(t *testing.T) {
+	img := randomImage(t) // 3 layers + config, pushed to a tag and one extra tag
+	budget := defaultRetries * (4 + 2 + 1)
+	// go-containerregistry waits between restarts on a timer of its own.
+	saved := uploadBackoff
+	uploadBackoff.Duration = time.Millisecond
+	t.Cleanup(func() { uploadBackoff = saved })
+	tests := []struct {
+		name  string
+		setup func(*testRegistry)
+		check func(t *testing.T, reg *testRegistry, waits int)
+	}{
+		{"persistent 503", func(r *testRegistry) { r.fail503 = 1 << 20 }, func(t *testing.T, reg *testRegistry, waits int) {
+			// The first request (the ping) is one chain of 1+Retries requests.
+			if n := reg.attempts(http.MethodGet); n != 1+defaultRetries || waits != defaultRetries {
+				t.Fatalf("%d GETs and %d waits, want %d and %d", n, waits, 1+defaultRetries, defaultRetries)
+			}
+		}},
+		{"every request fails Retries times", func(r *testRegistry) { r.fail503Each = defaultRetries }, func(t *testing.T, reg *testRegistry, waits int) {
+			// Each request alone would succeed on its last retry, so only an
+			// empty budget ends the push: after exactly the budget's retries.
+			if waits != budget {
+				t.Fatalf("%d waits, want the budget, %d", waits, budget)
+			}
+		}},
+		{"persistent reset of every PATCH", func(r *testRegistry) { r.resetPatches = 1 << 20 }, func(t *testing.T, reg *testRegistry, waits int) {
+			// Not retried per request (the registry may hold part of the
+			// chunk): each is a restart of the whole upload, i.e. a new POST.
+			posts, patches := reg.attempts(http.MethodPost), reg.attempts(http.MethodPatch)
+			if restarts := posts - 4; waits+restarts > budget || patches > 4*uploadBackoff.Steps || patches <= 4 {
+				t.Fatalf("%d waits, %d POSTs, %d PATCHes: want waits+restarts <= %d, 4 < PATCHes <= %d", waits, posts, patches, budget, 4*uploadBackoff.Steps)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := newTestRegistry(t)
+			tt.setup(reg)
+			s := &sleeps{}
+			_, err := Push(context.Background(), img, reg.host+"/a/b:1", []string{"latest"}, testOptions(s))
+			if err == nil || failure.IsPermanent(err) {
+				t.Fatalf("want a retryable error, got %v", err)
+			}
+			s.mu.Lock()
+			waits := len(s.d)
+			s.mu.Unlock()
+			tt.check(t, reg, waits)
+		})
 	}
 }

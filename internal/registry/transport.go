@@ -8,8 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,8 +20,14 @@ import (
 	"github.com/kiln-build/kiln/internal/retry"
 )
 
-// retryTransport retries one HTTP request on 408, 429, 5xx and connection
-// errors, with exponential backoff and jitter, honouring Retry-After.
+// retryTransport retries one HTTP request on 408, 429, 5xx
+// (retry.TransientStatus) and connection errors, with exponential backoff and
+// jitter, honouring Retry-After up to retry.MaxAfter.
+//
+// Budget: at most Options.Retries retries per request, each also taken from
+// the retry budget the request's context carries (Push sets one for the whole
+// push, shared with go-containerregistry's restarts of whole blob uploads:
+// see pushBudget); a request without one is a chain of its own.
 //
 // Only requests it can replay are retried: no body, or a body with GetBody.
 // A connection error during a blob upload session (PATCH, or PUT to
@@ -29,20 +35,23 @@ import (
 // the chunk, so replaying it could append twice. go-containerregistry then
 // restarts the whole blob upload (see uploadBackoff and retryWhole).
 type retryTransport struct {
-	base    http.RoundTripper
-	retries int
-	sleep   func(context.Context, time.Duration) error
-	stats   *stats
+	base   http.RoundTripper
+	policy retry.Policy
+	stats  *stats
 }
 
 func newRetryTransport(base http.RoundTripper, o Options, st *stats) *retryTransport {
-	return &retryTransport{base: base, retries: o.retries(), sleep: o.sleep(), stats: st}
+	return &retryTransport{base: base, policy: o.retryPolicy(), stats: st}
 }
 
-// stats counts what a push actually uploaded.
+// stats counts what a push actually uploaded, and records the digest the
+// registry reports for each manifest it stored.
 type stats struct {
 	blobs atomic.Int64
 	bytes atomic.Int64
+
+	mu        sync.Mutex
+	manifests map[string]string // PUT path -> Docker-Content-Digest
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -54,21 +63,19 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		resp, err := t.base.RoundTrip(r)
-		wait, retry := t.shouldRetry(req, resp, err, replayable)
-		if !retry {
+		hint, again := t.shouldRetry(req, resp, err, replayable)
+		if !again {
 			t.count(req, resp, err)
 			return resp, err
 		}
-		if attempt >= t.retries || wait > maxRetryAfter {
-			return giveUp(req, resp, err, wait, attempt+1)
+		wait, stop := t.policy.Next(ctx, attempt, hint)
+		if stop != nil {
+			return giveUp(req, resp, err, hint, attempt+1)
 		}
 		if resp != nil {
 			drain(resp)
 		}
-		if wait == 0 {
-			wait = backoff(attempt)
-		}
-		if serr := t.sleep(ctx, wait); serr != nil {
+		if serr := t.policy.Wait(ctx, wait); serr != nil {
 			return nil, serr
 		}
 	}
@@ -100,15 +107,23 @@ func (t *retryTransport) shouldRetry(req *http.Request, resp *http.Response, err
 	if err != nil {
 		return 0, !uploadSession(req) && retryableNetError(err)
 	}
-	if !retryableStatus(resp.StatusCode) {
+	if !retry.TransientStatus(resp.StatusCode) {
 		return 0, false
 	}
-	return retryAfter(resp.Header.Get("Retry-After")), true
+	return retry.HintOf(resp), true
 }
 
-// count records a finished upload for PushResult.
+// count records a finished upload and a stored manifest's digest for
+// PushResult.
 func (t *retryTransport) count(req *http.Request, resp *http.Response, err error) {
-	if t.stats == nil || err != nil || !uploadSession(req) {
+	if t.stats == nil || err != nil {
+		return
+	}
+	if manifestPut(req) && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		t.stats.manifest(req.URL.Path, resp.Header.Get("Docker-Content-Digest"))
+		return
+	}
+	if !uploadSession(req) {
 		return
 	}
 	ok := (req.Method == http.MethodPatch && resp.StatusCode == http.StatusAccepted) ||
@@ -124,6 +139,30 @@ func (t *retryTransport) count(req *http.Request, resp *http.Response, err error
 	}
 }
 
+// manifestPut reports whether req stores a manifest (PUT
+// /v2/<repo>/manifests/<tag or digest>).
+func manifestPut(req *http.Request) bool {
+	return req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/manifests/")
+}
+
+// manifest records the digest the registry reported for the manifest stored
+// at path ("" when it sent none); a later PUT of the same path wins.
+func (s *stats) manifest(path, digest string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.manifests == nil {
+		s.manifests = map[string]string{}
+	}
+	s.manifests[path] = digest
+}
+
+// reported returns the digest recorded for path, "" when none.
+func (s *stats) reported(path string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.manifests[path]
+}
+
 // uploadSession reports whether req belongs to a blob upload session, whose
 // server-side state a lost response leaves unknown.
 func uploadSession(req *http.Request) bool {
@@ -131,16 +170,6 @@ func uploadSession(req *http.Request) bool {
 		return false
 	}
 	return strings.Contains(req.URL.Path, "/blobs/uploads/")
-}
-
-func retryableStatus(code int) bool {
-	switch code {
-	case http.StatusRequestTimeout, http.StatusTooManyRequests,
-		http.StatusInternalServerError, http.StatusBadGateway,
-		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true
-	}
-	return false
 }
 
 // retryableNetError reports whether err is a network failure worth another
@@ -155,28 +184,6 @@ func retryableNetError(err error) bool {
 	}
 	var recordHdr tls.RecordHeaderError // https spoken to an http server
 	return !IsCertError(err) && !errors.As(err, &recordHdr)
-}
-
-// retryAfter parses a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if at, err := http.ParseTime(v); err == nil {
-		if d := time.Until(at); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
-
-// backoff returns the wait before retry n+1: 500ms doubling, capped at 20s,
-// with jitter in [d/2, d) so that parallel uploads do not retry in lockstep.
-func backoff(n int) time.Duration {
-	return retry.Backoff(n, backoffBase, backoffCap)
 }
 
 // giveUp ends a request that kept failing. A plain 5xx response is returned
@@ -221,6 +228,15 @@ type retryAfterError struct {
 func (e *retryAfterError) Error() string {
 	return fmt.Sprintf("%s %s: HTTP %d %s, the registry asks to retry after %s (after %d attempts)",
 		e.method, e.url, e.status, http.StatusText(e.status), e.after, e.attempts)
+}
+
+// budgeted returns retryWhole that also takes one retry from b per restart,
+// so that restarts and request retries of a push share one bound; without a
+// budget uploadBackoff's steps alone bound the restarts.
+func budgeted(b *retry.Budget) func(error) bool {
+	return func(err error) bool {
+		return retryWhole(err) && (b == nil || b.Take())
+	}
 }
 
 // retryWhole is go-containerregistry's retry predicate, used for whole blob

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -127,7 +126,11 @@ func dropTenantHeaders(req *http.Request) {
 
 // withRetries runs attempt until it succeeds, fails permanently, ctx ends, or
 // the retries are used up; it waits between attempts as Options documents.
+// It joins the retry budget ctx carries (WithRetryBudget: the engine's
+// whole-layer attempts share it) or starts one of Options.Retries, so one
+// layer fetch makes at most 1+Retries requests however the loops nest.
 func (f *Fetcher) withRetries(ctx context.Context, s Spec, attempt func() (*Stream, error)) (*Stream, error) {
+	ctx = f.retry.Chain(ctx)
 	for try := 0; ; try++ {
 		st, err := attempt()
 		if err == nil {
@@ -136,24 +139,25 @@ func (f *Fetcher) withRetries(ctx context.Context, s Spec, attempt func() (*Stre
 		if failure.IsPermanent(err) || errors.Is(err, ErrNotModified) || ctx.Err() != nil {
 			return nil, err
 		}
-		wait := failure.RetryAfterOf(err)
-		if try >= f.opts.Retries || wait > maxRetryAfter {
-			return nil, failure.Retryable(fmt.Errorf("%w (gave up after %d attempts)", err, try+1), wait)
+		hint := failure.RetryAfterOf(err)
+		wait, stop := f.retry.Next(ctx, try, hint)
+		if stop != nil {
+			return nil, failure.Retryable(fmt.Errorf("%w (gave up after %d attempts)", err, try+1), hint)
 		}
-		if wait == 0 {
-			wait = backoff(try)
-		}
-		if serr := f.opts.Sleep(ctx, wait); serr != nil {
+		if serr := f.retry.Wait(ctx, wait); serr != nil {
 			return nil, fmt.Errorf("layer %q: waiting to retry: %w (last error: %v)", s.Name, serr, err)
 		}
 	}
 }
 
-// backoff is exponential from backoffBase, capped at backoffCap, with
-// "equal jitter" (a random point in the upper half) so that builds failing
-// together do not retry in lockstep.
-func backoff(try int) time.Duration {
-	return retry.Backoff(try, backoffBase, backoffCap)
+// WithRetryBudget returns ctx carrying the retry budget of one layer fetch
+// (Options.Retries), or ctx itself when it carries one already. A caller
+// that retries whole fetches (the engine, when a stream breaks mid-way)
+// calls it once per layer and takes a retry from it (retry.Take) before each
+// new attempt, so that its attempts and the fetcher's request retries share
+// one bound instead of multiplying.
+func (f *Fetcher) WithRetryBudget(ctx context.Context) context.Context {
+	return f.retry.Chain(ctx)
 }
 
 // openURL fetches an http(s) URL.
@@ -284,11 +288,7 @@ func statusError(s Spec, what string, resp *http.Response) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
-	var after time.Duration
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		after = retryAfter(resp.Header.Get("Retry-After"))
-	}
-	return classifyStatus(s, what, resp.StatusCode, after, resp.Status+bodySnippet(resp.Body, secretsOf(s, resp)))
+	return classifyStatus(s, what, resp.StatusCode, retry.HintOf(resp), resp.Status+bodySnippet(resp.Body, secretsOf(s, resp)))
 }
 
 // minQuerySecret is the shortest query value scrubbed from an error body:
@@ -360,29 +360,11 @@ func classifyStatus(s Spec, what string, code int, after time.Duration, detail s
 		return failure.Permanent(failure.SourceNotFound, msg)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		return failure.Permanent(failure.Unauthorized, msg)
-	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
+	case retry.TransientStatus(code):
 		return failure.Retryable(msg, after)
 	default:
 		return failure.Permanent(failure.InvalidSpec, msg)
 	}
-}
-
-// retryAfter parses a Retry-After header: delay-seconds or an HTTP date.
-func retryAfter(v string) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs < 0 {
-			return 0
-		}
-		return time.Duration(min(secs, 1<<20)) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0)
-	}
-	return 0
 }
 
 // bodySnippet returns the start of an error body as one line, for messages,

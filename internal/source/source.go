@@ -4,7 +4,8 @@
 // Every error names the source (Spec.Name) and is classified with package
 // failure: bad input and refusals are permanent, network trouble is
 // transient. Retries happen only before the first body byte is handed out;
-// afterwards a failure surfaces from Read and the caller retries the layer.
+// afterwards a failure surfaces from Read and the caller retries the layer,
+// within the same retry budget (WithRetryBudget, package retry).
 package source
 
 import (
@@ -89,9 +90,12 @@ type Options struct {
 	// MaxBytes caps a source's size; default 8 GiB. Exceeding it is a
 	// permanent LimitExceeded failure naming the limit.
 	MaxBytes int64
-	// Retries is the number of retries after a failed attempt; default 5,
-	// negative for none. Backoff is exponential with jitter from 200ms,
-	// capped at 10s; a Retry-After on 429/503 is honoured exactly.
+	// Retries is the retry budget of one fetch: the retries its requests
+	// may make in total, shared with the engine's whole-layer attempts of
+	// the same layer (WithRetryBudget); default 5, negative for none.
+	// Backoff is exponential with jitter from 200ms, capped at 10s; a
+	// Retry-After on 408/429/5xx is honoured exactly up to retry.MaxAfter
+	// (60s), a longer one ends the fetch as transient with the hint.
 	Retries int
 	// ReadTimeout fails a body read that yields no byte for this long
 	// (transient); default 60s. Time the caller spends between Reads does
@@ -135,10 +139,6 @@ const (
 	maxRedirects               = 5
 	backoffBase                = 200 * time.Millisecond
 	backoffCap                 = 10 * time.Second
-	// maxRetryAfter bounds how long one attempt waits on a server's
-	// Retry-After; beyond it the failure is returned (transient, with the
-	// hint) so the caller can requeue instead of holding a worker.
-	maxRetryAfter = 60 * time.Second
 )
 
 // Fetcher opens sources. It is safe for concurrent use.
@@ -148,6 +148,7 @@ type Fetcher struct {
 	blobPolicy egress.Policy // registry pulls
 	client     *http.Client
 	blobRT     http.RoundTripper // registry pulls, vetted by blobPolicy
+	retry      retry.Policy
 }
 
 // NewFetcher returns a Fetcher with opts, defaults filled in.
@@ -177,6 +178,7 @@ func NewFetcher(opts Options) *Fetcher {
 	}
 	f := &Fetcher{
 		opts:       opts,
+		retry:      retry.Policy{Retries: opts.Retries, Base: backoffBase, Cap: backoffCap, Sleep: opts.Sleep},
 		policy:     egress.SourcePolicy(opts.AllowedHosts),
 		blobPolicy: egress.RegistryPolicy(opts.AllowedHosts),
 	}

@@ -197,17 +197,6 @@ func TestURLRetryThenSuccess(t *testing.T) {
 	}
 }
 
-func TestBackoffCapped(t *testing.T) {
-	for try := range 70 {
-		if d := backoff(try); d <= 0 || d > backoffCap {
-			t.Fatalf("backoff(%d) = %s", try, d)
-		}
-	}
-	if d := backoff(30); d < backoffCap/2 {
-		t.Fatalf("backoff(30) = %s, want the cap with jitter", d)
-	}
-}
-
 func TestURLRetryAfter(t *testing.T) {
 	srv, count := server(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
@@ -239,21 +228,6 @@ func TestURLRetryAfterTooLong(t *testing.T) {
 	}
 }
 
-func TestRetryAfterParse(t *testing.T) {
-	for in, want := range map[string]time.Duration{
-		"": 0, "0": 0, "7": 7 * time.Second, "-3": 0, "soon": 0,
-		"Wed, 21 Oct 2015 07:28:00 GMT": 0, // in the past
-	} {
-		if got := retryAfter(in); got != want {
-			t.Errorf("retryAfter(%q) = %s, want %s", in, got, want)
-		}
-	}
-	future := time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)
-	if got := retryAfter(future); got < 58*time.Minute || got > time.Hour {
-		t.Errorf("retryAfter(date in an hour) = %s", got)
-	}
-}
-
 func TestURLServerErrorForever(t *testing.T) {
 	srv, count := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
@@ -263,6 +237,43 @@ func TestURLServerErrorForever(t *testing.T) {
 	assertErr(t, err, failure.Transient, false, "500 Internal Server Error (gave up after 6 attempts)")
 	if count.Load() != DefaultRetries+1 || len(rs.got()) != DefaultRetries {
 		t.Fatalf("requests = %d, sleeps = %v", count.Load(), rs.got())
+	}
+}
+
+// TestRetryBudgetSharedWithWholeFetches drives the engine's shape of loop
+// (retry a whole fetch whose stream broke mid-way) around Open: the first
+// response breaks after a few bytes, every later one is a 503. The whole
+// chain stays within one budget: 1 + DefaultRetries requests, where a
+// budget per Open made 13 (1, then twice 1 + 5).
+func TestRetryBudgetSharedWithWholeFetches(t *testing.T) {
+	srv, count := server(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("Content-Length", "1000")
+			w.Write([]byte("partial")) // the server closes the connection short
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	f, rs := fetcher(Options{})
+	ctx := f.WithRetryBudget(context.Background())
+	var err error
+	for a := 0; a < 3; a++ {
+		if a > 0 && !retry.Take(ctx) {
+			break
+		}
+		var st *Stream
+		if st, err = f.Open(ctx, Spec{Name: "rootfs", URL: srv.URL}); err != nil {
+			continue
+		}
+		_, err = io.ReadAll(st)
+		st.Close()
+	}
+	assertErr(t, err, failure.Transient, false, "503 Service Unavailable (gave up after")
+	if got := count.Load(); got != 1+DefaultRetries {
+		t.Fatalf("%d requests, want %d (one budget for the chain); sleeps %v", got, 1+DefaultRetries, rs.got())
+	}
+	if left := retry.BudgetOf(ctx).Left(); left != 0 {
+		t.Fatalf("%d retries left after a persistent 503", left)
 	}
 }
 
