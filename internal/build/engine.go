@@ -330,16 +330,25 @@ func (e *Engine) assemble(spec *kilnv1.ImageBuildSpec, base *image.Base, layers 
 	return asm, nil
 }
 
+// configOf is the one place the API's image config becomes image's.
 func configOf(c *kilnv1.ImageConfig) image.Config {
 	if c == nil {
 		return image.Config{}
 	}
 	return image.Config{
-		Env: c.Env, Entrypoint: c.Entrypoint, Cmd: c.Cmd,
+		Env: envOf(c.Env), Entrypoint: c.Entrypoint, Cmd: c.Cmd,
 		EntrypointSet: c.Entrypoint != nil, CmdSet: c.Cmd != nil,
 		WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels,
 		ExposedPorts: c.ExposedPorts, Volumes: c.Volumes, StopSignal: c.StopSignal,
 	}
+}
+
+func envOf(vars []kilnv1.EnvVar) []image.EnvVar {
+	out := make([]image.EnvVar, len(vars))
+	for i, v := range vars {
+		out[i] = image.EnvVar{Name: v.Name, Value: v.Value}
+	}
+	return out
 }
 
 // statusOf records every digest of the assembled image.
