@@ -54,15 +54,15 @@ func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, 
 
 // sourceSpec turns an API source into a fetchable one, reading ConfigMap and
 // Secret bytes from the caller's inputs (never from anywhere else).
-func sourceSpec(name string, s *kilnv1.Source, digest string, in Inputs) (source.Spec, error) {
-	spec := source.Spec{Name: name, Digest: digest}
+func sourceSpec(layerName string, s *kilnv1.Source, digest string, in Inputs) (source.Spec, error) {
+	spec := source.Spec{Name: layerName, Digest: digest}
 	switch {
 	case s.URL != "":
 		spec.URL = s.URL
 		if s.HeadersFrom != nil {
 			h, ok := in.Secrets[s.HeadersFrom.Name]
 			if !ok {
-				return spec, failure.Permanentf(failure.SourceNotFound, "layer %q: headers Secret %q not found in the ImageBuild's namespace", name, s.HeadersFrom.Name)
+				return spec, failure.Permanent(failure.SourceNotFound, failure.Layerf(layerName, "headers Secret %q not found in the ImageBuild's namespace", s.HeadersFrom.Name))
 			}
 			spec.Headers = map[string]string{}
 			for k, v := range h {
@@ -70,35 +70,35 @@ func sourceSpec(name string, s *kilnv1.Source, digest string, in Inputs) (source
 			}
 		}
 	case s.ConfigMap != nil:
-		data, err := keyOf(in.ConfigMaps, "ConfigMap", fmt.Sprintf("layer %q", name), s.ConfigMap)
+		data, err := keyOf(in.ConfigMaps, "ConfigMap", s.ConfigMap)
 		if err != nil {
-			return spec, err
+			return spec, failure.InLayer(layerName, err)
 		}
 		spec.Data, spec.DataRef = data, fmt.Sprintf("configMap %s key %s", s.ConfigMap.Name, s.ConfigMap.Key)
 	case s.Secret != nil:
-		data, err := keyOf(in.Secrets, "Secret", fmt.Sprintf("layer %q", name), s.Secret)
+		data, err := keyOf(in.Secrets, "Secret", s.Secret)
 		if err != nil {
-			return spec, err
+			return spec, failure.InLayer(layerName, err)
 		}
 		spec.Data, spec.DataRef = data, fmt.Sprintf("secret %s key %s", s.Secret.Name, s.Secret.Key)
 	case s.Blob != "":
 		spec.Blob = s.Blob
 	default:
-		return spec, failure.Permanentf(failure.InvalidSpec, "layer %q: source has none of url, configMap, secret or blob", name)
+		return spec, failure.Permanent(failure.InvalidSpec, failure.Layerf(layerName, "source has none of url, configMap, secret or blob"))
 	}
 	return spec, nil
 }
 
-// keyOf returns one key of a ConfigMap or Secret from the inputs; what
-// names the referrer in the error (`layer "app"`, `target.caBundle`).
-func keyOf(objs map[string]map[string][]byte, kind, what string, sel *kilnv1.KeySelector) ([]byte, error) {
+// keyOf returns one key of a ConfigMap or Secret from the inputs; the
+// caller names the referrer in the error (`layer "app"`, `target.caBundle`).
+func keyOf(objs map[string]map[string][]byte, kind string, sel *kilnv1.KeySelector) ([]byte, error) {
 	obj, ok := objs[sel.Name]
 	if !ok {
-		return nil, failure.Permanentf(failure.SourceNotFound, "%s: %s %q not found in the ImageBuild's namespace", what, kind, sel.Name)
+		return nil, failure.Permanentf(failure.SourceNotFound, "%s %q not found in the ImageBuild's namespace", kind, sel.Name)
 	}
 	data, ok := obj[sel.Key]
 	if !ok {
-		return nil, failure.Permanentf(failure.SourceNotFound, "%s: %s %q has no key %q", what, kind, sel.Name, sel.Key)
+		return nil, failure.Permanentf(failure.SourceNotFound, "%s %q has no key %q", kind, sel.Name, sel.Key)
 	}
 	return data, nil
 }

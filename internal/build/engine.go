@@ -301,11 +301,18 @@ func caBundle(spec *kilnv1.ImageBuildSpec, in Inputs) ([]byte, error) {
 	case cb == nil:
 		return nil, nil
 	case cb.ConfigMap != nil:
-		return keyOf(in.ConfigMaps, "ConfigMap", "target.caBundle", cb.ConfigMap)
+		return caKey(keyOf(in.ConfigMaps, "ConfigMap", cb.ConfigMap))
 	case cb.Secret != nil:
-		return keyOf(in.Secrets, "Secret", "target.caBundle", cb.Secret)
+		return caKey(keyOf(in.Secrets, "Secret", cb.Secret))
 	}
 	return nil, nil
+}
+
+func caKey(data []byte, err error) ([]byte, error) {
+	if err != nil {
+		return nil, fmt.Errorf("target.caBundle: %w", err)
+	}
+	return data, nil
 }
 
 // assemble builds config and manifest in one pass and verifies them.
