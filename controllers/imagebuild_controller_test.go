@@ -285,21 +285,6 @@ func TestBaseDrift(t *testing.T) {
 	waitEvents(t, ns, "rebuild", EventBaseChanged)
 }
 
-func TestDigestBaseIsNeverPolled(t *testing.T) {
-	ib := &kilnv1.ImageBuild{Spec: kilnv1.ImageBuildSpec{Base: &kilnv1.Base{Image: "reg.example/base@sha256:" + strings.Repeat("a", 64)}}}
-	if ref := tagBase(ib); ref != "" {
-		t.Errorf("digest base %q treated as a tag", ref)
-	}
-	ib.Spec.Base.Image = "reg.example/base:1"
-	if ref := tagBase(ib); ref == "" {
-		t.Errorf("tag base not polled")
-	}
-	ib.Spec.Base.Image = kilnv1.ScratchImage
-	if ref := tagBase(ib); ref != "" {
-		t.Errorf("scratch polled")
-	}
-}
-
 func TestPermanentErrorStallsUntilFixed(t *testing.T) {
 	ns := newNamespace(t)
 	reg := newRegistry(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
@@ -23,15 +24,38 @@ func (e *Engine) resolveBase(ctx context.Context, spec *kilnv1.ImageBuildSpec, i
 	if ref == kilnv1.ScratchImage {
 		return image.Scratch(p), 0, nil
 	}
-	// The base registry gets the same transport and credentials as the
-	// target, but never the target's insecure flag: that is per registry.
-	bo := o
-	bo.Insecure = false
-	b, err := image.FromRegistry(ctx, ref, p, registry.RemoteOptions(ctx, bo)...)
+	b, err := image.FromRegistry(ctx, ref, p, registry.RemoteOptions(ctx, baseOptions(o))...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("resolving base %s: %w", ref, err)
 	}
 	return b, 0, nil
+}
+
+// baseOptions are the registry options for the base registry: the same
+// transport, credentials and CA bundle as the target, but never the
+// target's insecure flag, which is the target registry's own. The build's
+// resolution and ResolveBase both go through here.
+func baseOptions(o registry.Options) registry.Options {
+	o.Insecure = false
+	return o
+}
+
+// TagBase returns spec.base.image when it is a registry tag, the one kind of
+// base that can move under the same reference (drift polling), else "":
+// digest, archive and scratch bases never move.
+func TagBase(spec *kilnv1.ImageBuildSpec) string {
+	b := spec.Base
+	if b == nil || b.Image == "" || b.Image == kilnv1.ScratchImage {
+		return ""
+	}
+	ref, err := name.ParseReference(b.Image)
+	if err != nil {
+		return ""
+	}
+	if _, isDigest := ref.(name.Digest); isDigest {
+		return ""
+	}
+	return b.Image
 }
 
 func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, p v1.Platform, o registry.Options) (*image.Base, int64, error) {
