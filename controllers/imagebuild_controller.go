@@ -248,7 +248,9 @@ func (r *ImageBuildReconciler) decide(ctx context.Context, ib *kilnv1.ImageBuild
 }
 
 // pollBase re-resolves a tag base (one HEAD, Engine.ResolveBase) when its
-// poll is due. Digest, archive and scratch bases are never polled.
+// poll is due; this schedule is the only place the controller looks the
+// base up, a build uses the engine's own resolution. Digest, archive and
+// scratch bases are never polled.
 func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBuild, in build.Inputs) decision {
 	ref := build.TagBase(&ib.Spec)
 	if ref == "" {
@@ -342,8 +344,6 @@ func (r *ImageBuildReconciler) build(ctx context.Context, ib *kilnv1.ImageBuild,
 	if err != nil {
 		return r.fail(ctx, ib, res, err, start)
 	}
-	refDigest := r.resolveRefDigest(ctx, ib, in)
-
 	bctx, done := r.inflight.start(ctx, ib.UID)
 	defer done()
 	r.Metrics.buildStarted()
@@ -358,7 +358,7 @@ func (r *ImageBuildReconciler) build(ctx context.Context, ib *kilnv1.ImageBuild,
 		}
 		return r.fail(ctx, ib, res, err, start)
 	}
-	return r.succeed(ctx, ib, res, result, refDigest, start)
+	return r.succeed(ctx, ib, res, result, start)
 }
 
 // markStarted sets Reconciling=True (unless a retry already shows it) and
@@ -374,18 +374,7 @@ func (r *ImageBuildReconciler) markStarted(ctx context.Context, ib *kilnv1.Image
 	return nil
 }
 
-// resolveRefDigest HEADs a tag base before the build, so that drift polling
-// has the digest the build started from (a move during the build then shows
-// up at the next poll, never gets lost).
-func (r *ImageBuildReconciler) resolveRefDigest(ctx context.Context, ib *kilnv1.ImageBuild, in build.Inputs) string {
-	b, err := r.Engine.ResolveBase(ctx, &ib.Spec, in)
-	if err != nil {
-		return "" // the build reports the base problem itself
-	}
-	return b.Digest
-}
-
-func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, result *build.Result, refDigest string, start time.Time) (ctrl.Result, error) {
+func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, result *build.Result, start time.Time) (ctrl.Result, error) {
 	now := r.now()
 	metricResult := resultPushed
 	if result.UpToDate {
@@ -395,7 +384,7 @@ func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuil
 	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
 		build.ApplyResult(ib, result, now)
 		ib.Status.InputsFingerprint = res.fingerprint
-		recordBase(ib, refDigest, now)
+		recordBase(ib, now)
 	})
 	if err != nil {
 		return ctrl.Result{}, err
@@ -413,15 +402,15 @@ func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuil
 	return result2, nil
 }
 
-// recordBase keeps what drift polling needs: the reference's own digest
-// and when it was resolved; BaseUpToDate is True right after a build.
-func recordBase(ib *kilnv1.ImageBuild, refDigest string, now time.Time) {
+// recordBase keeps what drift polling needs besides the reference's own
+// digest, which the build's resolution of the base already put in
+// status.base.refDigest (it resolved the base when the build started, so a
+// move during the build shows up at the next poll, never gets lost): when
+// it was resolved. BaseUpToDate is True right after a build.
+func recordBase(ib *kilnv1.ImageBuild, now time.Time) {
 	if build.TagBase(&ib.Spec) == "" || ib.Status.Base == nil {
 		apimeta.RemoveStatusCondition(&ib.Status.Conditions, kilnv1.BaseUpToDateCondition)
 		return
-	}
-	if ib.Status.Base.RefDigest == "" {
-		ib.Status.Base.RefDigest = refDigest
 	}
 	t := metav1.NewTime(now)
 	ib.Status.Base.CheckedAt = &t

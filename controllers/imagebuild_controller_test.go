@@ -285,6 +285,39 @@ func TestBaseDrift(t *testing.T) {
 	waitEvents(t, ns, "rebuild", EventBaseChanged)
 }
 
+// A build looks its tag base up once, in the engine (status.base.refDigest
+// comes from that lookup); the controller HEADs the base only on its poll
+// schedule, which has not come due here.
+func TestBuildLooksUpTheBaseOnce(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	files := newFileServer(t)
+	baseRef := reg.host + "/base:stable"
+	digest := pushRandomImage(t, baseRef)
+	var mu sync.Mutex
+	lookups := map[string]int{}
+	reg.setFault(func(_ http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v2/base/manifests/") {
+			mu.Lock()
+			lookups[r.Method]++
+			mu.Unlock()
+		}
+		return false
+	})
+	ib := simpleBuild(ns, "once", files.put("/l.tar", tarball(t, "x", "x")), reg, "once")
+	ib.Spec.Base = &kilnv1.Base{Image: baseRef}
+	create(t, ib)
+	got := waitReady(t, ns, "once")
+	if got.Status.Base == nil || got.Status.Base.RefDigest != digest {
+		t.Fatalf("status.base = %+v, want refDigest %s", got.Status.Base, digest)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if lookups[http.MethodGet] != 1 || lookups[http.MethodHead] != 0 {
+		t.Errorf("base manifest requests %v, want one GET (the engine's) and no HEAD", lookups)
+	}
+}
+
 func TestPermanentErrorStallsUntilFixed(t *testing.T) {
 	ns := newNamespace(t)
 	reg := newRegistry(t)

@@ -55,7 +55,8 @@ func (e *Engine) TargetHolds(ctx context.Context, spec *kilnv1.ImageBuildSpec, i
 
 // ResolveBase resolves a tag base (TagBase) with one HEAD request, for
 // drift polling: the result compares with status.base.refDigest. Any other
-// base has nothing to poll and gives the zero BaseRef.
+// base has nothing to poll and gives the zero BaseRef. A build never calls
+// it: the build's own resolution records the digest it built from.
 func (e *Engine) ResolveBase(ctx context.Context, spec *kilnv1.ImageBuildSpec, in Inputs) (BaseRef, error) {
 	ref := TagBase(spec)
 	if ref == "" {
