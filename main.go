@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kiln-build/kiln/controllers"
+	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/cli"
 )
 
@@ -26,6 +27,6 @@ func main() {
 // endpoints are off so that the demo never fights over fixed ports.
 func runDemoManager(ctx context.Context, cfg *rest.Config, cacheDir string) error {
 	return controllers.Run(ctx, cfg, controllers.ManagerOptions{
-		MetricsBindAddress: "0", HealthProbeBindAddress: "0", CacheDir: cacheDir,
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0", Engine: build.Config{CacheDir: cacheDir},
 	})
 }

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,8 +27,6 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/failure"
-	"github.com/kiln-build/kiln/internal/image"
-	"github.com/kiln-build/kiln/internal/registry"
 )
 
 // Event reasons, emitted on transitions only.
@@ -232,19 +228,16 @@ func (r *ImageBuildReconciler) decide(ctx context.Context, ib *kilnv1.ImageBuild
 	case !build.IsReady(ib) || st.Digest == "":
 		return decision{build: true, why: fmt.Sprintf("retrying after %d failed attempts", st.Failures)}, nil
 	}
-	o, err := r.registryOptions(ctx, ib, res)
+	in, err := r.checkInputs(ctx, ib, res)
 	if err != nil {
 		return decision{}, err
 	}
-	d, err := r.pollBase(ctx, ib, o)
-	if err != nil {
-		return decision{}, err
-	}
+	d := r.pollBase(ctx, ib, in)
 	if d.movedTo != "" && updatePolicy(ib) == kilnv1.BaseUpdateRebuild {
 		d.build, d.why = true, fmt.Sprintf("base %s moved to %s", ib.Spec.Base.Image, d.movedTo)
 		return d, nil
 	}
-	held, err := r.targetHolds(ctx, ib, o)
+	held, err := r.Engine.TargetHolds(ctx, &ib.Spec, in, st.Digest)
 	if err != nil {
 		return decision{}, err
 	}
@@ -254,24 +247,14 @@ func (r *ImageBuildReconciler) decide(ctx context.Context, ib *kilnv1.ImageBuild
 	return d, nil
 }
 
-func (r *ImageBuildReconciler) targetHolds(ctx context.Context, ib *kilnv1.ImageBuild, o registry.Options) (bool, error) {
-	h, err := v1.NewHash(ib.Status.Digest)
-	if err != nil {
-		return false, nil // a corrupt status digest is rebuilt
-	}
-	held, err := registry.Exists(ctx, ib.Spec.Target.Image, h, o)
-	if err != nil {
-		return false, fmt.Errorf("checking that %s still holds %s: %w", ib.Spec.Target.Image, h, err)
-	}
-	return held, nil
-}
-
-// pollBase re-resolves a tag base with a HEAD request when its poll is due.
-// Digest, archive and scratch bases are never polled.
-func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBuild, o registry.Options) (decision, error) {
-	ref := tagBase(ib)
+// pollBase re-resolves a tag base (one HEAD, Engine.ResolveBase) when its
+// poll is due; this schedule is the only place the controller looks the
+// base up, a build uses the engine's own resolution. Digest, archive and
+// scratch bases are never polled.
+func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBuild, in build.Inputs) decision {
+	ref := build.TagBase(&ib.Spec)
 	if ref == "" {
-		return decision{}, nil
+		return decision{}
 	}
 	interval := pollInterval(ib)
 	last := r.polls.get(pollKey(ib))
@@ -279,45 +262,20 @@ func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBui
 		last = ib.Status.Base.CheckedAt.Time
 	}
 	if since := r.now().Sub(last); since < interval {
-		return decision{requeueAfter: interval - since}, nil
+		return decision{requeueAfter: interval - since}
 	}
-	h, err := headBase(ctx, ref, o)
+	now, err := r.Engine.ResolveBase(ctx, &ib.Spec, in)
 	if err != nil {
 		// A poll that fails says nothing about drift; try again next interval.
 		ctrl.LoggerFrom(ctx).Info("polling base failed", "base", ref, "error", err.Error())
-		return decision{requeueAfter: interval}, nil
+		return decision{requeueAfter: interval}
 	}
 	r.polls.set(pollKey(ib), r.now())
 	d := decision{polled: true, requeueAfter: interval}
-	if ib.Status.Base == nil || h != ib.Status.Base.RefDigest {
-		d.movedTo = h
+	if ib.Status.Base == nil || now.Digest != ib.Status.Base.RefDigest {
+		d.movedTo = now.Digest
 	}
-	return d, nil
-}
-
-func headBase(ctx context.Context, ref string, o registry.Options) (string, error) {
-	o.Insecure = false // the target's insecure flag is not the base registry's
-	h, err := image.HeadDigest(ctx, ref, registry.RemoteOptions(ctx, o)...)
-	if err != nil {
-		return "", err
-	}
-	return h.String(), nil
-}
-
-// tagBase returns the base reference when it is a registry tag, else "".
-func tagBase(ib *kilnv1.ImageBuild) string {
-	b := ib.Spec.Base
-	if b == nil || b.Image == "" || b.Image == kilnv1.ScratchImage {
-		return ""
-	}
-	ref, err := name.ParseReference(b.Image)
-	if err != nil {
-		return ""
-	}
-	if _, isDigest := ref.(name.Digest); isDigest {
-		return ""
-	}
-	return b.Image
+	return d
 }
 
 func pollInterval(ib *kilnv1.ImageBuild) time.Duration {
@@ -386,13 +344,6 @@ func (r *ImageBuildReconciler) build(ctx context.Context, ib *kilnv1.ImageBuild,
 	if err != nil {
 		return r.fail(ctx, ib, res, err, start)
 	}
-	// readInputs already holds the pull-secret keychain and the CA bundle.
-	o, err := r.Engine.RegistryOptions(&ib.Spec, in)
-	if err != nil {
-		return r.fail(ctx, ib, res, err, start)
-	}
-	refDigest := r.resolveRefDigest(ctx, ib, o)
-
 	bctx, done := r.inflight.start(ctx, ib.UID)
 	defer done()
 	r.Metrics.buildStarted()
@@ -407,7 +358,7 @@ func (r *ImageBuildReconciler) build(ctx context.Context, ib *kilnv1.ImageBuild,
 		}
 		return r.fail(ctx, ib, res, err, start)
 	}
-	return r.succeed(ctx, ib, res, result, refDigest, start)
+	return r.succeed(ctx, ib, res, result, start)
 }
 
 // markStarted sets Reconciling=True (unless a retry already shows it) and
@@ -423,22 +374,7 @@ func (r *ImageBuildReconciler) markStarted(ctx context.Context, ib *kilnv1.Image
 	return nil
 }
 
-// resolveRefDigest HEADs a tag base before the build, so that drift polling
-// has the digest the build started from (a move during the build then shows
-// up at the next poll, never gets lost).
-func (r *ImageBuildReconciler) resolveRefDigest(ctx context.Context, ib *kilnv1.ImageBuild, o registry.Options) string {
-	ref := tagBase(ib)
-	if ref == "" {
-		return ""
-	}
-	h, err := headBase(ctx, ref, o)
-	if err != nil {
-		return "" // the build reports the base problem itself
-	}
-	return h
-}
-
-func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, result *build.Result, refDigest string, start time.Time) (ctrl.Result, error) {
+func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, result *build.Result, start time.Time) (ctrl.Result, error) {
 	now := r.now()
 	metricResult := resultPushed
 	if result.UpToDate {
@@ -448,7 +384,7 @@ func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuil
 	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
 		build.ApplyResult(ib, result, now)
 		ib.Status.InputsFingerprint = res.fingerprint
-		r.recordBase(ib, refDigest, now)
+		recordBase(ib, now)
 	})
 	if err != nil {
 		return ctrl.Result{}, err
@@ -459,22 +395,22 @@ func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuil
 		r.event(ib, corev1.EventTypeNormal, EventPushed, "Push", "pushed %s", ib.Status.Image)
 	}
 	result2 := ctrl.Result{}
-	if tagBase(ib) != "" {
+	if build.TagBase(&ib.Spec) != "" {
 		r.polls.set(pollKey(ib), now)
 		result2.RequeueAfter = pollInterval(ib)
 	}
 	return result2, nil
 }
 
-// recordBase keeps what drift polling needs: the reference's own digest
-// and when it was resolved; BaseUpToDate is True right after a build.
-func (r *ImageBuildReconciler) recordBase(ib *kilnv1.ImageBuild, refDigest string, now time.Time) {
-	if tagBase(ib) == "" || ib.Status.Base == nil {
+// recordBase keeps what drift polling needs besides the reference's own
+// digest, which the build's resolution of the base already put in
+// status.base.refDigest (it resolved the base when the build started, so a
+// move during the build shows up at the next poll, never gets lost): when
+// it was resolved. BaseUpToDate is True right after a build.
+func recordBase(ib *kilnv1.ImageBuild, now time.Time) {
+	if build.TagBase(&ib.Spec) == "" || ib.Status.Base == nil {
 		apimeta.RemoveStatusCondition(&ib.Status.Conditions, kilnv1.BaseUpToDateCondition)
 		return
-	}
-	if ib.Status.Base.RefDigest == "" {
-		ib.Status.Base.RefDigest = refDigest
 	}
 	t := metav1.NewTime(now)
 	ib.Status.Base.CheckedAt = &t
@@ -530,22 +466,22 @@ func (r *ImageBuildReconciler) patchStatus(ctx context.Context, ib *kilnv1.Image
 	return true, nil
 }
 
-// registryOptions reads only what registry access needs (pull secrets and
-// the CA bundle, never layer data) for the checks the controller makes
-// itself (target HEAD, base HEAD), and lets the engine turn it into options.
-func (r *ImageBuildReconciler) registryOptions(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (registry.Options, error) {
+// checkInputs reads only what registry access needs (pull secrets and the
+// CA bundle, never layer data) for the checks the controller asks the
+// engine for (TargetHolds, ResolveBase).
+func (r *ImageBuildReconciler) checkInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (build.Inputs, error) {
 	in := build.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
 	kc, err := r.keychain(ctx, ib.Namespace, res.pullSecrets)
 	if err != nil {
-		return registry.Options{}, err
+		return in, err
 	}
 	in.Keychain = kc
 	if cb := ib.Spec.Target.CABundle; cb != nil {
 		if err := r.readCABundle(ctx, ib.Namespace, cb, in); err != nil {
-			return registry.Options{}, err
+			return in, err
 		}
 	}
-	return r.Engine.RegistryOptions(&ib.Spec, in)
+	return in, nil
 }
 
 // readCABundle puts the object holding the CA bundle into in.

@@ -285,18 +285,36 @@ func TestBaseDrift(t *testing.T) {
 	waitEvents(t, ns, "rebuild", EventBaseChanged)
 }
 
-func TestDigestBaseIsNeverPolled(t *testing.T) {
-	ib := &kilnv1.ImageBuild{Spec: kilnv1.ImageBuildSpec{Base: &kilnv1.Base{Image: "reg.example/base@sha256:" + strings.Repeat("a", 64)}}}
-	if ref := tagBase(ib); ref != "" {
-		t.Errorf("digest base %q treated as a tag", ref)
+// A build looks its tag base up once, in the engine (status.base.refDigest
+// comes from that lookup); the controller HEADs the base only on its poll
+// schedule, which has not come due here.
+func TestBuildLooksUpTheBaseOnce(t *testing.T) {
+	ns := newNamespace(t)
+	reg := newRegistry(t)
+	files := newFileServer(t)
+	baseRef := reg.host + "/base:stable"
+	digest := pushRandomImage(t, baseRef)
+	var mu sync.Mutex
+	lookups := map[string]int{}
+	reg.setFault(func(_ http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v2/base/manifests/") {
+			mu.Lock()
+			lookups[r.Method]++
+			mu.Unlock()
+		}
+		return false
+	})
+	ib := simpleBuild(ns, "once", files.put("/l.tar", tarball(t, "x", "x")), reg, "once")
+	ib.Spec.Base = &kilnv1.Base{Image: baseRef}
+	create(t, ib)
+	got := waitReady(t, ns, "once")
+	if got.Status.Base == nil || got.Status.Base.RefDigest != digest {
+		t.Fatalf("status.base = %+v, want refDigest %s", got.Status.Base, digest)
 	}
-	ib.Spec.Base.Image = "reg.example/base:1"
-	if ref := tagBase(ib); ref == "" {
-		t.Errorf("tag base not polled")
-	}
-	ib.Spec.Base.Image = kilnv1.ScratchImage
-	if ref := tagBase(ib); ref != "" {
-		t.Errorf("scratch polled")
+	mu.Lock()
+	defer mu.Unlock()
+	if lookups[http.MethodGet] != 1 || lookups[http.MethodHead] != 0 {
+		t.Errorf("base manifest requests %v, want one GET (the engine's) and no HEAD", lookups)
 	}
 }
 

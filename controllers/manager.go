@@ -2,9 +2,7 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -18,11 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
-	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/build"
-	"github.com/kiln-build/kiln/internal/layer"
-	"github.com/kiln-build/kiln/internal/registry"
-	"github.com/kiln-build/kiln/internal/source"
 )
 
 // ManagerOptions configure `kiln manager`.
@@ -36,22 +30,10 @@ type ManagerOptions struct {
 	LeaderElectionNamespace string
 	// MaxConcurrentBuilds is how many ImageBuilds build at once (default 4).
 	MaxConcurrentBuilds int
-	// CacheDir is the blob store shared by all builds.
-	CacheDir string
-	// CacheMaxBytes caps the blob store; 0 is unlimited.
-	CacheMaxBytes int64
-	// AllowedSourceHosts, when set, is the only hosts URL sources may use;
-	// for registry connections it only exempts hosts from the link-local
-	// and metadata refusals (egress.RegistryPolicy).
-	AllowedSourceHosts []string
-	Registry           registry.Options
-	Source             source.Options
-	// Limits bound every layer (uncompressed size, entries, header size,
-	// compression ratio); zero fields take the engine defaults.
-	Limits layer.Limits
-	// BuildTimeout bounds each build (build.Engine.BuildTimeout); 0 is the
-	// default, 2h.
-	BuildTimeout time.Duration
+	// Engine configures the build engine all reconciles share: the cache
+	// directory, allowed hosts, source and registry options, layer limits
+	// and the build timeout (build.NewEngine).
+	Engine build.Config
 }
 
 // DefaultCacheDir is the blob store directory when neither --cache-dir nor
@@ -67,7 +49,7 @@ func Run(ctx context.Context, cfg *rest.Config, o ManagerOptions) error {
 	if err != nil {
 		return err
 	}
-	ctrl.LoggerFrom(ctx).Info("starting manager", "cacheDir", o.CacheDir, "maxConcurrentBuilds", o.MaxConcurrentBuilds)
+	ctrl.LoggerFrom(ctx).Info("starting manager", "cacheDir", o.Engine.CacheDir, "maxConcurrentBuilds", o.MaxConcurrentBuilds)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running manager: %w", err)
 	}
@@ -130,16 +112,9 @@ func NewManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) (manage
 }
 
 func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler, error) {
-	if o.CacheDir == "" {
-		return nil, errors.New("a cache directory is required (--cache-dir or $KILN_CACHE_DIR)")
-	}
-	store, err := blobstore.Open(o.CacheDir, blobstore.Options{MaxBytes: o.CacheMaxBytes})
+	engine, err := build.NewEngine(o.Engine)
 	if err != nil {
 		return nil, err
-	}
-	src := o.Source
-	if len(o.AllowedSourceHosts) > 0 {
-		src.AllowedHosts = o.AllowedSourceHosts
 	}
 	metrics, err := DefaultMetrics()
 	if err != nil {
@@ -150,7 +125,7 @@ func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler
 		APIReader:           mgr.GetAPIReader(),
 		MetadataReader:      mgr.GetCache(),
 		Scheme:              mgr.GetScheme(),
-		Engine:              &build.Engine{Store: store, Source: src, Registry: o.Registry, Limits: o.Limits, BuildTimeout: o.BuildTimeout},
+		Engine:              engine,
 		Recorder:            mgr.GetEventRecorder("kiln-manager"),
 		Metrics:             metrics,
 		MaxConcurrentBuilds: o.MaxConcurrentBuilds,

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/source"
 )
@@ -82,10 +83,12 @@ func runSuite(m *testing.M) int {
 		MetricsBindAddress:     "0",
 		HealthProbeBindAddress: "0",
 		MaxConcurrentBuilds:    4,
-		CacheDir:               cacheDir,
-		// Backoffs are real but short, so retry tests take milliseconds.
-		Registry: registry.Options{Sleep: fastSleep},
-		Source:   source.Options{Sleep: fastSleep},
+		Engine: build.Config{
+			CacheDir: cacheDir,
+			// Backoffs are real but short, so retry tests take milliseconds.
+			Registry: registry.Options{Sleep: fastSleep},
+			Source:   source.Options{Sleep: fastSleep},
+		},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "creating manager:", err)

@@ -28,6 +28,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/config/rbac"
 	"github.com/kiln-build/kiln/controllers"
+	"github.com/kiln-build/kiln/internal/build"
 )
 
 // managerUser is the identity the rendered RBAC binds: the ServiceAccount
@@ -76,7 +77,7 @@ func TestManagerBuildsWithOnlyTheRenderedRBAC(t *testing.T) {
 		HealthProbeBindAddress:  "0",
 		LeaderElection:          true,
 		LeaderElectionNamespace: managerNamespace,
-		CacheDir:                t.TempDir(),
+		Engine:                  build.Config{CacheDir: t.TempDir()},
 	})
 	if err != nil {
 		t.Fatal(err)

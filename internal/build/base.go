@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
@@ -23,15 +24,38 @@ func (e *Engine) resolveBase(ctx context.Context, spec *kilnv1.ImageBuildSpec, i
 	if ref == kilnv1.ScratchImage {
 		return image.Scratch(p), 0, nil
 	}
-	// The base registry gets the same transport and credentials as the
-	// target, but never the target's insecure flag: that is per registry.
-	bo := o
-	bo.Insecure = false
-	b, err := image.FromRegistry(ctx, ref, p, registry.RemoteOptions(ctx, bo)...)
+	b, err := image.FromRegistry(ctx, ref, p, registry.RemoteOptions(ctx, baseOptions(o))...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("resolving base %s: %w", ref, err)
 	}
 	return b, 0, nil
+}
+
+// baseOptions are the registry options for the base registry: the same
+// transport, credentials and CA bundle as the target, but never the
+// target's insecure flag, which is the target registry's own. The build's
+// resolution and ResolveBase both go through here.
+func baseOptions(o registry.Options) registry.Options {
+	o.Insecure = false
+	return o
+}
+
+// TagBase returns spec.base.image when it is a registry tag, the one kind of
+// base that can move under the same reference (drift polling), else "":
+// digest, archive and scratch bases never move.
+func TagBase(spec *kilnv1.ImageBuildSpec) string {
+	b := spec.Base
+	if b == nil || b.Image == "" || b.Image == kilnv1.ScratchImage {
+		return ""
+	}
+	ref, err := name.ParseReference(b.Image)
+	if err != nil {
+		return ""
+	}
+	if _, isDigest := ref.(name.Digest); isDigest {
+		return ""
+	}
+	return b.Image
 }
 
 func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, p v1.Platform, o registry.Options) (*image.Base, int64, error) {
@@ -54,15 +78,15 @@ func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, 
 
 // sourceSpec turns an API source into a fetchable one, reading ConfigMap and
 // Secret bytes from the caller's inputs (never from anywhere else).
-func sourceSpec(name string, s *kilnv1.Source, digest string, in Inputs) (source.Spec, error) {
-	spec := source.Spec{Name: name, Digest: digest}
+func sourceSpec(layerName string, s *kilnv1.Source, digest string, in Inputs) (source.Spec, error) {
+	spec := source.Spec{Name: layerName, Digest: digest}
 	switch {
 	case s.URL != "":
 		spec.URL = s.URL
 		if s.HeadersFrom != nil {
 			h, ok := in.Secrets[s.HeadersFrom.Name]
 			if !ok {
-				return spec, failure.Permanentf(failure.SourceNotFound, "layer %q: headers Secret %q not found in the ImageBuild's namespace", name, s.HeadersFrom.Name)
+				return spec, failure.Permanent(failure.SourceNotFound, failure.Layerf(layerName, "headers Secret %q not found in the ImageBuild's namespace", s.HeadersFrom.Name))
 			}
 			spec.Headers = map[string]string{}
 			for k, v := range h {
@@ -70,35 +94,35 @@ func sourceSpec(name string, s *kilnv1.Source, digest string, in Inputs) (source
 			}
 		}
 	case s.ConfigMap != nil:
-		data, err := keyOf(in.ConfigMaps, "ConfigMap", fmt.Sprintf("layer %q", name), s.ConfigMap)
+		data, err := keyOf(in.ConfigMaps, "ConfigMap", s.ConfigMap)
 		if err != nil {
-			return spec, err
+			return spec, failure.InLayer(layerName, err)
 		}
 		spec.Data, spec.DataRef = data, fmt.Sprintf("configMap %s key %s", s.ConfigMap.Name, s.ConfigMap.Key)
 	case s.Secret != nil:
-		data, err := keyOf(in.Secrets, "Secret", fmt.Sprintf("layer %q", name), s.Secret)
+		data, err := keyOf(in.Secrets, "Secret", s.Secret)
 		if err != nil {
-			return spec, err
+			return spec, failure.InLayer(layerName, err)
 		}
 		spec.Data, spec.DataRef = data, fmt.Sprintf("secret %s key %s", s.Secret.Name, s.Secret.Key)
 	case s.Blob != "":
 		spec.Blob = s.Blob
 	default:
-		return spec, failure.Permanentf(failure.InvalidSpec, "layer %q: source has none of url, configMap, secret or blob", name)
+		return spec, failure.Permanent(failure.InvalidSpec, failure.Layerf(layerName, "source has none of url, configMap, secret or blob"))
 	}
 	return spec, nil
 }
 
-// keyOf returns one key of a ConfigMap or Secret from the inputs; what
-// names the referrer in the error (`layer "app"`, `target.caBundle`).
-func keyOf(objs map[string]map[string][]byte, kind, what string, sel *kilnv1.KeySelector) ([]byte, error) {
+// keyOf returns one key of a ConfigMap or Secret from the inputs; the
+// caller names the referrer in the error (`layer "app"`, `target.caBundle`).
+func keyOf(objs map[string]map[string][]byte, kind string, sel *kilnv1.KeySelector) ([]byte, error) {
 	obj, ok := objs[sel.Name]
 	if !ok {
-		return nil, failure.Permanentf(failure.SourceNotFound, "%s: %s %q not found in the ImageBuild's namespace", what, kind, sel.Name)
+		return nil, failure.Permanentf(failure.SourceNotFound, "%s %q not found in the ImageBuild's namespace", kind, sel.Name)
 	}
 	data, ok := obj[sel.Key]
 	if !ok {
-		return nil, failure.Permanentf(failure.SourceNotFound, "%s: %s %q has no key %q", what, kind, sel.Name, sel.Key)
+		return nil, failure.Permanentf(failure.SourceNotFound, "%s %q has no key %q", kind, sel.Name, sel.Key)
 	}
 	return data, nil
 }

@@ -1,7 +1,9 @@
 // Package build is kiln's engine: an ImageBuild spec plus the inputs resolved
 // by the caller go in, the full status (every digest, with provenance) or a
-// classified error comes out. The controller and the CLI both call Build and
-// neither duplicates any of its logic.
+// classified error comes out. The controller and the CLI both create it with
+// NewEngine and call Build, and neither duplicates any of its logic; the
+// controller's own registry checks (TargetHolds, ResolveBase) are engine
+// calls too, so all registry and source I/O happens here.
 package build
 
 import (
@@ -137,7 +139,7 @@ func deadlineError(limit time.Duration, err error) error {
 func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, opts Options) (*Result, error) {
 	start := e.now()
 	spec := &ib.Spec
-	regOpts, err := e.RegistryOptions(spec, in)
+	regOpts, err := e.registryOptions(spec, in)
 	if err != nil {
 		return nil, err
 	}
@@ -265,17 +267,18 @@ func repoOf(target string, o registry.Options) string {
 	return ref.Context().Name()
 }
 
-// RegistryOptions are the engine's registry options with the spec's
+// registryOptions are the engine's registry options with the spec's
 // credentials (in.Keychain), insecure flag and CA bundle (read from in's
-// ConfigMaps/Secrets). The controller uses it for its own HEAD checks, so
-// pushes and checks always talk to a registry the same way. A CA bundle the
-// inputs lack is a SourceNotFound error, never silently no extra roots.
+// ConfigMaps/Secrets). The controller's checks (TargetHolds, ResolveBase)
+// start from them too, so pushes and checks always talk to a registry the
+// same way. A CA bundle the inputs lack is a SourceNotFound error, never
+// silently no extra roots.
 //
 // Unless Registry.Policy is set, the host policy is built from the same
 // Source.AllowedHosts that confines URL sources, so one flag governs every
 // connection; for registries (base, target, blob sources) it only exempts
 // hosts from the link-local and metadata refusals.
-func (e *Engine) RegistryOptions(spec *kilnv1.ImageBuildSpec, in Inputs) (registry.Options, error) {
+func (e *Engine) registryOptions(spec *kilnv1.ImageBuildSpec, in Inputs) (registry.Options, error) {
 	o := e.Registry
 	if o.Policy == nil {
 		p := egress.RegistryPolicy(e.Source.AllowedHosts)
@@ -301,11 +304,18 @@ func caBundle(spec *kilnv1.ImageBuildSpec, in Inputs) ([]byte, error) {
 	case cb == nil:
 		return nil, nil
 	case cb.ConfigMap != nil:
-		return keyOf(in.ConfigMaps, "ConfigMap", "target.caBundle", cb.ConfigMap)
+		return caKey(keyOf(in.ConfigMaps, "ConfigMap", cb.ConfigMap))
 	case cb.Secret != nil:
-		return keyOf(in.Secrets, "Secret", "target.caBundle", cb.Secret)
+		return caKey(keyOf(in.Secrets, "Secret", cb.Secret))
 	}
 	return nil, nil
+}
+
+func caKey(data []byte, err error) ([]byte, error) {
+	if err != nil {
+		return nil, fmt.Errorf("target.caBundle: %w", err)
+	}
+	return data, nil
 }
 
 // assemble builds config and manifest in one pass and verifies them.
@@ -330,16 +340,25 @@ func (e *Engine) assemble(spec *kilnv1.ImageBuildSpec, base *image.Base, layers 
 	return asm, nil
 }
 
+// configOf is the one place the API's image config becomes image's.
 func configOf(c *kilnv1.ImageConfig) image.Config {
 	if c == nil {
 		return image.Config{}
 	}
 	return image.Config{
-		Env: c.Env, Entrypoint: c.Entrypoint, Cmd: c.Cmd,
+		Env: envOf(c.Env), Entrypoint: c.Entrypoint, Cmd: c.Cmd,
 		EntrypointSet: c.Entrypoint != nil, CmdSet: c.Cmd != nil,
 		WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels,
 		ExposedPorts: c.ExposedPorts, Volumes: c.Volumes, StopSignal: c.StopSignal,
 	}
+}
+
+func envOf(vars []kilnv1.EnvVar) []image.EnvVar {
+	out := make([]image.EnvVar, len(vars))
+	for i, v := range vars {
+		out[i] = image.EnvVar{Name: v.Name, Value: v.Value}
+	}
+	return out
 }
 
 // statusOf records every digest of the assembled image.

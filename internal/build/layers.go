@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -78,7 +77,9 @@ func (e *Engine) buildLayers(ctx context.Context, spec *kilnv1.ImageBuildSpec, i
 		g.Go(func() error {
 			b, err := e.buildLayer(gctx, spec, l, in, windows, o, progress)
 			if err != nil {
-				return nameLayer(l.Name, err)
+				// Source, pipeline and verification errors already carry
+				// the layer's name (failure.LayerError); the rest get it.
+				return failure.InLayer(l.Name, err)
 			}
 			out[i] = b
 			return nil
@@ -255,22 +256,22 @@ func (e *Engine) lookup(id, opts string) (cachedLayer, bool) {
 // finish checks the declared diffID and turns a layer record into an addition.
 func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bool, progress func(Progress)) (*builtLayer, error) {
 	if l.DiffID != "" && l.DiffID != c.DiffID {
-		return nil, failure.Permanentf(failure.DiffIDMismatch, "layer %q: uncompressed tar has diffID %s, spec declares %s", l.Name, c.DiffID, l.DiffID)
+		return nil, failure.Permanent(failure.DiffIDMismatch, failure.Layerf(l.Name, "uncompressed tar has diffID %s, spec declares %s", c.DiffID, l.DiffID))
 	}
 	d, err := v1.NewHash(c.Digest)
 	if err != nil {
-		return nil, fmt.Errorf("layer %q: cached digest: %w", l.Name, err)
+		return nil, failure.Layerf(l.Name, "cached digest: %w", err)
 	}
 	diffID, err := v1.NewHash(c.DiffID)
 	if err != nil {
-		return nil, fmt.Errorf("layer %q: cached diffID: %w", l.Name, err)
+		return nil, failure.Layerf(l.Name, "cached diffID: %w", err)
 	}
 	// Pin before checking presence: from here until the push, eviction by
 	// a concurrent build must not remove the blob.
 	release := e.Store.Pin(d)
 	if !e.Store.Has(d) {
 		release()
-		return nil, failure.Transientf("layer %q: blob %s was evicted from the cache before the push", l.Name, d)
+		return nil, failure.Retryable(failure.Layerf(l.Name, "blob %s was evicted from the cache before the push", d), 0)
 	}
 	if progress != nil {
 		progress(Progress{Layer: l.Name, BytesIn: bytesIn, BytesOut: c.Size, Done: true})
@@ -323,15 +324,6 @@ func inputOf(s *kilnv1.Source, c cachedLayer) string {
 		return "secret " + c.Digest + " " + c.DiffID
 	}
 	return c.SourceDigest
-}
-
-// nameLayer makes sure err names the layer once: the source, pipeline and
-// verification errors already start with it, the rest get it prefixed.
-func nameLayer(name string, err error) error {
-	if strings.Contains(err.Error(), fmt.Sprintf("layer %q", name)) {
-		return err
-	}
-	return fmt.Errorf("layer %q: %w", name, err)
 }
 
 // optionsKey names everything besides the source bytes that determines a

@@ -33,7 +33,7 @@ func TestRegistryOptionsFromSpecAndInputs(t *testing.T) {
 	e := &Engine{}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, err := e.RegistryOptions(&kilnv1.ImageBuildSpec{Target: tt.target}, in)
+			o, err := e.registryOptions(&kilnv1.ImageBuildSpec{Target: tt.target}, in)
 			if tt.err != "" {
 				if err == nil || err.Error() != tt.err || failure.ReasonOf(err) != failure.SourceNotFound {
 					t.Fatalf("error = %v, want SourceNotFound %q", err, tt.err)

@@ -64,7 +64,7 @@ func outputCompression(spec *kilnv1.ImageBuildSpec) compression.Algorithm {
 func declaredCompression(l *kilnv1.Layer) (compression.Algorithm, error) {
 	alg, err := compression.Parse(string(l.Compression))
 	if err != nil {
-		return "", failure.Permanentf(failure.InvalidSpec, "layer %q: %v", l.Name, err)
+		return "", failure.Permanent(failure.InvalidSpec, failure.Layerf(l.Name, "%v", err))
 	}
 	return alg, nil
 }

@@ -15,33 +15,28 @@ import (
 	"sigs.k8s.io/yaml"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
-	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/failure"
-	"github.com/kiln-build/kiln/internal/layer"
-	"github.com/kiln-build/kiln/internal/source"
 )
 
 // buildFlags are shared by build and plan.
 type buildFlags struct {
 	files    []string
-	cacheDir string
 	output   string
 	parallel int
 	progress bool
-	// The limits, shared with kiln manager (BindLimitFlags).
-	source       source.Options
-	limits       layer.Limits
-	buildTimeout time.Duration
+	// engine holds --cache-dir and the limits, shared with kiln manager
+	// (BindLimitFlags).
+	engine build.Config
 }
 
 func (f *buildFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVarP(&f.files, "filename", "f", nil, "file with ImageBuild (and referenced ConfigMap/Secret) documents; repeatable; - for stdin")
-	cmd.Flags().StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "blob cache directory, shared by concurrent builds")
+	cmd.Flags().StringVar(&f.engine.CacheDir, "cache-dir", defaultCacheDir(), "blob cache directory, shared by concurrent builds")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "yaml", "output format: yaml or json")
 	cmd.Flags().IntVar(&f.parallel, "parallel", 4, "independent builds run at once")
 	cmd.Flags().BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show per-layer progress on stderr")
-	BindLimitFlags(cmd, &f.source, &f.limits, &f.buildTimeout)
+	BindLimitFlags(cmd, &f.engine.Source, &f.engine.Limits, &f.engine.BuildTimeout)
 	_ = cmd.MarkFlagRequired("filename")
 }
 
@@ -99,11 +94,10 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
 	}
-	store, err := blobstore.Open(f.cacheDir, blobstore.Options{})
+	engine, err := build.NewEngine(f.engine)
 	if err != nil {
-		return fmt.Errorf("opening cache %s: %w", f.cacheDir, err)
+		return err
 	}
-	engine := &build.Engine{Store: store, Source: f.source, Limits: f.limits, BuildTimeout: f.buildTimeout}
 	var prog *progressView
 	if f.progress {
 		prog = newProgressView(cmd.ErrOrStderr())

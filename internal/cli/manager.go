@@ -40,7 +40,7 @@ func NewManagerCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if allowed != "" {
-				o.AllowedSourceHosts = splitList(allowed)
+				o.Engine.AllowedHosts = splitList(allowed)
 			}
 			log := zap.New(zap.UseFlagOptions(&logOpts), zap.WriteTo(cmd.ErrOrStderr()))
 			ctrl.SetLogger(log)
@@ -61,13 +61,13 @@ func NewManagerCmd() *cobra.Command {
 	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", `Address of the Prometheus metrics endpoint; "0" disables it.`)
 	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	f.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 4, "How many ImageBuilds build at once.")
-	f.StringVar(&o.CacheDir, "cache-dir", managerCacheDir(), "Blob cache directory shared by all builds ($KILN_CACHE_DIR).")
-	f.Int64Var(&o.CacheMaxBytes, "cache-max-bytes", 0, "Size cap of the blob cache; least recently used blobs are evicted. 0 is unlimited.")
+	f.StringVar(&o.Engine.CacheDir, "cache-dir", managerCacheDir(), "Blob cache directory shared by all builds ($KILN_CACHE_DIR).")
+	f.Int64Var(&o.Engine.CacheMaxBytes, "cache-max-bytes", 0, "Size cap of the blob cache; least recently used blobs are evicted. 0 is unlimited.")
 	// The same limit flags as kiln build/plan: --max-source-bytes,
 	// --source-read-timeout, --min-transfer-rate, --min-transfer-window,
 	// --max-layer-bytes, --max-layer-entries, --max-compression-ratio,
 	// --build-timeout.
-	BindLimitFlags(cmd, &o.Source, &o.Limits, &o.BuildTimeout)
+	BindLimitFlags(cmd, &o.Engine.Source, &o.Engine.Limits, &o.Engine.BuildTimeout)
 	f.StringVar(&allowed, "allowed-source-hosts", "", "Comma-separated hosts URL sources may use; when empty any host except link-local and cloud metadata addresses. "+
 		"Registries (base, target, blob sources, their token realms and redirects) are not confined to the list: for them it only exempts a listed link-local or metadata host from the refusal.")
 	// controller-runtime's zap flags (--zap-devel, --zap-encoder,

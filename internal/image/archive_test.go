@@ -25,7 +25,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/ulikunitz/xz"
 
-	"github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/registry"
@@ -151,7 +150,7 @@ func TestFromArchiveGzippedDockerSave(t *testing.T) {
 	// Assemble on it and push; the registry holds a consistent image.
 	reg := newRegistry(t)
 	a := mustAssemble(t, Spec{Base: b, Additions: []Addition{addition(t, "app", "app/x", "1")},
-		Config: Config{Env: []v1alpha1.EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}})
+		Config: Config{Env: []EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}})
 	m := mustManifest(t, a.Image)
 	if m.MediaType != types.DockerManifestSchema2 || len(m.Annotations) != 0 {
 		t.Fatalf("manifest %s annotations %v", m.MediaType, m.Annotations)

@@ -9,13 +9,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
-// Config is the image configuration from ImageBuild.spec.config.
+// Config is the image configuration (ImageBuild.spec.config, converted by
+// the engine: this package knows no API types).
 type Config struct {
-	Env                   []v1alpha1.EnvVar
+	Env                   []EnvVar
 	Entrypoint, Cmd       []string
 	EntrypointSet, CmdSet bool // set even to an empty list: it then clears the base's
 	WorkingDir, User      string

@@ -17,7 +17,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/registry"
 )
@@ -28,7 +27,7 @@ func TestScratchPlusLayerPlusEnvIsOneManifestPut(t *testing.T) {
 	a := mustAssemble(t, Spec{
 		Base:      Scratch(v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}),
 		Additions: []Addition{add},
-		Config:    Config{Env: []v1alpha1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}, {Name: "MODE", Value: "prod"}}},
+		Config:    Config{Env: []EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}, {Name: "MODE", Value: "prod"}}},
 	})
 	res, err := registry.Push(context.Background(), a.Image, reg.host+"/team/app:1", nil, regOptions())
 	if err != nil {
@@ -171,7 +170,7 @@ func TestAssembleConfigErrors(t *testing.T) {
 		{Config{ExposedPorts: []string{"http"}}, `exposedPorts: "http" is not port`},
 		{Config{ExposedPorts: []string{"80/icmp"}}, `exposedPorts: "80/icmp"`},
 		{Config{ExposedPorts: []string{"0"}}, `exposedPorts: "0"`},
-		{Config{Env: []v1alpha1.EnvVar{{Name: "X", Value: "${"}}}, "env X: missing '}'"},
+		{Config{Env: []EnvVar{{Name: "X", Value: "${"}}}, "env X: missing '}'"},
 	}
 	for _, tt := range tests {
 		_, err := Assemble(Spec{Base: Scratch(DefaultPlatform), Config: tt.c})
@@ -212,7 +211,7 @@ func TestDockerBaseStaysDocker(t *testing.T) {
 		t.Fatalf("base: Docker=%v Digest=%s RefDigest=%s", base.Docker, base.Digest, base.RefDigest)
 	}
 	a := mustAssemble(t, Spec{Base: base, Additions: []Addition{addition(t, "app", "x", "y")},
-		Config: Config{Env: []v1alpha1.EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}})
+		Config: Config{Env: []EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}})
 	m := mustManifest(t, a.Image)
 	if m.MediaType != types.DockerManifestSchema2 || m.Config.MediaType != types.DockerConfigJSON || len(m.Annotations) != 0 {
 		t.Fatalf("manifest %s config %s annotations %v", m.MediaType, m.Config.MediaType, m.Annotations)

@@ -4,15 +4,19 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
 )
+
+// EnvVar is one variable of the image config's env, set in spec order.
+type EnvVar struct {
+	Name, Value string
+}
 
 // mergeEnv applies spec variables to the base env ("NAME=value" entries) the
 // way one Dockerfile ENV instruction does: every value is expanded against
 // the base env (not against variables set by the same spec), a name already
 // present is replaced in place, new names are appended in spec order.
-func mergeEnv(base []string, vars []v1alpha1.EnvVar) ([]string, error) {
+func mergeEnv(base []string, vars []EnvVar) ([]string, error) {
 	lookup := envMap(base)
 	out := append([]string(nil), base...)
 	index := map[string]int{}

@@ -3,38 +3,36 @@ package image
 import (
 	"strings"
 	"testing"
-
-	"github.com/kiln-build/kiln/api/v1alpha1"
 )
 
 func TestMergeEnv(t *testing.T) {
 	base := []string{"PATH=/usr/bin:/bin", "HOME=/root", "LANG=C"}
 	tests := []struct {
 		name    string
-		vars    []v1alpha1.EnvVar
+		vars    []EnvVar
 		want    []string
 		wantErr string
 	}{
 		{"no vars keeps base", nil, base, ""},
-		{"replace in place", []v1alpha1.EnvVar{{Name: "HOME", Value: "/app"}},
+		{"replace in place", []EnvVar{{Name: "HOME", Value: "/app"}},
 			[]string{"PATH=/usr/bin:/bin", "HOME=/app", "LANG=C"}, ""},
-		{"append new", []v1alpha1.EnvVar{{Name: "A", Value: "1"}, {Name: "B", Value: "2"}},
+		{"append new", []EnvVar{{Name: "A", Value: "1"}, {Name: "B", Value: "2"}},
 			[]string{"PATH=/usr/bin:/bin", "HOME=/root", "LANG=C", "A=1", "B=2"}, ""},
-		{"$VAR", []v1alpha1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}},
+		{"$VAR", []EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}},
 			[]string{"PATH=/app/bin:/usr/bin:/bin", "HOME=/root", "LANG=C"}, ""},
-		{"${VAR}", []v1alpha1.EnvVar{{Name: "X", Value: "${HOME}x"}},
+		{"${VAR}", []EnvVar{{Name: "X", Value: "${HOME}x"}},
 			append(append([]string{}, base...), "X=/rootx"), ""},
-		{"unknown is empty", []v1alpha1.EnvVar{{Name: "X", Value: "a${NOPE}b$NOPE"}},
+		{"unknown is empty", []EnvVar{{Name: "X", Value: "a${NOPE}b$NOPE"}},
 			append(append([]string{}, base...), "X=ab"), ""},
-		{"expands against base, not spec", []v1alpha1.EnvVar{{Name: "HOME", Value: "/app"}, {Name: "X", Value: "$HOME"}},
+		{"expands against base, not spec", []EnvVar{{Name: "HOME", Value: "/app"}, {Name: "X", Value: "$HOME"}},
 			[]string{"PATH=/usr/bin:/bin", "HOME=/app", "LANG=C", "X=/root"}, ""},
-		{"escaped dollar", []v1alpha1.EnvVar{{Name: "X", Value: `\$HOME $ 5$`}},
+		{"escaped dollar", []EnvVar{{Name: "X", Value: `\$HOME $ 5$`}},
 			append(append([]string{}, base...), "X=$HOME $ 5$"), ""},
-		{"default and alternative", []v1alpha1.EnvVar{{Name: "X", Value: "${NOPE:-d}|${HOME:-d}|${HOME:+alt}|${NOPE:+alt}|${NOPE:-${LANG}}"}},
+		{"default and alternative", []EnvVar{{Name: "X", Value: "${NOPE:-d}|${HOME:-d}|${HOME:+alt}|${NOPE:+alt}|${NOPE:-${LANG}}"}},
 			append(append([]string{}, base...), "X=d|/root|alt||C"), ""},
-		{"unterminated", []v1alpha1.EnvVar{{Name: "X", Value: "${HOME"}}, nil, `env X: missing '}'`},
-		{"bad modifier", []v1alpha1.EnvVar{{Name: "X", Value: "${HOME:?x}"}}, nil, "unsupported modifier"},
-		{"bad name", []v1alpha1.EnvVar{{Name: "A=B", Value: "x"}}, nil, `env "A=B"`},
+		{"unterminated", []EnvVar{{Name: "X", Value: "${HOME"}}, nil, `env X: missing '}'`},
+		{"bad modifier", []EnvVar{{Name: "X", Value: "${HOME:?x}"}}, nil, "unsupported modifier"},
+		{"bad name", []EnvVar{{Name: "A=B", Value: "x"}}, nil, `env "A=B"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

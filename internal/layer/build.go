@@ -125,13 +125,8 @@ func newBuilder(ctx context.Context, in io.Reader, opts BuildOptions, store *blo
 	return b, nil
 }
 
-// wrap names the layer in errors that do not already.
-func (b *builder) wrap(err error) error {
-	if b.opts.LayerName == "" {
-		return err
-	}
-	return fmt.Errorf("layer %q: %w", b.opts.LayerName, err)
-}
+// wrap names the layer in err (see named).
+func (b *builder) wrap(err error) error { return named(b.opts.LayerName, err) }
 
 func (b *builder) normalizeOptions() Options {
 	o := b.opts.Options

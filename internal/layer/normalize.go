@@ -147,8 +147,8 @@ func (n *normalizer) headerError(err error) error {
 	case n.in.err != nil:
 		return n.sourceError()
 	case errors.Is(err, errHeaderLimit) || errors.Is(err, tar.ErrFieldTooLong):
-		return failure.Permanentf(failure.LimitExceeded,
-			"%sentry %d: header is larger than %d bytes (limit MaxHeaderBytes)", n.prefix(), idx, n.lim.MaxHeaderBytes)
+		return failure.Permanent(failure.LimitExceeded, n.named(fmt.Errorf(
+			"entry %d: header is larger than %d bytes (limit MaxHeaderBytes)", idx, n.lim.MaxHeaderBytes)))
 	case errors.As(err, &fe):
 		return err
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -157,15 +157,11 @@ func (n *normalizer) headerError(err error) error {
 	return n.invalid("entry %d: invalid tar header: %v", idx, err)
 }
 
-func (n *normalizer) prefix() string {
-	if n.opts.LayerName == "" {
-		return ""
-	}
-	return fmt.Sprintf("layer %q: ", n.opts.LayerName)
-}
+// named names the layer in err (see named).
+func (n *normalizer) named(err error) error { return named(n.opts.LayerName, err) }
 
 func (n *normalizer) invalid(format string, args ...any) error {
-	return failure.Permanentf(failure.InvalidLayer, n.prefix()+format, args...)
+	return failure.Permanent(failure.InvalidLayer, n.named(fmt.Errorf(format, args...)))
 }
 
 func (n *normalizer) entryError(name, format string, args ...any) error {
@@ -190,8 +186,8 @@ func (n *normalizer) checkRaw(raw []byte, hdr *tar.Header) error {
 func (n *normalizer) processEntry(hdr *tar.Header) error {
 	n.entry++
 	if n.lim.MaxEntries >= 0 && n.entry > n.lim.MaxEntries {
-		return failure.Permanentf(failure.LimitExceeded,
-			"%slayer has more than %d entries (limit MaxEntries)", n.prefix(), n.lim.MaxEntries)
+		return failure.Permanent(failure.LimitExceeded, n.named(fmt.Errorf(
+			"layer has more than %d entries (limit MaxEntries)", n.lim.MaxEntries)))
 	}
 	raw := n.rec.buf
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
@@ -359,9 +355,9 @@ func (n *normalizer) record(hdr *tar.Header, p string) (string, error) {
 	// directories, so they count against MaxEntries with the entries.
 	n.implied += len(n.paths.nodes) - before - 1
 	if n.lim.MaxEntries >= 0 && n.entry+n.implied > n.lim.MaxEntries {
-		return "", failure.Permanentf(failure.LimitExceeded,
-			"%slayer has more than %d entries, counting the %d parent directories implied by entries (limit MaxEntries)",
-			n.prefix(), n.lim.MaxEntries, n.implied)
+		return "", failure.Permanent(failure.LimitExceeded, n.named(fmt.Errorf(
+			"layer has more than %d entries, counting the %d parent directories implied by entries (limit MaxEntries)",
+			n.lim.MaxEntries, n.implied)))
 	}
 	return p, nil
 }
@@ -518,7 +514,7 @@ func (n *normalizer) bodyError(err error) error {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return n.invalid("entry %d: truncated: the layer ends inside the entry's content", n.entry)
 	}
-	return fmt.Errorf("%sentry %d: reading content: %w", n.prefix(), n.entry, err)
+	return n.named(fmt.Errorf("entry %d: reading content: %w", n.entry, err))
 }
 
 func isZero(b []byte) bool {

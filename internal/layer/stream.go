@@ -71,25 +71,28 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 func (c *countingReader) checkLimits() error {
 	if c.max >= 0 && c.n > c.max {
-		return failure.Permanentf(failure.LimitExceeded,
-			"%suncompressed size exceeds %d bytes (limit MaxUncompressedBytes)", layerPrefix(c.name), c.max)
+		return failure.Permanent(failure.LimitExceeded, named(c.name, fmt.Errorf(
+			"uncompressed size exceeds %d bytes (limit MaxUncompressedBytes)", c.max)))
 	}
 	if c.ratio < 0 || c.compressed == nil || c.n <= ratioGrace {
 		return nil
 	}
 	if z := c.compressed(); z > 0 && c.n/z > c.ratio {
-		return failure.Permanentf(failure.LimitExceeded,
-			"%sdecompresses to more than %d times its compressed size (%d bytes from %d; limit MaxRatio)",
-			layerPrefix(c.name), c.ratio, c.n, z)
+		return failure.Permanent(failure.LimitExceeded, named(c.name, fmt.Errorf(
+			"decompresses to more than %d times its compressed size (%d bytes from %d; limit MaxRatio)",
+			c.ratio, c.n, z)))
 	}
 	return nil
 }
 
-func layerPrefix(name string) string {
-	if name == "" {
-		return ""
+// named names the layer in err: `layer "name": ...` as a
+// failure.LayerError, so that the engine can tell it is named. Without a
+// name (a base archive's layers, tests) err is returned as is.
+func named(layer string, err error) error {
+	if layer == "" {
+		return err
 	}
-	return fmt.Sprintf("layer %q: ", name)
+	return &failure.LayerError{Layer: layer, Err: err}
 }
 
 // countingWriter counts bytes written.
@@ -111,7 +114,7 @@ func (n *normalizer) sourceError() error {
 	if errors.As(n.in.err, &fe) && fe.Reason == failure.LimitExceeded {
 		return n.in.err
 	}
-	return fmt.Errorf("%sreading the tar stream: %w", n.prefix(), n.in.err)
+	return n.named(fmt.Errorf("reading the tar stream: %w", n.in.err))
 }
 
 // finish writes the end-of-archive marker and drains the input to EOF, so
@@ -170,7 +173,7 @@ func (n *normalizer) drainTrailing(keep bool) error {
 			if n.in.err != nil {
 				return n.sourceError()
 			}
-			return fmt.Errorf("%sreading after the end of the archive: %w", n.prefix(), err)
+			return n.named(fmt.Errorf("reading after the end of the archive: %w", err))
 		}
 	}
 }

@@ -35,7 +35,7 @@ func (f *Fetcher) openBlob(ctx context.Context, s Spec, want v1.Hash) (*Stream, 
 		req, err := http.NewRequestWithContext(st.ctx, http.MethodGet, u.String(), nil)
 		if err != nil {
 			st.Close()
-			return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: blob %s: %v", s.Name, s.Blob, err)
+			return nil, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "blob %s: %v", s.Blob, err))
 		}
 		return f.startBody(st, c, req, what)
 	})
@@ -50,16 +50,16 @@ func (f *Fetcher) blobTarget(s Spec, want v1.Hash) (name.Digest, v1.Hash, *url.U
 	}
 	ref, err := name.NewDigest(s.Blob, nameOpts...)
 	if err != nil {
-		return ref, v1.Hash{}, nil, failure.Permanentf(failure.InvalidSpec,
-			"layer %q: blob %q is not a digest reference (registry/repository@sha256:<hex>): %v", s.Name, s.Blob, err)
+		return ref, v1.Hash{}, nil, failure.Permanent(failure.InvalidSpec,
+			failure.Layerf(s.Name, "blob %q is not a digest reference (registry/repository@sha256:<hex>): %v", s.Blob, err))
 	}
 	pinned, err := v1.NewHash(ref.DigestStr())
 	if err != nil || pinned.Algorithm != "sha256" {
-		return ref, v1.Hash{}, nil, failure.Permanentf(failure.InvalidSpec, "layer %q: blob %q: only sha256 digests are supported", s.Name, s.Blob)
+		return ref, v1.Hash{}, nil, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "blob %q: only sha256 digests are supported", s.Blob))
 	}
 	if want != (v1.Hash{}) && want != pinned {
-		return ref, v1.Hash{}, nil, failure.Permanentf(failure.InvalidSpec,
-			"layer %q: spec declares digest %s but blob reference pins %s", s.Name, want, pinned)
+		return ref, v1.Hash{}, nil, failure.Permanent(failure.InvalidSpec,
+			failure.Layerf(s.Name, "spec declares digest %s but blob reference pins %s", want, pinned))
 	}
 	u := &url.URL{
 		Scheme: ref.Context().Registry.Scheme(),
@@ -67,7 +67,7 @@ func (f *Fetcher) blobTarget(s Spec, want v1.Hash) (name.Digest, v1.Hash, *url.U
 		Path:   fmt.Sprintf("/v2/%s/blobs/%s", ref.Context().RepositoryStr(), ref.DigestStr()),
 	}
 	if err := f.blobPolicy.CheckURL(u); err != nil {
-		return ref, v1.Hash{}, nil, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing blob %s: %v", s.Name, s.Blob, err)
+		return ref, v1.Hash{}, nil, failure.Permanent(failure.SourceForbidden, failure.Layerf(s.Name, "refusing blob %s: %v", s.Blob, err))
 	}
 	return ref, pinned, u, nil
 }
@@ -76,7 +76,7 @@ func (f *Fetcher) blobTarget(s Spec, want v1.Hash) (name.Digest, v1.Hash, *url.U
 func (f *Fetcher) registryClient(ctx context.Context, s Spec, ref name.Digest) (*http.Client, error) {
 	auth, err := authn.Resolve(ctx, f.opts.Keychain, ref.Context())
 	if err != nil {
-		return nil, failure.Permanentf(failure.Unauthorized, "layer %q: resolving credentials for %s: %v", s.Name, ref.Context(), err)
+		return nil, failure.Permanent(failure.Unauthorized, failure.Layerf(s.Name, "resolving credentials for %s: %v", ref.Context(), err))
 	}
 	rt, err := transport.NewWithContext(ctx, ref.Context().Registry, auth, f.blobRT,
 		[]string{ref.Context().Scope(transport.PullScope)})

@@ -145,7 +145,7 @@ func (f *Fetcher) withRetries(ctx context.Context, s Spec, attempt func() (*Stre
 			return nil, failure.Retryable(fmt.Errorf("%w (gave up after %d attempts)", err, try+1), hint)
 		}
 		if serr := f.retry.Wait(ctx, wait); serr != nil {
-			return nil, fmt.Errorf("layer %q: waiting to retry: %w (last error: %v)", s.Name, serr, err)
+			return nil, failure.Layerf(s.Name, "waiting to retry: %w (last error: %v)", serr, err)
 		}
 	}
 }
@@ -164,17 +164,17 @@ func (f *Fetcher) WithRetryBudget(ctx context.Context) context.Context {
 func (f *Fetcher) openURL(ctx context.Context, s Spec, want v1.Hash) (*Stream, error) {
 	u, err := url.Parse(s.URL)
 	if err != nil {
-		return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
+		return nil, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "invalid URL %s: %v", egress.RedactURL(s.URL), err))
 	}
 	if err := f.policy.CheckURL(u); err != nil {
-		return nil, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing %s: %v", s.Name, egress.RedactURL(s.URL), err)
+		return nil, failure.Permanent(failure.SourceForbidden, failure.Layerf(s.Name, "refusing %s: %v", egress.RedactURL(s.URL), err))
 	}
 	return f.withRetries(ctx, s, func() (*Stream, error) {
 		st := newStream(ctx, s, KindURL, want, f.opts, noBody{})
 		req, err := newURLRequest(st.ctx, s)
 		if err != nil {
 			st.Close()
-			return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
+			return nil, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "invalid URL %s: %v", egress.RedactURL(s.URL), err))
 		}
 		return f.startBody(st, f.client, req, "GET "+egress.RedactURL(s.URL))
 	})
@@ -258,11 +258,11 @@ func (noBody) Close() error             { return nil }
 // doError classifies an error from http.Client.Do.
 func doError(s Spec, what string, err error) error {
 	if fe, ok := egress.AsForbidden(err); ok {
-		return failure.Permanentf(failure.SourceForbidden, "layer %q: %s: refused: %v", s.Name, what, fe)
+		return failure.Permanent(failure.SourceForbidden, failure.Layerf(s.Name, "%s: refused: %v", what, fe))
 	}
 	if errors.Is(err, errTooManyRedirects) {
 		// A redirect loop is a broken URL, not a network hiccup.
-		return failure.Permanentf(failure.InvalidSpec, "layer %q: %s: %v", s.Name, what, errTooManyRedirects)
+		return failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "%s: %v", what, errTooManyRedirects))
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
@@ -278,9 +278,9 @@ func doError(s Spec, what string, err error) error {
 		if s.Kind() == KindBlob {
 			hint += "; give the registry's CA bundle (target.caBundle)"
 		}
-		return failure.Permanentf(failure.InvalidSpec, "layer %q: %s: %v: %s", s.Name, what, err, hint)
+		return failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "%s: %v: %s", what, err, hint))
 	}
-	return failure.Retryable(fmt.Errorf("layer %q: %s: %w", s.Name, what, err), 0)
+	return failure.Retryable(failure.Layerf(s.Name, "%s: %w", what, err), 0)
 }
 
 // statusError classifies a response status; nil for 2xx.
@@ -354,7 +354,7 @@ func scrub(msg string, secrets []string) string {
 }
 
 func classifyStatus(s Spec, what string, code int, after time.Duration, detail string) error {
-	msg := fmt.Errorf("layer %q: %s: %s", s.Name, what, detail)
+	msg := failure.Layerf(s.Name, "%s: %s", what, detail)
 	switch {
 	case code == http.StatusNotFound || code == http.StatusGone:
 		return failure.Permanent(failure.SourceNotFound, msg)

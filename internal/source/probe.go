@@ -43,21 +43,21 @@ type Proof struct {
 // never a proof.
 func (f *Fetcher) ProveURL(ctx context.Context, s Spec) (Proof, error) {
 	if s.Kind() != KindURL {
-		return Proof{}, failure.Permanentf(failure.InvalidSpec, "layer %q: proving access to a %s source over HTTP", s.Name, s.Kind())
+		return Proof{}, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "proving access to a %s source over HTTP", s.Kind()))
 	}
 	u, err := url.Parse(s.URL)
 	if err != nil {
-		return Proof{}, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
+		return Proof{}, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "invalid URL %s: %v", egress.RedactURL(s.URL), err))
 	}
 	if err := f.policy.CheckURL(u); err != nil {
-		return Proof{}, failure.Permanentf(failure.SourceForbidden, "layer %q: refusing %s: %v", s.Name, egress.RedactURL(s.URL), err)
+		return Proof{}, failure.Permanent(failure.SourceForbidden, failure.Layerf(s.Name, "refusing %s: %v", egress.RedactURL(s.URL), err))
 	}
 	what := "GET " + egress.RedactURL(s.URL)
 	var p Proof
 	_, err = f.withRetries(ctx, s, func() (*Stream, error) {
 		req, err := newURLRequest(ctx, s)
 		if err != nil {
-			return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: invalid URL %s: %v", s.Name, egress.RedactURL(s.URL), err)
+			return nil, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "invalid URL %s: %v", egress.RedactURL(s.URL), err))
 		}
 		p, err = f.prove(s, f.client, req, what)
 		return nil, err
@@ -73,7 +73,7 @@ func (f *Fetcher) ProveBlob(ctx context.Context, s Spec) (Proof, error) {
 		return Proof{}, err
 	}
 	if s.Kind() != KindBlob {
-		return Proof{}, failure.Permanentf(failure.InvalidSpec, "layer %q: proving access to a %s source as a registry blob", s.Name, s.Kind())
+		return Proof{}, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "proving access to a %s source as a registry blob", s.Kind()))
 	}
 	ref, _, u, err := f.blobTarget(s, want)
 	if err != nil {
@@ -88,7 +88,7 @@ func (f *Fetcher) ProveBlob(ctx context.Context, s Spec) (Proof, error) {
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.String(), nil)
 		if err != nil {
-			return nil, failure.Permanentf(failure.InvalidSpec, "layer %q: blob %s: %v", s.Name, s.Blob, err)
+			return nil, failure.Permanent(failure.InvalidSpec, failure.Layerf(s.Name, "blob %s: %v", s.Blob, err))
 		}
 		p, err = f.prove(s, c, req, what)
 		return nil, err
@@ -147,15 +147,15 @@ func (f *Fetcher) CredentialID(ctx context.Context, s Spec) (string, error) {
 	}
 	auth, err := authn.Resolve(ctx, f.opts.Keychain, ref.Context())
 	if err != nil {
-		return "", failure.Permanentf(failure.Unauthorized, "layer %q: resolving credentials for %s: %v", s.Name, ref.Context(), err)
+		return "", failure.Permanent(failure.Unauthorized, failure.Layerf(s.Name, "resolving credentials for %s: %v", ref.Context(), err))
 	}
 	cfg, err := authn.Authorization(ctx, auth)
 	if err != nil {
-		return "", failure.Permanentf(failure.Unauthorized, "layer %q: resolving credentials for %s: %v", s.Name, ref.Context(), err)
+		return "", failure.Permanent(failure.Unauthorized, failure.Layerf(s.Name, "resolving credentials for %s: %v", ref.Context(), err))
 	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
-		return "", fmt.Errorf("layer %q: encoding credentials for %s: %w", s.Name, ref.Context(), err)
+		return "", failure.Layerf(s.Name, "encoding credentials for %s: %w", ref.Context(), err)
 	}
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:]), nil

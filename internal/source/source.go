@@ -259,16 +259,16 @@ func (s Spec) validate() (want v1.Hash, err error) {
 		}
 	}
 	if set != 1 {
-		return v1.Hash{}, failure.Permanentf(failure.InvalidSpec,
-			"layer %q: source must set exactly one of url, blob, configMap/secret data (%d set)", s.Name, set)
+		return v1.Hash{}, failure.Permanent(failure.InvalidSpec,
+			failure.Layerf(s.Name, "source must set exactly one of url, blob, configMap/secret data (%d set)", set))
 	}
 	if s.Digest == "" {
 		return v1.Hash{}, nil
 	}
 	want, err = v1.NewHash(s.Digest)
 	if err != nil || want.Algorithm != "sha256" {
-		return v1.Hash{}, failure.Permanentf(failure.InvalidSpec,
-			"layer %q: digest %q is not a sha256 digest (sha256:<64 hex>)", s.Name, s.Digest)
+		return v1.Hash{}, failure.Permanent(failure.InvalidSpec,
+			failure.Layerf(s.Name, "digest %q is not a sha256 digest (sha256:<64 hex>)", s.Digest))
 	}
 	return want, nil
 }
@@ -282,8 +282,8 @@ func (f *Fetcher) openData(ctx context.Context, s Spec, want v1.Hash) (*Stream, 
 }
 
 func (f *Fetcher) limitError(s Spec) error {
-	return failure.Permanentf(failure.LimitExceeded,
-		"layer %q: %s is larger than the limit of %d bytes (%s)", s.Name, s.describe(), f.opts.MaxBytes, humanBytes(f.opts.MaxBytes))
+	return failure.Permanent(failure.LimitExceeded,
+		failure.Layerf(s.Name, "%s is larger than the limit of %d bytes (%s)", s.describe(), f.opts.MaxBytes, humanBytes(f.opts.MaxBytes)))
 }
 
 // describe names the source for messages, without secrets.

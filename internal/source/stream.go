@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"hash"
 	"io"
 	"sync/atomic"
@@ -201,8 +200,8 @@ func (st *Stream) Read(p []byte) (int, error) {
 	n, err := st.guarded(func() (int, error) { return st.r.Read(p) })
 	if st.n+int64(n) > st.limit {
 		n = int(st.limit - st.n)
-		err = failure.Permanentf(failure.LimitExceeded,
-			"layer %q: %s is larger than the limit of %d bytes (%s)", st.spec.Name, st.spec.describe(), st.limit, humanBytes(st.limit))
+		err = failure.Permanent(failure.LimitExceeded,
+			failure.Layerf(st.spec.Name, "%s is larger than the limit of %d bytes (%s)", st.spec.describe(), st.limit, humanBytes(st.limit)))
 	}
 	st.h.Write(p[:n])
 	st.n += int64(n)
@@ -230,8 +229,8 @@ func (st *Stream) verify() error {
 		return io.EOF
 	}
 	if got := st.Digest(); got != st.want {
-		return failure.Permanentf(failure.DigestMismatch,
-			"layer %q: fetched bytes have digest %s, spec declares %s", st.spec.Name, got, st.want)
+		return failure.Permanent(failure.DigestMismatch,
+			failure.Layerf(st.spec.Name, "fetched bytes have digest %s, spec declares %s", got, st.want))
 	}
 	return io.EOF
 }
@@ -240,18 +239,18 @@ func (st *Stream) verify() error {
 func (st *Stream) readError(err error) error {
 	switch {
 	case st.slow.Load():
-		return failure.Retryable(fmt.Errorf("layer %q: %s: transfer slower than %s/s over %s (received %s)",
-			st.spec.Name, st.request(), humanBytes(st.minRate), st.window, humanBytes(st.rate.got)), 0)
+		return failure.Retryable(failure.Layerf(st.spec.Name, "%s: transfer slower than %s/s over %s (received %s)",
+			st.request(), humanBytes(st.minRate), st.window, humanBytes(st.rate.got)), 0)
 	case st.stalled.Load():
-		return failure.Retryable(fmt.Errorf("layer %q: reading %s: no data received for %s (after %d bytes)",
-			st.spec.Name, st.spec.describe(), st.timeout, st.n), 0)
+		return failure.Retryable(failure.Layerf(st.spec.Name, "reading %s: no data received for %s (after %d bytes)",
+			st.spec.describe(), st.timeout, st.n), 0)
 	case st.parent.Err() != nil:
-		return fmt.Errorf("layer %q: reading %s: %w", st.spec.Name, st.spec.describe(), st.parent.Err())
+		return failure.Layerf(st.spec.Name, "reading %s: %w", st.spec.describe(), st.parent.Err())
 	case st.closed:
-		return fmt.Errorf("layer %q: read after Close", st.spec.Name)
+		return failure.Layerf(st.spec.Name, "read after Close")
 	}
-	return failure.Retryable(fmt.Errorf("layer %q: reading %s after %d bytes: %w",
-		st.spec.Name, st.spec.describe(), st.n, err), 0)
+	return failure.Retryable(failure.Layerf(st.spec.Name, "reading %s after %d bytes: %w",
+		st.spec.describe(), st.n, err), 0)
 }
 
 // request names the network request for messages.
@@ -273,7 +272,7 @@ func (st *Stream) Close() error {
 	}
 	st.cancel()
 	if st.err == nil {
-		st.err = fmt.Errorf("layer %q: read after Close", st.spec.Name)
+		st.err = failure.Layerf(st.spec.Name, "read after Close")
 	}
 	return st.body.Close()
 }
