@@ -414,6 +414,13 @@ func TestTransientRegistryFailuresRetryToTheSameDigest(t *testing.T) {
 		t.Errorf("digest after retries %s, clean run %s", got.Status.Digest, want)
 	}
 	mu.Lock()
+	// The faults must have happened, or this sub-case proves nothing: every
+	// kind of request the push made was refused exactly three times first.
+	for _, kind := range []string{"HEAD manifest", "POST upload", "PUT upload", "PUT manifest"} {
+		if failed[kind] != 3 {
+			t.Errorf("%q got %d injected 503s, want 3 (all: %v)", kind, failed[kind], failed)
+		}
+	}
 	t.Logf("503s served: %v; status.failures at Ready: %d", failed, got.Status.Failures)
 	mu.Unlock()
 
