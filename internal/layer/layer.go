@@ -63,6 +63,8 @@ package layer
 import (
 	"fmt"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/version"
 )
 
 // Mode selects how much of each header Normalize may rewrite.
@@ -162,7 +164,7 @@ func (o Options) reproducible() bool { return o.Mode == Reproducible }
 
 func (o Options) created() time.Time {
 	if o.Created.IsZero() {
-		return time.Unix(0, 0).UTC()
+		return version.Epoch
 	}
 	return o.Created.UTC()
 }
