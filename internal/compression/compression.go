@@ -13,6 +13,7 @@ import (
 	"io"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 // Algorithm names a compression format.
@@ -67,7 +68,7 @@ func Check(declared, detected Algorithm) error {
 // Open buffers r, detects its compression, checks it against declared and
 // returns a reader of the decompressed bytes together with what was detected.
 func Open(r io.Reader, declared Algorithm, opts ReaderOptions) (rc io.ReadCloser, detected Algorithm, err error) {
-	src := &sourceReader{r: r}
+	src := iox.NewReader(r)
 	br := bufio.NewReaderSize(src, inputBufferSize)
 	detected, err = Detect(br)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 // inputBufferSize is the bufio size in front of every decoder: ulikunitz/xz is
@@ -69,14 +70,16 @@ func NewReader(r io.Reader, alg Algorithm, opts ReaderOptions) (io.ReadCloser, e
 	if alg == None {
 		return io.NopCloser(r), nil
 	}
-	src := &sourceReader{r: r}
+	src := iox.NewReader(r)
 	return newReader(bufio.NewReaderSize(src, inputBufferSize), src, alg, opts)
 }
 
 // newReader decodes br, which buffers src; Open calls it directly so that its
 // detection buffer is also the decoder's input buffer.
-func newReader(br *bufio.Reader, src *sourceReader, alg Algorithm, opts ReaderOptions) (io.ReadCloser, error) {
-	d := &decoder{alg: alg, srcErr: src.lastErr, zstdLimit: opts.zstdLimit()}
+// src remembers the input's last error, so that a decoder error can be told
+// apart from an I/O error of the source.
+func newReader(br *bufio.Reader, src *iox.Reader, alg Algorithm, opts ReaderOptions) (io.ReadCloser, error) {
+	d := &decoder{alg: alg, srcErr: src.Err, zstdLimit: opts.zstdLimit()}
 	var err error
 	switch alg {
 	case None:
@@ -109,23 +112,6 @@ func newReader(br *bufio.Reader, src *sourceReader, alg Algorithm, opts ReaderOp
 	}
 	return d, nil
 }
-
-// sourceReader remembers the last error of the compressed input so that a
-// decoder error can be told apart from an I/O error of the source.
-type sourceReader struct {
-	r   io.Reader
-	err error
-}
-
-func (s *sourceReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF {
-		s.err = err
-	}
-	return n, err
-}
-
-func (s *sourceReader) lastErr() error { return s.err }
 
 // decoder classifies the errors of a decompressing reader.
 type decoder struct {

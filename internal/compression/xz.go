@@ -562,7 +562,9 @@ func trimLibPrefix(s string) string {
 	return s
 }
 
-// countingReader counts the compressed bytes a block consumes.
+// countingReader counts the compressed bytes a block consumes. It is not an
+// iox.Reader because the LZMA decoder reads byte by byte through ReadByte,
+// and hiding that method behind an io.Reader would cost a buffer copy.
 type countingReader struct {
 	r byteReader
 	n int64

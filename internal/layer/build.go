@@ -10,7 +10,6 @@ import (
 	"hash"
 	"io"
 	"os"
-	"sync/atomic"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -18,6 +17,7 @@ import (
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/compression"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 // inputBuffer is the read buffer in front of the fetched bytes; detection
@@ -93,7 +93,7 @@ type builder struct {
 	ctx      context.Context
 	opts     BuildOptions
 	store    *blobstore.Store
-	in       *inputReader
+	in       *iox.Reader
 	br       *bufio.Reader
 	output   compression.Algorithm
 	wantDiff v1.Hash
@@ -101,7 +101,8 @@ type builder struct {
 }
 
 func newBuilder(ctx context.Context, in io.Reader, opts BuildOptions, store *blobstore.Store) (*builder, error) {
-	b := &builder{ctx: ctx, opts: opts, store: store, in: &inputReader{ctx: ctx, r: in}}
+	// b.in counts the fetched bytes, for the ratio limit.
+	b := &builder{ctx: ctx, opts: opts, store: store, in: iox.NewReader(iox.ContextReader(ctx, in))}
 	b.br = bufio.NewReaderSize(b.in, inputBuffer)
 	if err := opts.Options.validate(); err != nil {
 		return nil, b.wrap(failure.Permanent(failure.InvalidSpec, err))
@@ -130,7 +131,7 @@ func (b *builder) wrap(err error) error { return named(b.opts.LayerName, err) }
 
 func (b *builder) normalizeOptions() Options {
 	o := b.opts.Options
-	o.CompressedBytes = b.in.count
+	o.CompressedBytes = b.in.Count
 	return o
 }
 
@@ -249,20 +250,7 @@ func (b *builder) encodeSpooledXz() error {
 		return b.wrap(err)
 	}
 	defer dec.Close()
-	return b.encode(compression.None, &ctxReader{ctx: b.ctx, r: dec})
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
+	return b.encode(compression.None, iox.ContextReader(b.ctx, dec))
 }
 
 // run decodes src in its own goroutine and normalizes the result into dst.
@@ -315,22 +303,3 @@ func (b *builder) finishDiffID(h hash.Hash, st Stats) error {
 	b.res.Changes = st.Changes
 	return nil
 }
-
-// inputReader counts the fetched bytes (for the ratio limit) and stops at
-// context cancellation.
-type inputReader struct {
-	ctx context.Context
-	r   io.Reader
-	n   atomic.Int64
-}
-
-func (r *inputReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	m, err := r.r.Read(p)
-	r.n.Add(int64(m))
-	return m, err
-}
-
-func (r *inputReader) count() int64 { return r.n.Load() }

@@ -110,7 +110,9 @@ type Limits struct {
 	MaxRatio int64
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with its zero fields set to the defaults and its
+// negative ones to -1 ("no limit").
+func (l Limits) WithDefaults() Limits {
 	def := func(v, d int64) int64 {
 		switch {
 		case v == 0:

@@ -57,7 +57,7 @@ func Normalize(dst io.Writer, src io.Reader, opts Options) (Stats, error) {
 	if ferr := n.out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("writing normalized layer: %w", ferr)
 	}
-	n.stats.InputSize = n.in.n
+	n.stats.InputSize = n.in.Count()
 	n.stats.Size = n.outN.n
 	return n.stats, err
 }
@@ -65,7 +65,7 @@ func Normalize(dst io.Writer, src io.Reader, opts Options) (Stats, error) {
 type normalizer struct {
 	opts    Options
 	lim     Limits
-	in      *countingReader
+	in      *LimitReader
 	br      *bufio.Reader
 	rec     recorder
 	outN    *countingWriter
@@ -81,8 +81,8 @@ type normalizer struct {
 }
 
 func newNormalizer(dst io.Writer, src io.Reader, opts Options) *normalizer {
-	lim := opts.Limits.withDefaults()
-	in := &countingReader{r: src, max: lim.MaxUncompressedBytes, ratio: lim.MaxRatio, compressed: opts.CompressedBytes, name: opts.LayerName}
+	lim := opts.Limits.WithDefaults()
+	in := NewLimitReader(src, lim, opts.CompressedBytes, opts.LayerName)
 	br := bufio.NewReaderSize(in, ioBuffer)
 	cw := &countingWriter{w: dst}
 	n := &normalizer{
@@ -144,7 +144,7 @@ func (n *normalizer) headerError(err error) error {
 	idx := n.entry + 1
 	var fe *failure.Error
 	switch {
-	case n.in.err != nil:
+	case n.in.Err() != nil:
 		return n.sourceError()
 	case errors.Is(err, errHeaderLimit) || errors.Is(err, tar.ErrFieldTooLong):
 		return failure.Permanent(failure.LimitExceeded, n.named(fmt.Errorf(
@@ -507,7 +507,7 @@ func (n *normalizer) skipBody(size int64) error {
 func (n *normalizer) bodyError(err error) error {
 	var fe *failure.Error
 	switch {
-	case n.in.err != nil:
+	case n.in.Err() != nil:
 		return n.sourceError()
 	case errors.As(err, &fe):
 		return err

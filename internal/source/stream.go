@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 // bodyBuffer is the read-ahead for network bodies: it lets Open fetch the
@@ -48,7 +49,7 @@ type Stream struct {
 	what string
 	// arrived counts body bytes as they come off the network, beneath the
 	// read-ahead buffer, so the rate check sees arrivals, not hand-outs.
-	arrived  int64
+	arrived  *iox.Reader // nil for in-memory sources
 	rate     *rateWindow // nil for in-memory sources or when disabled
 	minRate  int64
 	window   time.Duration
@@ -79,7 +80,8 @@ func newStream(parent context.Context, s Spec, kind Kind, want v1.Hash, opts Opt
 // bytes arrived.
 func (st *Stream) watch(body io.ReadCloser) {
 	st.body = body
-	st.r = bufio.NewReaderSize(&countingReader{r: body, n: &st.arrived}, bodyBuffer)
+	st.arrived = iox.NewReader(body)
+	st.r = bufio.NewReaderSize(st.arrived, bodyBuffer)
 	if st.minRate > 0 {
 		st.rate = newRateWindow(st.minRate, st.window)
 	}
@@ -114,11 +116,11 @@ func (st *Stream) guarded(read func() (int, error)) (int, error) {
 		wait, rateFirst = st.rate.left(), true
 	}
 	st.rateWait.Store(rateFirst)
-	before, start := st.arrived, time.Now()
+	before, start := st.arrived.Count(), time.Now()
 	st.timer.Reset(wait)
 	n, err := read()
 	st.timer.Stop()
-	if st.rate != nil && st.rate.add(st.arrived-before, time.Since(start)) && err == nil {
+	if st.rate != nil && st.rate.add(st.arrived.Count()-before, time.Since(start)) && err == nil {
 		// The window closed inside a read that still returned bytes (or
 		// before the timer fired): the attempt ends all the same.
 		st.slow.Store(true)
@@ -156,18 +158,6 @@ func (w *rateWindow) add(n int64, d time.Duration) bool {
 		return false
 	}
 	return w.used >= w.window
-}
-
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n *int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	*c.n += int64(n)
-	return n, err
 }
 
 // prefetch reads the first bytes of a network body into the buffer, so that
