@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/iox"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // inputBufferSize is the bufio size in front of every decoder: ulikunitz/xz is
@@ -159,7 +160,7 @@ func (d *decoder) classify(err error) error {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return failure.Permanentf(failure.InvalidLayer, "%s: unexpected EOF (truncated input)", d.alg)
 	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
-		return failure.Permanentf(failure.LimitExceeded, "%s: %v (limit %s)", d.alg, err, formatSize(uint64(d.zstdLimit)))
+		return failure.Permanentf(failure.LimitExceeded, "%s: %v (limit %s)", d.alg, err, units.Bytes(d.zstdLimit))
 	}
 	// Libraries prefix some messages with their name ("gzip: invalid header");
 	// say it once.
@@ -179,18 +180,3 @@ type decodeError struct {
 
 func (e *decodeError) Error() string { return e.msg }
 func (e *decodeError) Unwrap() error { return e.err }
-
-// formatSize renders a byte count for messages: "256 MiB", "1.5 GiB", "4096 B".
-func formatSize(n uint64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
-	f := float64(n)
-	i := 0
-	for f >= 1024 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	if f == float64(uint64(f)) {
-		return fmt.Sprintf("%d %s", uint64(f), units[i])
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
-}

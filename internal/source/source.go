@@ -14,7 +14,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/retry"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // Kind says where a source's bytes come from.
@@ -283,7 +283,7 @@ func (f *Fetcher) openData(ctx context.Context, s Spec, want v1.Hash) (*Stream, 
 
 func (f *Fetcher) limitError(s Spec) error {
 	return failure.Permanent(failure.LimitExceeded,
-		failure.Layerf(s.Name, "%s is larger than the limit of %d bytes (%s)", s.describe(), f.opts.MaxBytes, humanBytes(f.opts.MaxBytes)))
+		failure.Layerf(s.Name, "%s is larger than the limit of %d bytes (%s)", s.describe(), f.opts.MaxBytes, units.Bytes(f.opts.MaxBytes)))
 }
 
 // describe names the source for messages, without secrets.
@@ -299,20 +299,4 @@ func (s Spec) describe() string {
 		}
 		return "inline data"
 	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	s := fmt.Sprintf("%.1f", v)
-	s = strings.TrimSuffix(s, ".0")
-	return s + " " + string("KMGTPE"[exp]) + "iB"
 }

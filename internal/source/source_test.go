@@ -617,14 +617,6 @@ func TestBlobSourceCorrupt(t *testing.T) {
 	assertErr(t, err, failure.DigestMismatch, true, "fetched bytes have digest "+sha([]byte("tampered"))+", spec declares "+want)
 }
 
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1 KiB", 1536: "1.5 KiB", 8 << 30: "8 GiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 func BenchmarkStreamData(b *testing.B) {
 	data := make([]byte, 64<<20)
 	f := NewFetcher(Options{})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/iox"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // bodyBuffer is the read-ahead for network bodies: it lets Open fetch the
@@ -191,7 +192,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 	if st.n+int64(n) > st.limit {
 		n = int(st.limit - st.n)
 		err = failure.Permanent(failure.LimitExceeded,
-			failure.Layerf(st.spec.Name, "%s is larger than the limit of %d bytes (%s)", st.spec.describe(), st.limit, humanBytes(st.limit)))
+			failure.Layerf(st.spec.Name, "%s is larger than the limit of %d bytes (%s)", st.spec.describe(), st.limit, units.Bytes(st.limit)))
 	}
 	st.h.Write(p[:n])
 	st.n += int64(n)
@@ -230,7 +231,7 @@ func (st *Stream) readError(err error) error {
 	switch {
 	case st.slow.Load():
 		return failure.Retryable(failure.Layerf(st.spec.Name, "%s: transfer slower than %s/s over %s (received %s)",
-			st.request(), humanBytes(st.minRate), st.window, humanBytes(st.rate.got)), 0)
+			st.request(), units.Bytes(st.minRate), st.window, units.Bytes(st.rate.got)), 0)
 	case st.stalled.Load():
 		return failure.Retryable(failure.Layerf(st.spec.Name, "reading %s: no data received for %s (after %d bytes)",
 			st.spec.describe(), st.timeout, st.n), 0)
