@@ -7,7 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 
@@ -179,23 +179,13 @@ func choosePlatform(children []v1.Descriptor, ref string, p v1.Platform) (v1.Des
 }
 
 func errNoPlatform(ref string, p v1.Platform, have []string) error {
-	sort.Strings(have)
-	list := strings.Join(dedup(have), ", ")
+	slices.Sort(have)
+	list := strings.Join(slices.Compact(have), ", ")
 	if list == "" {
 		list = "no platform-specific images"
 	}
 	return failure.Permanentf(failure.PlatformNotFound,
 		"base %s has no %s image; it has: %s", ref, formatPlatform(p), list)
-}
-
-func dedup(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // HeadDigest returns the digest ref currently resolves to, with a HEAD
