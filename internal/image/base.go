@@ -97,7 +97,7 @@ func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote
 	what := "base " + ref
 	desc, err := remote.Get(r, opts...)
 	if err != nil {
-		return nil, registry.Classify(err, what)
+		return nil, registry.Classify(err, registry.AccessBase, what)
 	}
 	b := &Base{Name: ref, RefDigest: desc.Digest}
 	img, digest, fromIndex, err := pickImage(desc, ref, p)
@@ -107,12 +107,12 @@ func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote
 	b.Image, b.Digest = img, digest
 	mt, err := img.MediaType()
 	if err != nil {
-		return nil, registry.Classify(err, what)
+		return nil, registry.Classify(err, registry.AccessBase, what)
 	}
 	b.Docker = mt == types.DockerManifestSchema2
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), what)
+		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), registry.AccessBase, what)
 	}
 	b.Platform = platformOf(cf)
 	if !fromIndex {
@@ -130,11 +130,11 @@ func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (img v1.Image
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, registry.AccessBase, "base "+ref)
 		}
 		im, err := idx.IndexManifest()
 		if err != nil {
-			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, registry.AccessBase, "base "+ref)
 		}
 		child, err := choosePlatform(im.Manifests, ref, p)
 		if err != nil {
@@ -142,7 +142,7 @@ func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (img v1.Image
 		}
 		img, err := idx.Image(child.Digest)
 		if err != nil {
-			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, registry.AccessBase, "base "+ref)
 		}
 		return img, child.Digest, true, nil
 	case desc.MediaType.IsSchema1():
@@ -151,7 +151,7 @@ func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (img v1.Image
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		if err != nil {
-			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, registry.AccessBase, "base "+ref)
 		}
 		return img, desc.Digest, false, nil
 	default:
@@ -197,7 +197,7 @@ func HeadDigest(ctx context.Context, ref string, opts ...remote.Option) (v1.Hash
 	}
 	desc, err := remote.Head(r, append(opts, remote.WithContext(ctx))...)
 	if err != nil {
-		return v1.Hash{}, registry.Classify(err, "base "+ref)
+		return v1.Hash{}, registry.Classify(err, registry.AccessBase, "base "+ref)
 	}
 	if desc == nil {
 		return v1.Hash{}, errors.New("HEAD " + ref + ": no descriptor")
