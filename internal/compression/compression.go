@@ -29,19 +29,6 @@ const (
 	Bzip2 Algorithm = "bzip2"
 )
 
-// MediaTypeSuffix returns the OCI media type suffix of a layer compressed with a:
-// "+gzip", "+zstd", or "" for None (and for algorithms OCI has no suffix for).
-func (a Algorithm) MediaTypeSuffix() string {
-	switch a {
-	case Gzip:
-		return "+gzip"
-	case Zstd:
-		return "+zstd"
-	default:
-		return ""
-	}
-}
-
 // Parse turns a spec value into an Algorithm. "" and "auto" mean Auto.
 func Parse(s string) (Algorithm, error) {
 	switch a := Algorithm(s); a {

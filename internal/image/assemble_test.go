@@ -208,8 +208,8 @@ func pushDockerBase(t *testing.T, reg *countingRegistry) *Base {
 func TestDockerBaseStaysDocker(t *testing.T) {
 	reg := newRegistry(t)
 	base := pushDockerBase(t, reg)
-	if !base.Docker || base.Digest != base.RefDigest {
-		t.Fatalf("base: Docker=%v Digest=%s RefDigest=%s", base.Docker, base.Digest, base.RefDigest)
+	if !isDocker(t, base) || base.Digest != base.RefDigest {
+		t.Fatalf("base: Docker=%v Digest=%s RefDigest=%s", isDocker(t, base), base.Digest, base.RefDigest)
 	}
 	a := mustAssemble(t, Spec{Base: base, Additions: []Addition{addition(t, "app", "x", "y")},
 		Config: Config{Env: []EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}})

@@ -26,7 +26,6 @@ type Base struct {
 	Name     string      // as given in the spec ("scratch", a reference, or "archive <source>")
 	Digest   v1.Hash     // resolved manifest digest of the chosen image; zero for scratch
 	Platform v1.Platform // of the chosen image (from its config)
-	Docker   bool        // base uses Docker v2s2 media types
 	Scratch  bool
 
 	// RefDigest is what the reference itself resolves to: the index digest
@@ -105,11 +104,6 @@ func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote
 		return nil, err
 	}
 	b.Image, b.Digest = img, digest
-	mt, err := img.MediaType()
-	if err != nil {
-		return nil, registry.Classify(err, registry.AccessBase, what)
-	}
-	b.Docker = mt == types.DockerManifestSchema2
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), registry.AccessBase, what)

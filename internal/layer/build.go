@@ -48,9 +48,6 @@ type Result struct {
 	SourceCompression compression.Algorithm
 	Entries           int
 	Changes           map[string]int
-	// FastPath is set when the input's compressed bytes became the blob
-	// unchanged.
-	FastPath bool
 }
 
 // Build reads a fetched layer (compressed or not), normalizes it and stores
@@ -59,7 +56,7 @@ type Result struct {
 //
 // When the input already has the output compression (gzip, or zstd for zstd
 // output) and normalization changes no byte, the input bytes themselves
-// become the blob (Result.FastPath). On any error nothing is committed and
+// become the blob. On any error nothing is committed and
 // every temp file is removed.
 func Build(ctx context.Context, in io.Reader, opts BuildOptions, store *blobstore.Store) (Result, error) {
 	b, err := newBuilder(ctx, in, opts, store)
@@ -173,7 +170,7 @@ func (b *builder) fastPath(alg compression.Algorithm) (done bool, rest io.Reader
 	if err != nil {
 		return false, nil, cleanup, b.wrap(err)
 	}
-	b.res.Digest, b.res.Size, b.res.FastPath = digest, spool.Size(), true
+	b.res.Digest, b.res.Size = digest, spool.Size()
 	return true, nil, cleanup, nil
 }
 

@@ -193,8 +193,8 @@ const (
 type Stats struct {
 	// Entries is the number of entries written (global headers excluded).
 	Entries int
-	// InputSize and Size are the tar stream sizes read and written.
-	InputSize, Size int64
+	// Size is the size of the tar stream written.
+	Size int64
 	// Changed reports whether the output differs from the input at all.
 	Changed bool
 	// Changes counts what was rewritten, by the Change* names; nil when

@@ -57,7 +57,6 @@ func Normalize(dst io.Writer, src io.Reader, opts Options) (Stats, error) {
 	if ferr := n.out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("writing normalized layer: %w", ferr)
 	}
-	n.stats.InputSize = n.in.Count()
 	n.stats.Size = n.outN.n
 	return n.stats, err
 }
