@@ -509,6 +509,9 @@ func TestXzDictionaryLimit(t *testing.T) {
 	if _, err := decodeAll(in, Xz, ReaderOptions{XzMemoryLimit: 1 << 20}); err != nil {
 		t.Fatalf("at the limit: %v", err)
 	}
+	if _, err := decodeAll(in, Xz, ReaderOptions{XzMemoryLimit: -1}); err != nil {
+		t.Fatalf("without a limit: %v", err)
+	}
 }
 
 // A block header may declare a 4 GiB dictionary in a few bytes; it must be
@@ -538,6 +541,9 @@ func TestZstdWindowLimit(t *testing.T) {
 	_, err := decodeAll(buf.Bytes(), Zstd, ReaderOptions{ZstdMemoryLimit: 1 << 20})
 	if err == nil || !strings.HasPrefix(err.Error(), "zstd: ") || !strings.HasSuffix(err.Error(), "(limit 1 MiB)") || failure.ReasonOf(err) != failure.LimitExceeded {
 		t.Fatalf("err = %v, want LimitExceeded", err)
+	}
+	if _, err := decodeAll(buf.Bytes(), Zstd, ReaderOptions{ZstdMemoryLimit: -1}); err != nil {
+		t.Fatalf("without a limit: %v", err)
 	}
 }
 

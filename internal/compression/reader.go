@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
@@ -37,25 +38,35 @@ const zstdDecoderConcurrency = 2
 type ReaderOptions struct {
 	// XzMemoryLimit caps the xz dictionary size in bytes (default 256 MiB);
 	// streams declaring a bigger one are rejected with LimitExceeded before
-	// anything that size is allocated.
+	// anything that size is allocated. Negative: no limit but the format's.
 	XzMemoryLimit int64
 	// ZstdMemoryLimit caps the zstd window size in bytes (default 256 MiB);
 	// frames declaring a bigger one are rejected with LimitExceeded.
+	// Negative: no limit but the format's.
 	ZstdMemoryLimit int64
 }
 
+// zstdMaxWindow is the largest window the zstd format allows (and the
+// largest klauspost/compress accepts as a limit).
+const zstdMaxWindow = 1<<41 + 7*1<<38
+
 func (o ReaderOptions) xzLimit() int64 {
-	if o.XzMemoryLimit > 0 {
-		return o.XzMemoryLimit
-	}
-	return DefaultXzMemoryLimit
+	return limitOr(o.XzMemoryLimit, DefaultXzMemoryLimit, math.MaxInt64)
 }
 
 func (o ReaderOptions) zstdLimit() int64 {
-	if o.ZstdMemoryLimit > 0 {
-		return o.ZstdMemoryLimit
+	return limitOr(o.ZstdMemoryLimit, DefaultZstdMemoryLimit, zstdMaxWindow)
+}
+
+// limitOr resolves a limit: 0 is def, negative is unlimited.
+func limitOr(v, def, unlimited int64) int64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return unlimited
 	}
-	return DefaultZstdMemoryLimit
+	return v
 }
 
 // NewReader returns a reader of the bytes r decompresses to under alg. None

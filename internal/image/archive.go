@@ -51,7 +51,7 @@ func FromArchive(ctx context.Context, r io.Reader, store *blobstore.Store, p v1.
 	// src remembers the archive source's last error, so that it can be told
 	// apart from a format error, and counts its bytes for MaxRatio.
 	src := iox.NewReader(r)
-	rc, alg, err := compression.Open(src, compression.Auto, opts.Reader)
+	rc, alg, err := compression.Open(src, compression.Auto, opts.Limits.ReaderOptions())
 	if err != nil {
 		return nil, archiveErr(name, "", src, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/kiln-build/kiln/internal/compression"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/layer"
 )
@@ -19,12 +18,10 @@ type ArchiveOptions struct {
 	// decompressed archive stream and the sum of its members' sizes (checked
 	// from each member's header before its bytes are stored); MaxRatio caps
 	// decompressed bytes per compressed byte of a compressed archive;
-	// MaxEntries caps the number of tar entries. Zero fields take the layer
-	// defaults, negative ones disable that limit, as for layers.
+	// MaxEntries caps the number of tar entries; MaxDecoderMemory the
+	// archive decoder's zstd window or xz dictionary. Zero fields take the
+	// layer defaults, negative ones disable that limit, as for layers.
 	Limits layer.Limits
-	// Reader caps the decoders' memory (zstd window, xz dictionary), as
-	// layer.BuildOptions.ReaderOptions does for layers.
-	Reader compression.ReaderOptions
 }
 
 // memberBudget checks each tar header before its member is read: the entry

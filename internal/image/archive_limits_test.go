@@ -13,7 +13,6 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/kiln-build/kiln/internal/blobstore"
-	"github.com/kiln-build/kiln/internal/compression"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/layer"
 )
@@ -85,9 +84,9 @@ func TestFromArchiveLimits(t *testing.T) {
 			"base.archive (archive t): uncompressed size exceeds 262144 bytes (limit MaxUncompressedBytes)", "", true},
 		{"too many entries", emptyMembers(t, 11), ArchiveOptions{Limits: layer.Limits{MaxEntries: 10}},
 			"base.archive (archive t): more than 10 entries (limit MaxEntries)", "", true},
-		{"zstd window", zstdBytes(t, window, zstd.WithWindowSize(4<<20)), ArchiveOptions{Reader: compression.ReaderOptions{ZstdMemoryLimit: 1 << 20}},
+		{"zstd window", zstdBytes(t, window, zstd.WithWindowSize(4<<20)), ArchiveOptions{Limits: layer.Limits{MaxDecoderMemory: 1 << 20}},
 			"base.archive (archive t): zstd: window size exceeded (limit 1 MiB)", "", false},
-		{"xz dictionary", xzDict(t, window, 1<<20), ArchiveOptions{Reader: compression.ReaderOptions{XzMemoryLimit: 512 << 10}},
+		{"xz dictionary", xzDict(t, window, 1<<20), ArchiveOptions{Limits: layer.Limits{MaxDecoderMemory: 512 << 10}},
 			"base.archive (archive t): xz: block 0 needs a 1 MiB dictionary, above the 512 KiB limit", "", false},
 	}
 	for _, tt := range tests {

@@ -33,8 +33,6 @@ type BuildOptions struct {
 	DiffID string
 	// Output is the blob compression: Gzip (default) or Zstd.
 	Output compression.Algorithm
-	// ReaderOptions tunes the decoders.
-	ReaderOptions compression.ReaderOptions
 }
 
 // Result describes a stored layer blob.
@@ -242,7 +240,7 @@ func (b *builder) encodeSpooledXz() error {
 		return b.wrap(fmt.Errorf("re-reading the spooled xz layer: %w", err))
 	}
 	defer f.Close()
-	dec, err := compression.NewParallelXzReader(f, spool.Size(), b.opts.ReaderOptions)
+	dec, err := compression.NewParallelXzReader(f, spool.Size(), b.opts.Limits.ReaderOptions())
 	if err != nil {
 		return b.wrap(err)
 	}
@@ -256,7 +254,7 @@ func (b *builder) run(alg compression.Algorithm, src io.Reader, dst io.Writer, o
 	if alg == compression.None {
 		return b.normalize(dst, src, opts)
 	}
-	dec, err := compression.NewReader(src, alg, b.opts.ReaderOptions)
+	dec, err := compression.NewReader(src, alg, b.opts.Limits.ReaderOptions())
 	if err != nil {
 		return Stats{}, b.wrap(err)
 	}

@@ -224,6 +224,15 @@ func TestBuildErrors(t *testing.T) {
 		{"not a tar", []byte("<html>nope</html>"), BuildOptions{}, failure.InvalidLayer, `not a tar archive`},
 		{"ratio bomb", compress(t, mkTar(t, file("zeros", strings.Repeat("\x00", 64<<20))), compression.Zstd),
 			BuildOptions{Options: Options{Limits: Limits{MaxRatio: 100}}}, failure.LimitExceeded, `limit MaxRatio`},
+		// MaxDecoderMemory reaches the decoders, sequential and parallel.
+		// (A decoder's limit error does not name the layer here; the
+		// engine's nameLayer does.)
+		{"xz dictionary above MaxDecoderMemory", compress(t, tarball, compression.Xz),
+			BuildOptions{Options: Options{LayerName: "app", Limits: Limits{MaxDecoderMemory: 1 << 20}}},
+			failure.LimitExceeded, `xz: block 0 needs a 8 MiB dictionary, above the 1 MiB limit`},
+		{"multi-block xz dictionary above MaxDecoderMemory", readTestdata(t, "multiblock.tar.xz"),
+			BuildOptions{Options: Options{LayerName: "rootfs", Limits: Limits{MaxDecoderMemory: 512 << 10}}},
+			failure.LimitExceeded, `xz: block 0 needs a 8 MiB dictionary, above the 512 KiB limit`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -322,10 +331,7 @@ func TestBuildWindowsAndReproducible(t *testing.T) {
 // A multi-block xz (xz -T2 --block-size=128KiB, testdata/README) takes the
 // spooled parallel decoder and must give exactly what the sequential path gives.
 func TestBuildMultiBlockXzMatchesSequential(t *testing.T) {
-	multi, err := os.ReadFile("testdata/multiblock.tar.xz")
-	if err != nil {
-		t.Fatal(err)
-	}
+	multi := readTestdata(t, "multiblock.tar.xz")
 	if !xzBlocksCarrySizes(bufio.NewReader(bytes.NewReader(multi))) {
 		t.Fatal("fixture is not recognised as multi-block")
 	}
@@ -369,4 +375,13 @@ func TestBuildMultiBlockXzMatchesSequential(t *testing.T) {
 	if tmp, _ := store.TempFiles(); len(tmp) != 0 {
 		t.Errorf("spool left behind after an error: %v", tmp)
 	}
+}
+
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -64,6 +64,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/compression"
 	"github.com/kiln-build/kiln/internal/version"
 )
 
@@ -85,6 +86,9 @@ const (
 	DefaultMaxEntries                 = 1 << 20
 	DefaultMaxHeaderBytes       int64 = 1 << 20
 	DefaultMaxRatio             int64 = 1000
+	// DefaultMaxDecoderMemory is the decoders' own default (256 MiB): xz
+	// -9 needs 64 MiB, zstd --ultra -22 128 MiB.
+	DefaultMaxDecoderMemory int64 = compression.DefaultXzMemoryLimit
 	// ratioGrace is how many uncompressed bytes are read before the
 	// compression ratio is checked: the first blocks of any stream (a tar
 	// header and an all-zero padding block compress extremely well) say
@@ -108,6 +112,11 @@ type Limits struct {
 	// is only checked when Options.CompressedBytes is set, and only after
 	// the first few MiB.
 	MaxRatio int64
+	// MaxDecoderMemory caps what a decoder may allocate for one stream: the
+	// xz dictionary and the zstd window a layer or base archive declares.
+	// Bigger ones are refused (LimitExceeded) before anything that size is
+	// allocated.
+	MaxDecoderMemory int64
 }
 
 // WithDefaults returns l with its zero fields set to the defaults and its
@@ -126,7 +135,14 @@ func (l Limits) WithDefaults() Limits {
 	l.MaxEntries = int(def(int64(l.MaxEntries), DefaultMaxEntries))
 	l.MaxHeaderBytes = def(l.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	l.MaxRatio = def(l.MaxRatio, DefaultMaxRatio)
+	l.MaxDecoderMemory = def(l.MaxDecoderMemory, DefaultMaxDecoderMemory)
 	return l
+}
+
+// ReaderOptions are the decoder settings l asks for.
+func (l Limits) ReaderOptions() compression.ReaderOptions {
+	m := l.WithDefaults().MaxDecoderMemory
+	return compression.ReaderOptions{XzMemoryLimit: m, ZstdMemoryLimit: m}
 }
 
 // Options configures Normalize.
