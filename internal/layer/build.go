@@ -46,6 +46,11 @@ type Result struct {
 	SourceCompression compression.Algorithm
 	Entries           int
 	Changes           map[string]int
+	// Release unpins the blob. Build commits it pinned (CommitAndPin), so
+	// that eviction, which a full cache runs on every commit, cannot remove
+	// it before the caller has used it; call Release once the blob is pushed
+	// or no longer needed. It may be called more than once.
+	Release func()
 }
 
 // Build reads a fetched layer (compressed or not), normalizes it and stores
@@ -54,8 +59,8 @@ type Result struct {
 //
 // When the input already has the output compression (gzip, or zstd for zstd
 // output) and normalization changes no byte, the input bytes themselves
-// become the blob. On any error nothing is committed and
-// every temp file is removed.
+// become the blob. The blob stays pinned until Result.Release. On any error
+// nothing is committed and every temp file is removed.
 func Build(ctx context.Context, in io.Reader, opts BuildOptions, store *blobstore.Store) (Result, error) {
 	b, err := newBuilder(ctx, in, opts, store)
 	if err != nil {
@@ -164,11 +169,11 @@ func (b *builder) fastPath(alg compression.Algorithm) (done bool, rest io.Reader
 	if err := b.finishDiffID(diff, st); err != nil {
 		return false, nil, cleanup, err
 	}
-	digest, err := spool.Commit(v1.Hash{})
+	digest, release, err := spool.CommitAndPin(v1.Hash{})
 	if err != nil {
 		return false, nil, cleanup, b.wrap(err)
 	}
-	b.res.Digest, b.res.Size = digest, spool.Size()
+	b.res.Digest, b.res.Size, b.res.Release = digest, spool.Size(), release
 	return true, nil, cleanup, nil
 }
 
@@ -199,11 +204,11 @@ func (b *builder) encode(alg compression.Algorithm, input io.Reader) error {
 	if err := b.finishDiffID(diff, st); err != nil {
 		return err
 	}
-	digest, err := w.Commit(v1.Hash{})
+	digest, release, err := w.CommitAndPin(v1.Hash{})
 	if err != nil {
 		return b.wrap(err)
 	}
-	b.res.Digest, b.res.Size = digest, w.Size()
+	b.res.Digest, b.res.Size, b.res.Release = digest, w.Size(), release
 	return nil
 }
 

@@ -385,3 +385,43 @@ func readTestdata(t *testing.T, name string) []byte {
 	}
 	return b
 }
+
+// Build commits its blob pinned: a cache smaller than one blob evicts on
+// every commit (Commit runs Evict itself), and must still keep the blob
+// until the caller releases it.
+func TestBuildPinsItsBlobUntilRelease(t *testing.T) {
+	tarball := sampleTar(t)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"fast path", compress(t, tarball, compression.Gzip)},
+		{"encode", tarball},
+		{"parallel xz", readTestdata(t, "multiblock.tar.xz")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := blobstore.Open(t.TempDir(), blobstore.Options{MaxBytes: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := Build(context.Background(), bytes.NewReader(tc.in), BuildOptions{}, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Evict(); err != nil {
+				t.Fatal(err)
+			}
+			if !s.Has(res.Digest) {
+				t.Fatal("eviction removed the blob Build just committed, before Release")
+			}
+			res.Release()
+			res.Release() // more than once is fine
+			if err := s.Evict(); err != nil {
+				t.Fatal(err)
+			}
+			if s.Has(res.Digest) {
+				t.Fatal("the released blob survived eviction of a 1-byte cache")
+			}
+		})
+	}
+}
