@@ -71,18 +71,9 @@ spec:
     source: {configMap: {name: files, key: app.tar}}
   target: {image: 127.0.0.1:1/team/app:1}
 `
-	file := filepath.Join(t.TempDir(), "ib.yaml")
-	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	root := cli.NewRoot()
-	var out, errOut strings.Builder
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs([]string{"build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false", "--build-timeout=1ns"})
-	err := root.Execute()
-	if cli.ExitCode(err) != 1 || !strings.Contains(errOut.String(), "LimitExceeded: build exceeded its deadline of 1ns (--build-timeout)") {
-		t.Fatalf("exit %d, stderr:\n%s", cli.ExitCode(err), errOut.String())
+	stderr, exit := buildFile(t, spec, "--build-timeout=1ns")
+	if exit != 1 || !strings.Contains(stderr, "LimitExceeded: build exceeded its deadline of 1ns (--build-timeout)") {
+		t.Fatalf("exit %d, stderr:\n%s", exit, stderr)
 	}
 }
 
@@ -114,6 +105,16 @@ spec:
     source: {configMap: {name: files, key: app.tar.xz}}
   target: {image: 127.0.0.1:1/team/app:1}
 `
+	stderr, exit := buildFile(t, spec, "--max-decoder-memory=1048576")
+	if exit != 1 || !strings.Contains(stderr, `layer "app": xz: block 0 needs a 8 MiB dictionary, above the 1 MiB limit`) {
+		t.Fatalf("exit %d, stderr:\n%s", exit, stderr)
+	}
+}
+
+// buildFile runs kiln build on spec with flags and returns stderr and the
+// exit code.
+func buildFile(t *testing.T, spec string, flags ...string) (string, int) {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "ib.yaml")
 	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
@@ -122,9 +123,7 @@ spec:
 	var out, errOut strings.Builder
 	root.SetOut(&out)
 	root.SetErr(&errOut)
-	root.SetArgs([]string{"build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false", "--max-decoder-memory=1048576"})
-	err = root.Execute()
-	if cli.ExitCode(err) != 1 || !strings.Contains(errOut.String(), `layer "app": xz: block 0 needs a 8 MiB dictionary, above the 1 MiB limit`) {
-		t.Fatalf("exit %d, stderr:\n%s", cli.ExitCode(err), errOut.String())
-	}
+	root.SetArgs(append([]string{"build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false"}, flags...))
+	exit := cli.ExitCode(root.Execute())
+	return errOut.String(), exit
 }
