@@ -94,9 +94,11 @@ func (r *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// Writer passes writes through and remembers the last error (Err).
+// Writer passes writes through, counting the bytes and remembering the last
+// error (Err).
 type Writer struct {
 	w io.Writer
+	n atomic.Int64
 	lastError
 }
 
@@ -105,6 +107,10 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 
 func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.w.Write(p)
+	w.n.Add(int64(n))
 	w.record(err)
 	return n, err
 }
+
+// Count returns the number of bytes written so far.
+func (w *Writer) Count() int64 { return w.n.Load() }

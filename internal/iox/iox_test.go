@@ -45,10 +45,15 @@ func TestRecordedErrors(t *testing.T) {
 			n, _ := r.ReadAt(make([]byte, 4), 0)
 			return int64(n), int64(n), r.Err()
 		}, boom, 0},
+		{"writer", func() (int64, int64, error) {
+			w := NewWriter(io.Discard)
+			n, _ := io.Copy(w, bytes.NewReader([]byte("abcd")))
+			return n, w.Count(), w.Err()
+		}, nil, 4},
 		{"writer failing", func() (int64, int64, error) {
 			w := NewWriter(failingWriter{boom})
 			n, _ := w.Write([]byte("abc"))
-			return int64(n), int64(n), w.Err()
+			return int64(n), w.Count(), w.Err()
 		}, boom, 0},
 	}
 	for _, tt := range tests {

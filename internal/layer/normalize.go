@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 const (
@@ -57,7 +58,7 @@ func Normalize(dst io.Writer, src io.Reader, opts Options) (Stats, error) {
 	if ferr := n.out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("writing normalized layer: %w", ferr)
 	}
-	n.stats.Size = n.outN.n
+	n.stats.Size = n.outN.Count()
 	return n.stats, err
 }
 
@@ -67,7 +68,7 @@ type normalizer struct {
 	in      *LimitReader
 	br      *bufio.Reader
 	rec     recorder
-	outN    *countingWriter
+	outN    *iox.Writer
 	out     *bufio.Writer
 	paths   *pathTree
 	stats   Stats
@@ -83,7 +84,7 @@ func newNormalizer(dst io.Writer, src io.Reader, opts Options) *normalizer {
 	lim := opts.Limits.WithDefaults()
 	in := NewLimitReader(src, lim, opts.CompressedBytes, opts.LayerName)
 	br := bufio.NewReaderSize(in, ioBuffer)
-	cw := &countingWriter{w: dst}
+	cw := iox.NewWriter(dst)
 	n := &normalizer{
 		opts:  opts,
 		lim:   lim,

@@ -112,18 +112,6 @@ func named(layer string, err error) error {
 	return &failure.LayerError{Layer: layer, Err: err}
 }
 
-// countingWriter counts bytes written.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	m, err := c.w.Write(p)
-	c.n += int64(m)
-	return m, err
-}
-
 // sourceError wraps an error of the input stream, keeping its class; a limit
 // error already names the layer and is returned as is.
 func (n *normalizer) sourceError() error {
