@@ -5,7 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -67,18 +67,10 @@ func referencesOf(spec *kilnv1.ImageBuildSpec) refs {
 	return refs{ConfigMaps: uniq(cms), Secrets: uniq(secrets), ServiceAccount: spec.ServiceAccountName}
 }
 
+// uniq sorts s in place and drops repeats; nil stays nil.
 func uniq(s []string) []string {
-	sort.Strings(s)
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
+	slices.Sort(s)
+	return slices.Compact(s)
 }
 
 func indexConfigMaps(o client.Object) []string {

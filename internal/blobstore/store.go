@@ -96,9 +96,6 @@ func Open(root string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Root returns the absolute root directory.
-func (s *Store) Root() string { return s.root }
-
 func (s *Store) blobDir() string { return filepath.Join(s.root, blobsDir, algo) }
 func (s *Store) tmpDir() string  { return filepath.Join(s.root, tmpDir) }
 func (s *Store) metaDir() string { return filepath.Join(s.root, metaDir) }

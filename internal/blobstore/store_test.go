@@ -108,7 +108,7 @@ func TestWriteCommitOpen(t *testing.T) {
 	if !bytes.Equal(got, content) {
 		t.Fatalf("read %q", got)
 	}
-	if s.Path(d) != filepath.Join(s.Root(), "blobs", "sha256", d.Hex) {
+	if s.Path(d) != filepath.Join(s.root, "blobs", "sha256", d.Hex) {
 		t.Fatalf("Path = %s", s.Path(d))
 	}
 	if err := w.Abort(); err != nil {

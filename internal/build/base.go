@@ -98,13 +98,13 @@ func sourceSpec(layerName string, s *kilnv1.Source, digest string, in Inputs) (s
 		if err != nil {
 			return spec, failure.InLayer(layerName, err)
 		}
-		spec.Data, spec.DataRef = data, fmt.Sprintf("configMap %s key %s", s.ConfigMap.Name, s.ConfigMap.Key)
+		spec.Data, spec.DataKind, spec.DataRef = data, source.KindConfigMap, fmt.Sprintf("configMap %s key %s", s.ConfigMap.Name, s.ConfigMap.Key)
 	case s.Secret != nil:
 		data, err := keyOf(in.Secrets, "Secret", s.Secret)
 		if err != nil {
 			return spec, failure.InLayer(layerName, err)
 		}
-		spec.Data, spec.DataRef = data, fmt.Sprintf("secret %s key %s", s.Secret.Name, s.Secret.Key)
+		spec.Data, spec.DataKind, spec.DataRef = data, source.KindSecret, fmt.Sprintf("secret %s key %s", s.Secret.Name, s.Secret.Key)
 	case s.Blob != "":
 		spec.Blob = s.Blob
 	default:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
@@ -417,7 +419,8 @@ func TestPlanDoesNotPush(t *testing.T) {
 
 // listBlobs returns the blob files of the engine's store.
 func listBlobs(e *Engine) ([]string, error) {
-	return globBlobs(e.Store.Root())
+	// Every blob lives in the directory Path names for any of them.
+	return filepath.Glob(filepath.Join(filepath.Dir(e.Store.Path(v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)})), "*"))
 }
 
 func TestUnpinnedURLIsNotDownloadedTwice(t *testing.T) {
@@ -463,5 +466,50 @@ func TestLayersPushedBeforeAreMountedFromTheirRepository(t *testing.T) {
 	}
 	if got := layerTar(t, pull(t, res.Status.Image), 0); !bytes.Equal(got, big) {
 		t.Error("mounted layer does not hold the tar")
+	}
+}
+
+// A cache smaller than one layer evicts on every commit. The layer a build
+// just encoded is committed pinned, so the build still pushes it instead of
+// failing with "evicted from the cache before the push", and the blob is
+// evictable again once the build is done.
+func TestLayerSurvivesEvictionBetweenCommitAndPush(t *testing.T) {
+	reg, files := newTestRegistry(t), newFileServer(t)
+	url := files.put("/app.tar", makeTar(t, file("a", strings.Repeat("a", 64<<10))))
+	engine := newEngine(t, "")
+	store, err := blobstore.Open(t.TempDir(), blobstore.Options{MaxBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine.Store = store
+	res, err := engine.Build(context.Background(), imageBuild("a", reg.host()+"/team/a:1", urlLayer("l", url)), Inputs{}, Options{})
+	if err != nil {
+		t.Fatalf("build with a 1-byte cache: %v", err)
+	}
+	if len(res.Status.Layers) != 1 {
+		t.Fatalf("status %+v", res.Status)
+	}
+	if err := store.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	if blobs, _ := listBlobs(engine); len(blobs) != 0 {
+		t.Errorf("blobs still pinned after the build: %v", blobs)
+	}
+}
+
+// A fetch shared by several builds hands its commit pin to exactly one.
+func TestHandoffGivesThePinToOneCaller(t *testing.T) {
+	released := 0
+	h := &handoff{release: func() { released++ }}
+	first, second := h.take(), h.take()
+	if first == nil || second != nil {
+		t.Fatalf("take: first %v, second %v; want the release func once", first != nil, second != nil)
+	}
+	first()
+	if released != 1 {
+		t.Fatalf("released %d times", released)
+	}
+	if (*handoff)(nil).take() != nil {
+		t.Fatal("a cached layer has no pin to hand off")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,7 +124,7 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 		return nil, err
 	}
 	p := v.(produced)
-	return e.finish(l, p.layer, p.bytesIn, p.cached, progress)
+	return e.finish(l, p.layer, p.bytesIn, p.cached, p.pin.take(), progress)
 }
 
 // obtain returns the layer for src: the cached one once src's own identity
@@ -143,6 +144,26 @@ type produced struct {
 	layer   cachedLayer
 	bytesIn int64
 	cached  bool
+	// pin is the pin layer.Build committed a fresh blob under; nil for a
+	// cached layer.
+	pin *handoff
+}
+
+// handoff passes a pin to one owner: the fetch may be shared by concurrent
+// builds (Store.Do), and whichever finishes first keeps the fetch's pin
+// while the others take their own.
+type handoff struct {
+	once    sync.Once
+	release func()
+}
+
+// take returns the pin's release func to the first caller, nil to the rest.
+func (h *handoff) take() (release func()) {
+	if h == nil {
+		return nil
+	}
+	h.once.Do(func() { release = h.release })
+	return release
 }
 
 // conditional returns src with cache validators set when an unpinned URL was
@@ -235,7 +256,7 @@ func (e *Engine) produceOnce(ctx context.Context, f *source.Fetcher, src conditi
 	// the encode. A failed write only costs a future re-encode.
 	_ = e.Store.PutMeta(metaKey(c.SourceDigest, opts), c)
 	e.recordOrigin(src.Spec, stream, c.SourceDigest)
-	return produced{layer: c, bytesIn: stream.Size()}, nil
+	return produced{layer: c, bytesIn: stream.Size(), pin: &handoff{release: res.Release}}, nil
 }
 
 // lookup returns a cached layer for source identity id whose blob is still
@@ -254,7 +275,16 @@ func (e *Engine) lookup(id, opts string) (cachedLayer, bool) {
 }
 
 // finish checks the declared diffID and turns a layer record into an addition.
-func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bool, progress func(Progress)) (*builtLayer, error) {
+// held, when set, is the pin layer.Build committed the blob under; finish
+// keeps it until the push, or releases it when it fails.
+func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bool, held func(), progress func(Progress)) (_ *builtLayer, err error) {
+	if held != nil {
+		defer func() {
+			if err != nil {
+				held()
+			}
+		}()
+	}
 	if l.DiffID != "" && l.DiffID != c.DiffID {
 		return nil, failure.Permanent(failure.DiffIDMismatch, failure.Layerf(l.Name, "uncompressed tar has diffID %s, spec declares %s", c.DiffID, l.DiffID))
 	}
@@ -267,8 +297,12 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 		return nil, failure.Layerf(l.Name, "cached diffID: %w", err)
 	}
 	// Pin before checking presence: from here until the push, eviction by
-	// a concurrent build must not remove the blob.
-	release := e.Store.Pin(d)
+	// a concurrent build must not remove the blob. A blob this build
+	// committed has been pinned since its commit.
+	release := held
+	if release == nil {
+		release = e.Store.Pin(d)
+	}
 	if !e.Store.Has(d) {
 		release()
 		return nil, failure.Retryable(failure.Layerf(l.Name, "blob %s was evicted from the cache before the push", d), 0)

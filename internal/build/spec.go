@@ -16,15 +16,12 @@ import (
 	"github.com/kiln-build/kiln/internal/version"
 )
 
-// Epoch is the default image timestamp: reproducible builds never read the clock.
-var Epoch = time.Unix(0, 0).UTC()
-
 // created returns spec.created or the epoch.
 func created(spec *kilnv1.ImageBuildSpec) time.Time {
 	if spec.Created != nil {
 		return spec.Created.UTC()
 	}
-	return Epoch
+	return version.Epoch
 }
 
 // baseImage returns the base reference, "scratch" when the spec has no base.

@@ -16,7 +16,6 @@ const (
 	ReasonSucceeded   = "Succeeded"
 	ReasonUpToDate    = "UpToDate"
 	ReasonProgressing = "Progressing"
-	ReasonSuspended   = "Suspended"
 )
 
 // historyLimit is how many pushed digests status.history keeps.

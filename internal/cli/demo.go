@@ -32,6 +32,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // ManagerRunner runs the ImageBuild manager against cfg until ctx is done.
@@ -264,7 +265,7 @@ func (d *demo) inputSummary() string {
 	sort.Strings(names)
 	parts := make([]string, len(names))
 	for i, n := range names {
-		parts[i] = fmt.Sprintf("%s (%s)", n, humanBytes(int64(len(d.inputs[n]))))
+		parts[i] = fmt.Sprintf("%s (%s)", n, units.Bytes(int64(len(d.inputs[n]))))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -495,7 +496,7 @@ func (d *demo) report(ctx context.Context, builds []*kilnv1.ImageBuild) error {
 	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
 	fprintf(tw, "LAYER\tSOURCE\tDIGEST\tDIFFID\tSIZE\n")
 	for _, l := range ib.Status.Layers {
-		fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Name, orDash(l.SourceCompression), short(l.Digest), short(l.DiffID), humanBytes(l.Size))
+		fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Name, orDash(l.SourceCompression), short(l.Digest), short(l.DiffID), units.Bytes(l.Size))
 	}
 	return tw.Flush()
 }
@@ -528,17 +529,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// humanBytes formats n in binary units, e.g. "757.7 KiB", "1.6 GiB".
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -9,10 +9,12 @@ import (
 	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/layer"
 	"github.com/kiln-build/kiln/internal/source"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // BindLimitFlags registers the bounds every build is held to (source size,
-// stall and rate, layer size and shape, the build's deadline) on cmd. kiln
+// stall and rate, layer size and shape, decoder memory, the build's
+// deadline) on cmd. kiln
 // manager and kiln build/plan both register them here, so the two take the
 // same flags with the same meaning and can never drift. Zero values select
 // the engine's defaults.
@@ -28,6 +30,8 @@ func BindLimitFlags(cmd *cobra.Command, src *source.Options, lim *layer.Limits, 
 	f.Int64Var(&lim.MaxUncompressedBytes, "max-layer-bytes", 0, "Largest uncompressed layer tar; 0 is the default, 16 GiB.")
 	f.IntVar(&lim.MaxEntries, "max-layer-entries", 0, "Most tar entries in one layer; 0 is the default, 1048576.")
 	f.Int64Var(&lim.MaxRatio, "max-compression-ratio", 0, "Largest uncompressed:compressed ratio of a layer (tar bombs); 0 is the default, 1000.")
+	f.Int64Var(&lim.MaxDecoderMemory, "max-decoder-memory", 0,
+		fmt.Sprintf("Largest xz dictionary or zstd window a layer or base archive may declare, in bytes; 0 is the default, %s; negative disables.", units.Bytes(layer.DefaultMaxDecoderMemory)))
 	f.DurationVar(buildTimeout, "build-timeout", 0,
 		fmt.Sprintf("A build still running after this long fails permanently (LimitExceeded, naming what was running); 0 is the default, %s; negative disables.", build.DefaultBuildTimeout))
 }

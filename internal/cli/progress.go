@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
@@ -76,9 +77,9 @@ func (p *progressView) draw() {
 		r := p.rows[k]
 		state := "..."
 		if r.Done {
-			state = fmt.Sprintf("done, %s out", humanBytes(r.BytesOut))
+			state = fmt.Sprintf("done, %s out", units.Bytes(r.BytesOut))
 		}
-		fmt.Fprintf(&b, "\x1b[2K%-40s %10s in  %s\n", k, humanBytes(r.BytesIn), state)
+		fmt.Fprintf(&b, "\x1b[2K%-40s %10s in  %s\n", k, units.Bytes(r.BytesIn), state)
 	}
 	p.lines = len(keys)
 	_, _ = io.WriteString(p.w, b.String())

@@ -13,6 +13,7 @@ import (
 	"io"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 // Algorithm names a compression format.
@@ -27,19 +28,6 @@ const (
 	Xz    Algorithm = "xz"
 	Bzip2 Algorithm = "bzip2"
 )
-
-// MediaTypeSuffix returns the OCI media type suffix of a layer compressed with a:
-// "+gzip", "+zstd", or "" for None (and for algorithms OCI has no suffix for).
-func (a Algorithm) MediaTypeSuffix() string {
-	switch a {
-	case Gzip:
-		return "+gzip"
-	case Zstd:
-		return "+zstd"
-	default:
-		return ""
-	}
-}
 
 // Parse turns a spec value into an Algorithm. "" and "auto" mean Auto.
 func Parse(s string) (Algorithm, error) {
@@ -67,7 +55,7 @@ func Check(declared, detected Algorithm) error {
 // Open buffers r, detects its compression, checks it against declared and
 // returns a reader of the decompressed bytes together with what was detected.
 func Open(r io.Reader, declared Algorithm, opts ReaderOptions) (rc io.ReadCloser, detected Algorithm, err error) {
-	src := &sourceReader{r: r}
+	src := iox.NewReader(r)
 	br := bufio.NewReaderSize(src, inputBufferSize)
 	detected, err = Detect(br)
 	if err != nil {

@@ -227,7 +227,7 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-func TestParseAndMediaTypeSuffix(t *testing.T) {
+func TestParse(t *testing.T) {
 	for s, want := range map[string]Algorithm{"": Auto, "auto": Auto, "none": None, "gzip": Gzip, "zstd": Zstd, "xz": Xz, "bzip2": Bzip2} {
 		if got, err := Parse(s); err != nil || got != want {
 			t.Errorf("Parse(%q) = %q, %v", s, got, err)
@@ -236,11 +236,6 @@ func TestParseAndMediaTypeSuffix(t *testing.T) {
 	_, err := Parse("lz4")
 	if err == nil || !strings.Contains(err.Error(), `unknown compression "lz4"`) || !failure.IsPermanent(err) {
 		t.Errorf("Parse(lz4) error = %v", err)
-	}
-	for a, want := range map[Algorithm]string{Gzip: "+gzip", Zstd: "+zstd", None: "", Xz: "", Bzip2: ""} {
-		if got := a.MediaTypeSuffix(); got != want {
-			t.Errorf("%s.MediaTypeSuffix() = %q, want %q", a, got, want)
-		}
 	}
 }
 
@@ -514,6 +509,9 @@ func TestXzDictionaryLimit(t *testing.T) {
 	if _, err := decodeAll(in, Xz, ReaderOptions{XzMemoryLimit: 1 << 20}); err != nil {
 		t.Fatalf("at the limit: %v", err)
 	}
+	if _, err := decodeAll(in, Xz, ReaderOptions{XzMemoryLimit: -1}); err != nil {
+		t.Fatalf("without a limit: %v", err)
+	}
 }
 
 // A block header may declare a 4 GiB dictionary in a few bytes; it must be
@@ -543,6 +541,9 @@ func TestZstdWindowLimit(t *testing.T) {
 	_, err := decodeAll(buf.Bytes(), Zstd, ReaderOptions{ZstdMemoryLimit: 1 << 20})
 	if err == nil || !strings.HasPrefix(err.Error(), "zstd: ") || !strings.HasSuffix(err.Error(), "(limit 1 MiB)") || failure.ReasonOf(err) != failure.LimitExceeded {
 		t.Fatalf("err = %v, want LimitExceeded", err)
+	}
+	if _, err := decodeAll(buf.Bytes(), Zstd, ReaderOptions{ZstdMemoryLimit: -1}); err != nil {
+		t.Fatalf("without a limit: %v", err)
 	}
 }
 

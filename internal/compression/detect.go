@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // magics are checked in order against the first bytes of a stream.
@@ -119,7 +120,7 @@ func detectAfterSkippable(r *bufio.Reader) (Algorithm, error) {
 // skippable frames is beyond what detection may buffer.
 func errSkippableWindow(window int) error {
 	return failure.Permanentf(failure.LimitExceeded,
-		"zstd: the skippable frames at the start of the input are longer than the %s detection window", formatSize(uint64(window)))
+		"zstd: the skippable frames at the start of the input are longer than the %s detection window", units.Bytes(int64(window)))
 }
 
 // looksLikeTar reports whether block is the first header of a tar archive.

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // inputBufferSize is the bufio size in front of every decoder: ulikunitz/xz is
@@ -35,25 +38,35 @@ const zstdDecoderConcurrency = 2
 type ReaderOptions struct {
 	// XzMemoryLimit caps the xz dictionary size in bytes (default 256 MiB);
 	// streams declaring a bigger one are rejected with LimitExceeded before
-	// anything that size is allocated.
+	// anything that size is allocated. Negative: no limit but the format's.
 	XzMemoryLimit int64
 	// ZstdMemoryLimit caps the zstd window size in bytes (default 256 MiB);
 	// frames declaring a bigger one are rejected with LimitExceeded.
+	// Negative: no limit but the format's.
 	ZstdMemoryLimit int64
 }
 
+// zstdMaxWindow is the largest window the zstd format allows (and the
+// largest klauspost/compress accepts as a limit).
+const zstdMaxWindow = 1<<41 + 7*1<<38
+
 func (o ReaderOptions) xzLimit() int64 {
-	if o.XzMemoryLimit > 0 {
-		return o.XzMemoryLimit
-	}
-	return DefaultXzMemoryLimit
+	return limitOr(o.XzMemoryLimit, DefaultXzMemoryLimit, math.MaxInt64)
 }
 
 func (o ReaderOptions) zstdLimit() int64 {
-	if o.ZstdMemoryLimit > 0 {
-		return o.ZstdMemoryLimit
+	return limitOr(o.ZstdMemoryLimit, DefaultZstdMemoryLimit, zstdMaxWindow)
+}
+
+// limitOr resolves a limit: 0 is def, negative is unlimited.
+func limitOr(v, def, unlimited int64) int64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return unlimited
 	}
-	return DefaultZstdMemoryLimit
+	return v
 }
 
 // NewReader returns a reader of the bytes r decompresses to under alg. None
@@ -69,14 +82,16 @@ func NewReader(r io.Reader, alg Algorithm, opts ReaderOptions) (io.ReadCloser, e
 	if alg == None {
 		return io.NopCloser(r), nil
 	}
-	src := &sourceReader{r: r}
+	src := iox.NewReader(r)
 	return newReader(bufio.NewReaderSize(src, inputBufferSize), src, alg, opts)
 }
 
 // newReader decodes br, which buffers src; Open calls it directly so that its
 // detection buffer is also the decoder's input buffer.
-func newReader(br *bufio.Reader, src *sourceReader, alg Algorithm, opts ReaderOptions) (io.ReadCloser, error) {
-	d := &decoder{alg: alg, srcErr: src.lastErr, zstdLimit: opts.zstdLimit()}
+// src remembers the input's last error, so that a decoder error can be told
+// apart from an I/O error of the source.
+func newReader(br *bufio.Reader, src *iox.Reader, alg Algorithm, opts ReaderOptions) (io.ReadCloser, error) {
+	d := &decoder{alg: alg, srcErr: src.Err, zstdLimit: opts.zstdLimit()}
 	var err error
 	switch alg {
 	case None:
@@ -109,23 +124,6 @@ func newReader(br *bufio.Reader, src *sourceReader, alg Algorithm, opts ReaderOp
 	}
 	return d, nil
 }
-
-// sourceReader remembers the last error of the compressed input so that a
-// decoder error can be told apart from an I/O error of the source.
-type sourceReader struct {
-	r   io.Reader
-	err error
-}
-
-func (s *sourceReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF {
-		s.err = err
-	}
-	return n, err
-}
-
-func (s *sourceReader) lastErr() error { return s.err }
 
 // decoder classifies the errors of a decompressing reader.
 type decoder struct {
@@ -173,7 +171,7 @@ func (d *decoder) classify(err error) error {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return failure.Permanentf(failure.InvalidLayer, "%s: unexpected EOF (truncated input)", d.alg)
 	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
-		return failure.Permanentf(failure.LimitExceeded, "%s: %v (limit %s)", d.alg, err, formatSize(uint64(d.zstdLimit)))
+		return failure.Permanentf(failure.LimitExceeded, "%s: %v (limit %s)", d.alg, err, units.Bytes(d.zstdLimit))
 	}
 	// Libraries prefix some messages with their name ("gzip: invalid header");
 	// say it once.
@@ -193,18 +191,3 @@ type decodeError struct {
 
 func (e *decodeError) Error() string { return e.msg }
 func (e *decodeError) Unwrap() error { return e.err }
-
-// formatSize renders a byte count for messages: "256 MiB", "1.5 GiB", "4096 B".
-func formatSize(n uint64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
-	f := float64(n)
-	i := 0
-	for f >= 1024 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	if f == float64(uint64(f)) {
-		return fmt.Sprintf("%d %s", uint64(f), units[i])
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
-}

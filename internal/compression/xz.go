@@ -23,6 +23,7 @@ import (
 	"github.com/ulikunitz/xz/lzma"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 var (
@@ -472,7 +473,7 @@ func openXzBlock(br byteReader, first byte, check byte, limit int64, index int, 
 	if hdr.dictSize > limit {
 		return nil, failure.Permanentf(failure.LimitExceeded,
 			"xz: block %d needs a %s dictionary, above the %s limit",
-			index, formatSize(uint64(hdr.dictSize)), formatSize(uint64(limit)))
+			index, units.Bytes(hdr.dictSize), units.Bytes(limit))
 	}
 	src := &countingReader{r: br}
 	lz, err := lzma.Reader2Config{DictCap: dictCap(hdr, sizeHint)}.NewReader2(src)
@@ -562,7 +563,9 @@ func trimLibPrefix(s string) string {
 	return s
 }
 
-// countingReader counts the compressed bytes a block consumes.
+// countingReader counts the compressed bytes a block consumes. It is not an
+// iox.Reader because the LZMA decoder reads byte by byte through ReadByte,
+// and hiding that method behind an io.Reader would cost a buffer copy.
 type countingReader struct {
 	r byteReader
 	n int64

@@ -7,6 +7,8 @@ import (
 	"io"
 	"runtime"
 	"sync"
+
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 // maxParallelXzBlock bounds the uncompressed size of a block decoded into
@@ -29,13 +31,13 @@ type xzBlockLoc struct {
 // then reports any corruption precisely). At most GOMAXPROCS+2 decoded blocks
 // are held in memory. Close stops the workers.
 func NewParallelXzReader(ra io.ReaderAt, size int64, opts ReaderOptions) (io.ReadCloser, error) {
-	src := &sourceReaderAt{ra: ra}
+	src := iox.NewReaderAt(ra)
 	blocks, err := xzBlockLayout(src, size)
 	if err != nil || len(blocks) < 2 || tooBig(blocks) {
 		return NewReader(io.NewSectionReader(ra, 0, size), Xz, opts)
 	}
 	p := newParallelXz(src, blocks, opts.xzLimit(), max(1, runtime.GOMAXPROCS(0)))
-	return &decoder{alg: Xz, r: p, srcErr: src.lastErr, close: p.Close}, nil
+	return &decoder{alg: Xz, r: p, srcErr: src.Err, close: p.Close}, nil
 }
 
 func tooBig(blocks []xzBlockLoc) bool {
@@ -45,30 +47,6 @@ func tooBig(blocks []xzBlockLoc) bool {
 		}
 	}
 	return false
-}
-
-// sourceReaderAt remembers the last error of the input, like sourceReader,
-// for concurrent readers.
-type sourceReaderAt struct {
-	ra  io.ReaderAt
-	mu  sync.Mutex
-	err error
-}
-
-func (s *sourceReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	n, err := s.ra.ReadAt(p, off)
-	if err != nil && err != io.EOF {
-		s.mu.Lock()
-		s.err = err
-		s.mu.Unlock()
-	}
-	return n, err
-}
-
-func (s *sourceReaderAt) lastErr() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
 }
 
 // xzBlockLayout reads the streams of an xz file from the end and returns

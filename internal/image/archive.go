@@ -18,6 +18,8 @@ import (
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/compression"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
+	"github.com/kiln-build/kiln/internal/layer"
 )
 
 // maxJSON caps each JSON document read from an archive (manifest.json,
@@ -46,23 +48,26 @@ func FromArchive(ctx context.Context, r io.Reader, store *blobstore.Store, p v1.
 	if store == nil {
 		return nil, errors.New("loading base " + name + ": no blob store")
 	}
-	src := &errRecorder{r: r}
-	rc, alg, err := compression.Open(src, compression.Auto, opts.Reader)
+	// src remembers the archive source's last error, so that it can be told
+	// apart from a format error, and counts its bytes for MaxRatio.
+	src := iox.NewReader(r)
+	rc, alg, err := compression.Open(src, compression.Auto, opts.Limits.ReaderOptions())
 	if err != nil {
 		return nil, archiveErr(name, "", src, err)
 	}
 	defer rc.Close()
-	lim := resolveLimits(opts.Limits)
+	lim := opts.Limits.WithDefaults()
 	ar := &archive{
 		ctx: ctx, store: store, name: name, src: src, budget: memberBudget{lim: lim},
 		members: map[string]*member{}, byDigest: map[v1.Hash]*member{},
 		json: map[string][]byte{}, links: map[string]string{}, pins: map[v1.Hash][]func(){},
 	}
 	defer ar.releaseUnused()
-	in := &limitReader{r: &ctxReader{ctx: ctx, r: rc}, lim: lim}
+	var compressed func() int64 // MaxRatio only means something for a compressed archive
 	if alg != compression.None {
-		in.compressed = src.count
+		compressed = src.Count
 	}
+	in := layer.NewLimitReader(iox.ContextReader(ctx, rc), lim, compressed, "")
 	if err := ar.read(in); err != nil {
 		return nil, err
 	}
@@ -95,7 +100,7 @@ type archive struct {
 	ctx      context.Context
 	store    *blobstore.Store
 	name     string
-	src      *errRecorder
+	src      *iox.Reader
 	members  map[string]*member
 	byDigest map[v1.Hash]*member // by raw digest
 	json     map[string][]byte
@@ -222,7 +227,7 @@ func (ar *archive) storeRaw(m *member, r io.Reader) error {
 		return fmt.Errorf("loading base %s: %w", ar.name, err)
 	}
 	defer w.Abort()
-	sink := &recWriter{w: w}
+	sink := iox.NewWriter(w)
 	if _, err := io.Copy(sink, r); err != nil {
 		return ar.copyErr(m.path, sink, err)
 	}
@@ -248,7 +253,7 @@ func (ar *archive) storeGzipped(m *member, r io.Reader) error {
 		return fmt.Errorf("loading base %s: %w", ar.name, err)
 	}
 	h := sha256.New()
-	sink := &recWriter{w: zw}
+	sink := iox.NewWriter(zw)
 	_, err = io.Copy(io.MultiWriter(h, sink), r)
 	if cerr := zw.Close(); err == nil && cerr != nil {
 		return fmt.Errorf("loading base %s: compressing %s: %w", ar.name, m.path, cerr)
@@ -339,7 +344,7 @@ func (ar *archive) pinsOf() []func() {
 // source keeps its own classification (a dropped connection is retried), a
 // limit stays LimitExceeded, anything else is a permanent InvalidArchive
 // naming the member.
-func archiveErr(name, memberName string, src *errRecorder, err error) error {
+func archiveErr(name, memberName string, src *iox.Reader, err error) error {
 	if lerr := limitErr(name, memberName, err); lerr != nil {
 		return lerr
 	}
@@ -347,7 +352,7 @@ func archiveErr(name, memberName string, src *errRecorder, err error) error {
 	if memberName != "" {
 		where += ": member " + memberName
 	}
-	if src.err != nil && errors.Is(err, src.err) {
+	if src.Err() != nil && errors.Is(err, src.Err()) {
 		return fmt.Errorf("%s: reading the archive: %w", where, err)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -362,56 +367,9 @@ func archiveErr(name, memberName string, src *errRecorder, err error) error {
 
 // copyErr reports a failed copy of a member into the store: a failing
 // store (disk full) is a local error, anything else comes from the archive.
-func (ar *archive) copyErr(memberName string, sink *recWriter, err error) error {
-	if sink.err != nil && errors.Is(err, sink.err) {
+func (ar *archive) copyErr(memberName string, sink *iox.Writer, err error) error {
+	if sink.Err() != nil && errors.Is(err, sink.Err()) {
 		return fmt.Errorf("loading base %s: storing member %s: %w", ar.name, memberName, err)
 	}
 	return archiveErr(ar.name, memberName, ar.src, err)
-}
-
-// recWriter remembers its writer's error.
-type recWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (r *recWriter) Write(p []byte) (int, error) {
-	n, err := r.w.Write(p)
-	if err != nil {
-		r.err = err
-	}
-	return n, err
-}
-
-// errRecorder remembers the last error of the archive's source so that it
-// can be told apart from a format error, and counts the source's bytes for
-// the MaxRatio check.
-type errRecorder struct {
-	r   io.Reader
-	n   int64
-	err error
-}
-
-func (e *errRecorder) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	e.n += int64(n)
-	if err != nil && err != io.EOF {
-		e.err = err
-	}
-	return n, err
-}
-
-func (e *errRecorder) count() int64 { return e.n }
-
-// ctxReader stops a long read when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -345,7 +345,7 @@ func (lb *layerBuilder) base(c *candidate) (*Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading base %s: %w", lb.ar.name, err)
 	}
-	b := &Base{Image: img, Name: lb.ar.name, Digest: d, Platform: c.platform, Docker: lb.docker, Archive: true}
+	b := &Base{Image: img, Name: lb.ar.name, Digest: d, Platform: c.platform, Archive: true}
 	if lb.gzipped > 0 {
 		b.Notes = append(b.Notes, fmt.Sprintf("compressed %d uncompressed base layer(s) with gzip while loading the archive", lb.gzipped))
 	}

@@ -119,7 +119,7 @@ func TestFromArchiveGzippedDockerSave(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Release()
-	if !b.Docker || !b.Archive || b.Scratch || b.Platform.OS != "linux" {
+	if !isDocker(t, b) || !b.Archive || b.Scratch || b.Platform.OS != "linux" {
 		t.Fatalf("base %+v", b)
 	}
 	if got := strings.Join(b.Notes, "|"); !strings.Contains(got, "compressed 3 uncompressed base layer(s) with gzip") || !strings.Contains(got, "gzip-compressed") {
@@ -247,7 +247,7 @@ func TestFromArchiveXzOCILayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Release()
-	if b.Docker || b.Platform.Architecture != "arm64" {
+	if isDocker(t, b) || b.Platform.Architecture != "arm64" {
 		t.Fatalf("base %+v", b)
 	}
 	wantCfg := mustConfig(t, want)

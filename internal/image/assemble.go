@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/version"
 )
 
 // Config is the image configuration (ImageBuild.spec.config, converted by
@@ -58,10 +59,6 @@ const (
 	NoteAnnotationsOnDocker = "converted Docker base to OCI media types for manifest annotations (Docker manifests have none)"
 )
 
-// Epoch is the default image creation time: the same spec always gives the
-// same digest.
-var Epoch = time.Unix(0, 0).UTC()
-
 // Assemble builds the final image in one pass: one config, one manifest,
 // nothing pushed. The base's layers are referenced as they are (foreign
 // layers keep their media type and URLs); only media types change, and only
@@ -76,7 +73,7 @@ func Assemble(s Spec) (*Assembled, error) {
 	}
 	created := s.Created.UTC()
 	if s.Created.IsZero() {
-		created = Epoch
+		created = version.Epoch
 	}
 	a := &Assembled{}
 	docker := base.manifest.MediaType == types.DockerManifestSchema2

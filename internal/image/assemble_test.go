@@ -19,6 +19,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/version"
 )
 
 func TestScratchPlusLayerPlusEnvIsOneManifestPut(t *testing.T) {
@@ -53,10 +54,10 @@ func TestScratchPlusLayerPlusEnvIsOneManifestPut(t *testing.T) {
 		t.Errorf("diff_ids = %v, want [%s]", cf.RootFS.DiffIDs, add.DiffID)
 	}
 	if len(cf.History) != 1 || cf.History[0].CreatedBy != "kiln: layer app from url" ||
-		!cf.History[0].Created.Time.Equal(Epoch) {
+		!cf.History[0].Created.Time.Equal(version.Epoch) {
 		t.Errorf("history = %+v", cf.History)
 	}
-	if cf.OS != "linux" || cf.Architecture != "arm64" || cf.Variant != "v8" || !cf.Created.Time.Equal(Epoch) {
+	if cf.OS != "linux" || cf.Architecture != "arm64" || cf.Variant != "v8" || !cf.Created.Time.Equal(version.Epoch) {
 		t.Errorf("config platform/created = %s/%s/%s %v", cf.OS, cf.Architecture, cf.Variant, cf.Created)
 	}
 	m := mustManifest(t, img)
@@ -207,8 +208,8 @@ func pushDockerBase(t *testing.T, reg *countingRegistry) *Base {
 func TestDockerBaseStaysDocker(t *testing.T) {
 	reg := newRegistry(t)
 	base := pushDockerBase(t, reg)
-	if !base.Docker || base.Digest != base.RefDigest {
-		t.Fatalf("base: Docker=%v Digest=%s RefDigest=%s", base.Docker, base.Digest, base.RefDigest)
+	if !isDocker(t, base) || base.Digest != base.RefDigest {
+		t.Fatalf("base: Docker=%v Digest=%s RefDigest=%s", isDocker(t, base), base.Digest, base.RefDigest)
 	}
 	a := mustAssemble(t, Spec{Base: base, Additions: []Addition{addition(t, "app", "x", "y")},
 		Config: Config{Env: []EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}})

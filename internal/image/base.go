@@ -7,7 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 
@@ -26,7 +26,6 @@ type Base struct {
 	Name     string      // as given in the spec ("scratch", a reference, or "archive <source>")
 	Digest   v1.Hash     // resolved manifest digest of the chosen image; zero for scratch
 	Platform v1.Platform // of the chosen image (from its config)
-	Docker   bool        // base uses Docker v2s2 media types
 	Scratch  bool
 
 	// RefDigest is what the reference itself resolves to: the index digest
@@ -97,7 +96,7 @@ func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote
 	what := "base " + ref
 	desc, err := remote.Get(r, opts...)
 	if err != nil {
-		return nil, registry.Classify(err, what)
+		return nil, registry.Classify(err, registry.AccessBase, what)
 	}
 	b := &Base{Name: ref, RefDigest: desc.Digest}
 	img, digest, fromIndex, err := pickImage(desc, ref, p)
@@ -105,14 +104,9 @@ func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote
 		return nil, err
 	}
 	b.Image, b.Digest = img, digest
-	mt, err := img.MediaType()
-	if err != nil {
-		return nil, registry.Classify(err, what)
-	}
-	b.Docker = mt == types.DockerManifestSchema2
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), what)
+		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), registry.AccessBase, what)
 	}
 	b.Platform = platformOf(cf)
 	if !fromIndex {
@@ -130,11 +124,11 @@ func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (img v1.Image
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, registry.AccessBase, "base "+ref)
 		}
 		im, err := idx.IndexManifest()
 		if err != nil {
-			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, registry.AccessBase, "base "+ref)
 		}
 		child, err := choosePlatform(im.Manifests, ref, p)
 		if err != nil {
@@ -142,7 +136,7 @@ func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (img v1.Image
 		}
 		img, err := idx.Image(child.Digest)
 		if err != nil {
-			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, registry.AccessBase, "base "+ref)
 		}
 		return img, child.Digest, true, nil
 	case desc.MediaType.IsSchema1():
@@ -151,7 +145,7 @@ func pickImage(desc *remote.Descriptor, ref string, p v1.Platform) (img v1.Image
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		if err != nil {
-			return nil, v1.Hash{}, false, registry.Classify(err, "base "+ref)
+			return nil, v1.Hash{}, false, registry.Classify(err, registry.AccessBase, "base "+ref)
 		}
 		return img, desc.Digest, false, nil
 	default:
@@ -179,23 +173,13 @@ func choosePlatform(children []v1.Descriptor, ref string, p v1.Platform) (v1.Des
 }
 
 func errNoPlatform(ref string, p v1.Platform, have []string) error {
-	sort.Strings(have)
-	list := strings.Join(dedup(have), ", ")
+	slices.Sort(have)
+	list := strings.Join(slices.Compact(have), ", ")
 	if list == "" {
 		list = "no platform-specific images"
 	}
 	return failure.Permanentf(failure.PlatformNotFound,
 		"base %s has no %s image; it has: %s", ref, formatPlatform(p), list)
-}
-
-func dedup(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // HeadDigest returns the digest ref currently resolves to, with a HEAD
@@ -207,7 +191,7 @@ func HeadDigest(ctx context.Context, ref string, opts ...remote.Option) (v1.Hash
 	}
 	desc, err := remote.Head(r, append(opts, remote.WithContext(ctx))...)
 	if err != nil {
-		return v1.Hash{}, registry.Classify(err, "base "+ref)
+		return v1.Hash{}, registry.Classify(err, registry.AccessBase, "base "+ref)
 	}
 	if desc == nil {
 		return v1.Hash{}, errors.New("HEAD " + ref + ": no descriptor")

@@ -154,3 +154,13 @@ func mustAssemble(t *testing.T, s Spec) *Assembled {
 	}
 	return a
 }
+
+// isDocker reports whether the base's manifest has the Docker v2s2 media type.
+func isDocker(t *testing.T, b *Base) bool {
+	t.Helper()
+	mt, err := b.Image.MediaType()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mt == types.DockerManifestSchema2
+}

@@ -12,7 +12,9 @@ import (
 // to, and what scratch is, when the spec asks for no platform.
 var DefaultPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 
-// ParsePlatform parses "os/arch[/variant][:osversion]". "" is the zero
+// ParsePlatform parses "os/arch[/variant][:osversion]". It is stricter than
+// v1.ParsePlatform, which trims spaces, ignores a second ':' and accepts
+// "linux" alone: a spec value is checked, not guessed at. "" is the zero
 // Platform, which means "no requirement": an index resolves it to
 // DefaultPlatform and a single image is taken whatever its platform, whereas
 // a platform the spec does set must match a single image too
@@ -69,16 +71,16 @@ func validOSVersion(s string) bool {
 	return true
 }
 
-// formatPlatform renders p as os/arch[/variant][:os.version] for messages.
+// formatPlatform renders p for messages as v1.Platform.String does:
+// os/arch[/variant][:os.version]. A platform missing its os or architecture
+// (a malformed index entry or config; OCI requires both) keeps the gap
+// visible as "/amd64" or "linux/", where String would print nothing or
+// "linux".
 func formatPlatform(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
+	if p.OS == "" || p.Architecture == "" {
+		return p.OS + "/" + p.Architecture
 	}
-	if p.OSVersion != "" {
-		s += ":" + p.OSVersion
-	}
-	return s
+	return p.String()
 }
 
 // requested reports whether the spec asked for a platform at all.

@@ -104,3 +104,20 @@ func TestCheckSinglePlatform(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatPlatform(t *testing.T) {
+	for _, tt := range []struct {
+		p    v1.Platform
+		want string
+	}{
+		{v1.Platform{OS: "linux", Architecture: "amd64"}, "linux/amd64"},
+		{v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}, "linux/arm/v7"},
+		{v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}, "windows/amd64:10.0.20348.1"},
+		{v1.Platform{Architecture: "amd64"}, "/amd64"}, // malformed: the gap stays visible
+		{v1.Platform{OS: "linux", Variant: "v7"}, "linux/"},
+	} {
+		if got := formatPlatform(tt.p); got != tt.want {
+			t.Errorf("formatPlatform(%+v) = %q, want %q", tt.p, got, tt.want)
+		}
+	}
+}

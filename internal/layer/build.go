@@ -10,7 +10,6 @@ import (
 	"hash"
 	"io"
 	"os"
-	"sync/atomic"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -18,6 +17,7 @@ import (
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/compression"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 // inputBuffer is the read buffer in front of the fetched bytes; detection
@@ -33,8 +33,6 @@ type BuildOptions struct {
 	DiffID string
 	// Output is the blob compression: Gzip (default) or Zstd.
 	Output compression.Algorithm
-	// ReaderOptions tunes the decoders.
-	ReaderOptions compression.ReaderOptions
 }
 
 // Result describes a stored layer blob.
@@ -48,9 +46,11 @@ type Result struct {
 	SourceCompression compression.Algorithm
 	Entries           int
 	Changes           map[string]int
-	// FastPath is set when the input's compressed bytes became the blob
-	// unchanged.
-	FastPath bool
+	// Release unpins the blob. Build commits it pinned (CommitAndPin), so
+	// that eviction, which a full cache runs on every commit, cannot remove
+	// it before the caller has used it; call Release once the blob is pushed
+	// or no longer needed. It may be called more than once.
+	Release func()
 }
 
 // Build reads a fetched layer (compressed or not), normalizes it and stores
@@ -59,8 +59,8 @@ type Result struct {
 //
 // When the input already has the output compression (gzip, or zstd for zstd
 // output) and normalization changes no byte, the input bytes themselves
-// become the blob (Result.FastPath). On any error nothing is committed and
-// every temp file is removed.
+// become the blob. The blob stays pinned until Result.Release. On any error
+// nothing is committed and every temp file is removed.
 func Build(ctx context.Context, in io.Reader, opts BuildOptions, store *blobstore.Store) (Result, error) {
 	b, err := newBuilder(ctx, in, opts, store)
 	if err != nil {
@@ -93,7 +93,7 @@ type builder struct {
 	ctx      context.Context
 	opts     BuildOptions
 	store    *blobstore.Store
-	in       *inputReader
+	in       *iox.Reader
 	br       *bufio.Reader
 	output   compression.Algorithm
 	wantDiff v1.Hash
@@ -101,7 +101,8 @@ type builder struct {
 }
 
 func newBuilder(ctx context.Context, in io.Reader, opts BuildOptions, store *blobstore.Store) (*builder, error) {
-	b := &builder{ctx: ctx, opts: opts, store: store, in: &inputReader{ctx: ctx, r: in}}
+	// b.in counts the fetched bytes, for the ratio limit.
+	b := &builder{ctx: ctx, opts: opts, store: store, in: iox.NewReader(iox.ContextReader(ctx, in))}
 	b.br = bufio.NewReaderSize(b.in, inputBuffer)
 	if err := opts.Options.validate(); err != nil {
 		return nil, b.wrap(failure.Permanent(failure.InvalidSpec, err))
@@ -130,7 +131,7 @@ func (b *builder) wrap(err error) error { return named(b.opts.LayerName, err) }
 
 func (b *builder) normalizeOptions() Options {
 	o := b.opts.Options
-	o.CompressedBytes = b.in.count
+	o.CompressedBytes = b.in.Count
 	return o
 }
 
@@ -168,11 +169,11 @@ func (b *builder) fastPath(alg compression.Algorithm) (done bool, rest io.Reader
 	if err := b.finishDiffID(diff, st); err != nil {
 		return false, nil, cleanup, err
 	}
-	digest, err := spool.Commit(v1.Hash{})
+	digest, release, err := spool.CommitAndPin(v1.Hash{})
 	if err != nil {
 		return false, nil, cleanup, b.wrap(err)
 	}
-	b.res.Digest, b.res.Size, b.res.FastPath = digest, spool.Size(), true
+	b.res.Digest, b.res.Size, b.res.Release = digest, spool.Size(), release
 	return true, nil, cleanup, nil
 }
 
@@ -203,11 +204,11 @@ func (b *builder) encode(alg compression.Algorithm, input io.Reader) error {
 	if err := b.finishDiffID(diff, st); err != nil {
 		return err
 	}
-	digest, err := w.Commit(v1.Hash{})
+	digest, release, err := w.CommitAndPin(v1.Hash{})
 	if err != nil {
 		return b.wrap(err)
 	}
-	b.res.Digest, b.res.Size = digest, w.Size()
+	b.res.Digest, b.res.Size, b.res.Release = digest, w.Size(), release
 	return nil
 }
 
@@ -244,25 +245,12 @@ func (b *builder) encodeSpooledXz() error {
 		return b.wrap(fmt.Errorf("re-reading the spooled xz layer: %w", err))
 	}
 	defer f.Close()
-	dec, err := compression.NewParallelXzReader(f, spool.Size(), b.opts.ReaderOptions)
+	dec, err := compression.NewParallelXzReader(f, spool.Size(), b.opts.Limits.ReaderOptions())
 	if err != nil {
 		return b.wrap(err)
 	}
 	defer dec.Close()
-	return b.encode(compression.None, &ctxReader{ctx: b.ctx, r: dec})
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
+	return b.encode(compression.None, iox.ContextReader(b.ctx, dec))
 }
 
 // run decodes src in its own goroutine and normalizes the result into dst.
@@ -271,7 +259,7 @@ func (b *builder) run(alg compression.Algorithm, src io.Reader, dst io.Writer, o
 	if alg == compression.None {
 		return b.normalize(dst, src, opts)
 	}
-	dec, err := compression.NewReader(src, alg, b.opts.ReaderOptions)
+	dec, err := compression.NewReader(src, alg, b.opts.Limits.ReaderOptions())
 	if err != nil {
 		return Stats{}, b.wrap(err)
 	}
@@ -315,22 +303,3 @@ func (b *builder) finishDiffID(h hash.Hash, st Stats) error {
 	b.res.Changes = st.Changes
 	return nil
 }
-
-// inputReader counts the fetched bytes (for the ratio limit) and stops at
-// context cancellation.
-type inputReader struct {
-	ctx context.Context
-	r   io.Reader
-	n   atomic.Int64
-}
-
-func (r *inputReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	m, err := r.r.Read(p)
-	r.n.Add(int64(m))
-	return m, err
-}
-
-func (r *inputReader) count() int64 { return r.n.Load() }

@@ -63,6 +63,9 @@ package layer
 import (
 	"fmt"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/compression"
+	"github.com/kiln-build/kiln/internal/version"
 )
 
 // Mode selects how much of each header Normalize may rewrite.
@@ -83,6 +86,9 @@ const (
 	DefaultMaxEntries                 = 1 << 20
 	DefaultMaxHeaderBytes       int64 = 1 << 20
 	DefaultMaxRatio             int64 = 1000
+	// DefaultMaxDecoderMemory is the decoders' own default (256 MiB): xz
+	// -9 needs 64 MiB, zstd --ultra -22 128 MiB.
+	DefaultMaxDecoderMemory int64 = compression.DefaultXzMemoryLimit
 	// ratioGrace is how many uncompressed bytes are read before the
 	// compression ratio is checked: the first blocks of any stream (a tar
 	// header and an all-zero padding block compress extremely well) say
@@ -106,9 +112,16 @@ type Limits struct {
 	// is only checked when Options.CompressedBytes is set, and only after
 	// the first few MiB.
 	MaxRatio int64
+	// MaxDecoderMemory caps what a decoder may allocate for one stream: the
+	// xz dictionary and the zstd window a layer or base archive declares.
+	// Bigger ones are refused (LimitExceeded) before anything that size is
+	// allocated.
+	MaxDecoderMemory int64
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with its zero fields set to the defaults and its
+// negative ones to -1 ("no limit").
+func (l Limits) WithDefaults() Limits {
 	def := func(v, d int64) int64 {
 		switch {
 		case v == 0:
@@ -122,7 +135,14 @@ func (l Limits) withDefaults() Limits {
 	l.MaxEntries = int(def(int64(l.MaxEntries), DefaultMaxEntries))
 	l.MaxHeaderBytes = def(l.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	l.MaxRatio = def(l.MaxRatio, DefaultMaxRatio)
+	l.MaxDecoderMemory = def(l.MaxDecoderMemory, DefaultMaxDecoderMemory)
 	return l
+}
+
+// ReaderOptions are the decoder settings l asks for.
+func (l Limits) ReaderOptions() compression.ReaderOptions {
+	m := l.WithDefaults().MaxDecoderMemory
+	return compression.ReaderOptions{XzMemoryLimit: m, ZstdMemoryLimit: m}
 }
 
 // Options configures Normalize.
@@ -162,7 +182,7 @@ func (o Options) reproducible() bool { return o.Mode == Reproducible }
 
 func (o Options) created() time.Time {
 	if o.Created.IsZero() {
-		return time.Unix(0, 0).UTC()
+		return version.Epoch
 	}
 	return o.Created.UTC()
 }
@@ -189,8 +209,8 @@ const (
 type Stats struct {
 	// Entries is the number of entries written (global headers excluded).
 	Entries int
-	// InputSize and Size are the tar stream sizes read and written.
-	InputSize, Size int64
+	// Size is the size of the tar stream written.
+	Size int64
 	// Changed reports whether the output differs from the input at all.
 	Changed bool
 	// Changes counts what was rewritten, by the Change* names; nil when

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 const (
@@ -57,18 +58,17 @@ func Normalize(dst io.Writer, src io.Reader, opts Options) (Stats, error) {
 	if ferr := n.out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("writing normalized layer: %w", ferr)
 	}
-	n.stats.InputSize = n.in.n
-	n.stats.Size = n.outN.n
+	n.stats.Size = n.outN.Count()
 	return n.stats, err
 }
 
 type normalizer struct {
 	opts    Options
 	lim     Limits
-	in      *countingReader
+	in      *LimitReader
 	br      *bufio.Reader
 	rec     recorder
-	outN    *countingWriter
+	outN    *iox.Writer
 	out     *bufio.Writer
 	paths   *pathTree
 	stats   Stats
@@ -81,10 +81,10 @@ type normalizer struct {
 }
 
 func newNormalizer(dst io.Writer, src io.Reader, opts Options) *normalizer {
-	lim := opts.Limits.withDefaults()
-	in := &countingReader{r: src, max: lim.MaxUncompressedBytes, ratio: lim.MaxRatio, compressed: opts.CompressedBytes, name: opts.LayerName}
+	lim := opts.Limits.WithDefaults()
+	in := NewLimitReader(src, lim, opts.CompressedBytes, opts.LayerName)
 	br := bufio.NewReaderSize(in, ioBuffer)
-	cw := &countingWriter{w: dst}
+	cw := iox.NewWriter(dst)
 	n := &normalizer{
 		opts:  opts,
 		lim:   lim,
@@ -144,7 +144,7 @@ func (n *normalizer) headerError(err error) error {
 	idx := n.entry + 1
 	var fe *failure.Error
 	switch {
-	case n.in.err != nil:
+	case n.in.Err() != nil:
 		return n.sourceError()
 	case errors.Is(err, errHeaderLimit) || errors.Is(err, tar.ErrFieldTooLong):
 		return failure.Permanent(failure.LimitExceeded, n.named(fmt.Errorf(
@@ -507,7 +507,7 @@ func (n *normalizer) skipBody(size int64) error {
 func (n *normalizer) bodyError(err error) error {
 	var fe *failure.Error
 	switch {
-	case n.in.err != nil:
+	case n.in.Err() != nil:
 		return n.sourceError()
 	case errors.As(err, &fe):
 		return err

@@ -40,20 +40,30 @@ func (r *recorder) Read(p []byte) (int, error) {
 	return m, err
 }
 
-// countingReader counts the tar stream, enforces the size and ratio limits,
-// and remembers the source's own errors so that they are not mistaken for
-// bad tar data.
-type countingReader struct {
+// LimitReader counts a decompressed tar stream and enforces MaxUncompressedBytes
+// and MaxRatio on it: Normalize reads every layer through one, and a base
+// archive is held to the same limits with another. It remembers its first
+// error, a limit or one of the stream's own (io.EOF aside), and returns it
+// from every later Read, so that the tar reader above never reads past it
+// and a failing source is not mistaken for bad tar data (Err).
+type LimitReader struct {
 	r          io.Reader
 	n          int64
-	max        int64 // < 0: unlimited
-	ratio      int64 // < 0: unlimited
+	lim        Limits // with defaults: -1 is no limit
 	compressed func() int64
 	name       string
-	err        error // first non-EOF error: the source's, or a limit
+	err        error
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
+// NewLimitReader returns a LimitReader of r. Zero fields of lim take their
+// defaults; compressed, when set, reports how many compressed bytes have
+// produced r's bytes so far, for MaxRatio; name, when set, names the layer
+// in the limit errors.
+func NewLimitReader(r io.Reader, lim Limits, compressed func() int64, name string) *LimitReader {
+	return &LimitReader{r: r, lim: lim.WithDefaults(), compressed: compressed, name: name}
+}
+
+func (c *LimitReader) Read(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
@@ -69,18 +79,25 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return m, err
 }
 
-func (c *countingReader) checkLimits() error {
-	if c.max >= 0 && c.n > c.max {
+// Count returns the number of bytes read so far.
+func (c *LimitReader) Count() int64 { return c.n }
+
+// Err returns the first error other than io.EOF: a LimitExceeded failure or
+// the stream's own.
+func (c *LimitReader) Err() error { return c.err }
+
+func (c *LimitReader) checkLimits() error {
+	if limit := c.lim.MaxUncompressedBytes; limit >= 0 && c.n > limit {
 		return failure.Permanent(failure.LimitExceeded, named(c.name, fmt.Errorf(
-			"uncompressed size exceeds %d bytes (limit MaxUncompressedBytes)", c.max)))
+			"uncompressed size exceeds %d bytes (limit MaxUncompressedBytes)", limit)))
 	}
-	if c.ratio < 0 || c.compressed == nil || c.n <= ratioGrace {
+	if c.lim.MaxRatio < 0 || c.compressed == nil || c.n <= ratioGrace {
 		return nil
 	}
-	if z := c.compressed(); z > 0 && c.n/z > c.ratio {
+	if z := c.compressed(); z > 0 && c.n/z > c.lim.MaxRatio {
 		return failure.Permanent(failure.LimitExceeded, named(c.name, fmt.Errorf(
 			"decompresses to more than %d times its compressed size (%d bytes from %d; limit MaxRatio)",
-			c.ratio, c.n, z)))
+			c.lim.MaxRatio, c.n, z)))
 	}
 	return nil
 }
@@ -95,33 +112,21 @@ func named(layer string, err error) error {
 	return &failure.LayerError{Layer: layer, Err: err}
 }
 
-// countingWriter counts bytes written.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	m, err := c.w.Write(p)
-	c.n += int64(m)
-	return m, err
-}
-
 // sourceError wraps an error of the input stream, keeping its class; a limit
 // error already names the layer and is returned as is.
 func (n *normalizer) sourceError() error {
 	var fe *failure.Error
-	if errors.As(n.in.err, &fe) && fe.Reason == failure.LimitExceeded {
-		return n.in.err
+	if errors.As(n.in.Err(), &fe) && fe.Reason == failure.LimitExceeded {
+		return n.in.Err()
 	}
-	return n.named(fmt.Errorf("reading the tar stream: %w", n.in.err))
+	return n.named(fmt.Errorf("reading the tar stream: %w", n.in.Err()))
 }
 
 // finish writes the end-of-archive marker and drains the input to EOF, so
 // that a decoder reaches (and verifies) the end of its stream.
 func (n *normalizer) finish() error {
 	raw := n.rec.buf // the zero blocks archive/tar read: 0, 1 or 2 of them
-	if n.in.n == 0 {
+	if n.in.Count() == 0 {
 		return n.invalid("empty input: not a tar archive")
 	}
 	if n.opts.Windows {
@@ -170,7 +175,7 @@ func (n *normalizer) drainTrailing(keep bool) error {
 			return nil
 		}
 		if err != nil {
-			if n.in.err != nil {
+			if n.in.Err() != nil {
 				return n.sourceError()
 			}
 			return n.named(fmt.Errorf("reading after the end of the archive: %w", err))

@@ -17,14 +17,25 @@ import (
 	"github.com/kiln-build/kiln/internal/retry"
 )
 
+// Access says what a registry request was for; it decides the reason of a
+// "not found" and how a rejected request is reported.
+type Access int
+
+const (
+	// AccessSource is a layer source's blob pull: not found is
+	// SourceNotFound.
+	AccessSource Access = iota
+	// AccessBase is a base image pull: not found is BaseNotFound.
+	AccessBase
+	// AccessTarget is the push target (HEADs of it included): not found and
+	// rejections are PushRejected, since the repository cannot be written.
+	AccessTarget
+)
+
 // Classify maps an error of go-containerregistry (or of the transport) to a
-// classified failure whose message starts with what and says what to do.
-//
-// what names the thing being accessed and decides the reason of a "not
-// found": it starts with "base" for a base image (BaseNotFound), "target"
-// for the push target (PushRejected: the repository cannot be written), and
-// anything else, e.g. "layer rootfs blob r@sha256:...", for a layer source
-// (SourceNotFound).
+// classified failure whose message starts with what (the thing accessed,
+// e.g. "base r/a:1") and says what to do; access is what the request was
+// for (see Access).
 //
 //   - 401/403, UNAUTHORIZED, DENIED: Unauthorized
 //   - NAME_UNKNOWN, MANIFEST_UNKNOWN, BLOB_UNKNOWN on a pull, 404: see above
@@ -37,7 +48,7 @@ import (
 //
 // Errors that are already classified keep their reason; cancellation is
 // returned unclassified so that the caller sees its own context error.
-func Classify(err error, what string) error {
+func Classify(err error, access Access, what string) error {
 	if err == nil {
 		return nil
 	}
@@ -58,7 +69,7 @@ func Classify(err error, what string) error {
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
-		return classifyStatus(te, what, err)
+		return classifyStatus(te, access, what, err)
 	}
 	var bad *name.ErrBadName
 	if errors.As(err, &bad) {
@@ -117,38 +128,18 @@ func wrapKeeping(fe *failure.Error, what string, err error) error {
 		Err: fmt.Errorf("%s: %w", what, err)}
 }
 
-type accessKind int
-
-const (
-	accessSource accessKind = iota
-	accessBase
-	accessTarget
-)
-
-func accessOf(what string) accessKind {
-	switch {
-	case strings.HasPrefix(what, "base"):
-		return accessBase
-	case strings.HasPrefix(what, "target"), strings.HasPrefix(what, "push"):
-		return accessTarget
-	default:
-		return accessSource
-	}
-}
-
-func classifyStatus(te *transport.Error, what string, err error) error {
-	c := accessOf(what)
+func classifyStatus(te *transport.Error, c Access, what string, err error) error {
 	switch {
 	case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden ||
 		hasCode(te, transport.UnauthorizedErrorCode, transport.DeniedErrorCode):
 		return failure.Permanentf(failure.Unauthorized, "%s: %v: %s", what, err, authHint(c))
 	case hasCode(te, transport.NameUnknownErrorCode, transport.ManifestUnknownErrorCode) ||
-		(c != accessTarget && hasCode(te, transport.BlobUnknownErrorCode)) ||
+		(c != AccessTarget && hasCode(te, transport.BlobUnknownErrorCode)) ||
 		te.StatusCode == http.StatusNotFound:
 		return notFound(c, what, err)
 	case te.Temporary() || retry.TransientStatus(te.StatusCode):
 		return failure.Retryable(fmt.Errorf("%s: %w", what, err), 0)
-	case c == accessTarget:
+	case c == AccessTarget:
 		return failure.Permanentf(failure.PushRejected,
 			"%s: the registry rejected the push: %v", what, err)
 	default:
@@ -156,12 +147,12 @@ func classifyStatus(te *transport.Error, what string, err error) error {
 	}
 }
 
-func notFound(c accessKind, what string, err error) error {
+func notFound(c Access, what string, err error) error {
 	switch c {
-	case accessBase:
+	case AccessBase:
 		return failure.Permanentf(failure.BaseNotFound,
 			"%s: not found (%v): check the base reference and that its repository is readable", what, err)
-	case accessTarget:
+	case AccessTarget:
 		return failure.Permanentf(failure.PushRejected,
 			"%s: repository not found (%v): create it or check target.image", what, err)
 	default:
@@ -169,9 +160,9 @@ func notFound(c accessKind, what string, err error) error {
 	}
 }
 
-func authHint(c accessKind) string {
+func authHint(c Access) string {
 	verb := "pull from"
-	if c == accessTarget {
+	if c == AccessTarget {
 		verb = "push to"
 	}
 	return "not allowed to " + verb + " this registry; check the pull secrets of serviceAccountName (kiln build: docker login / DOCKER_CONFIG)"

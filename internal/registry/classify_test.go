@@ -36,36 +36,41 @@ func refused(*http.Request) (*http.Response, error) {
 func TestClassify(t *testing.T) {
 	tests := []struct {
 		err       error
+		access    Access
 		what      string
 		reason    failure.Reason
 		permanent bool
 		fragment  string
 	}{
-		{terr(401), "base r/a:1", failure.Unauthorized, true, "base r/a:1: unexpected status code 401 Unauthorized: not allowed to pull from this registry; check the pull secrets of serviceAccountName"},
-		{terr(403, transport.DeniedErrorCode), "target r/a:1", failure.Unauthorized, true, "not allowed to push to this registry"},
-		{terr(404, transport.ManifestUnknownErrorCode), "base r/a:1", failure.BaseNotFound, true, "base r/a:1: not found"},
-		{terr(404, transport.NameUnknownErrorCode), "layer app blob r/a@sha256:x", failure.SourceNotFound, true, "layer app blob r/a@sha256:x: not found"},
-		{terr(404, transport.NameUnknownErrorCode), "target r/a:1", failure.PushRejected, true, "repository not found"},
-		{terr(400, transport.ManifestInvalidErrorCode), "target r/a:1", failure.PushRejected, true, "the registry rejected the push: MANIFEST_INVALID"},
-		{terr(400, transport.BlobUnknownErrorCode), "target r/a:1", failure.PushRejected, true, "BLOB_UNKNOWN"},
-		{terr(400, transport.DigestInvalidErrorCode), "target r/a:1", failure.PushRejected, true, "DIGEST_INVALID"},
-		{terr(503), "target r/a:1", failure.Transient, false, "503"},
-		{terr(429, transport.TooManyRequestsErrorCode), "base r", failure.Transient, false, "TOOMANYREQUESTS"},
-		{terr(408), "base r", failure.Transient, false, "408"},
-		{&url.Error{Op: "Put", URL: "https://r", Err: syscall.ECONNRESET}, "target r", failure.Transient, false, "connection reset"},
-		{io.ErrUnexpectedEOF, "target r", failure.Transient, false, "unexpected EOF"},
-		{&url.Error{Op: "Get", URL: "https://r", Err: x509.UnknownAuthorityError{}}, "target r", failure.InvalidSpec, true, "give its CA bundle"},
-		{&retryAfterError{method: "PUT", url: "u", status: 429, after: time.Minute * 5, attempts: 6}, "target r", failure.Transient, false, "retry after 5m0s"},
-		{failure.Permanentf(failure.DigestMismatch, "x"), "target r", failure.DigestMismatch, true, "target r: x"},
+		{terr(401), AccessBase, "base r/a:1", failure.Unauthorized, true, "base r/a:1: unexpected status code 401 Unauthorized: not allowed to pull from this registry; check the pull secrets of serviceAccountName"},
+		{terr(403, transport.DeniedErrorCode), AccessTarget, "target r/a:1", failure.Unauthorized, true, "not allowed to push to this registry"},
+		{terr(404, transport.ManifestUnknownErrorCode), AccessBase, "base r/a:1", failure.BaseNotFound, true, "base r/a:1: not found"},
+		{terr(404, transport.NameUnknownErrorCode), AccessSource, "layer app blob r/a@sha256:x", failure.SourceNotFound, true, "layer app blob r/a@sha256:x: not found"},
+		{terr(404, transport.NameUnknownErrorCode), AccessTarget, "target r/a:1", failure.PushRejected, true, "repository not found"},
+		{terr(400, transport.ManifestInvalidErrorCode), AccessTarget, "target r/a:1", failure.PushRejected, true, "the registry rejected the push: MANIFEST_INVALID"},
+		{terr(400, transport.BlobUnknownErrorCode), AccessTarget, "target r/a:1", failure.PushRejected, true, "BLOB_UNKNOWN"},
+		{terr(400, transport.DigestInvalidErrorCode), AccessTarget, "target r/a:1", failure.PushRejected, true, "DIGEST_INVALID"},
+		{terr(503), AccessTarget, "target r/a:1", failure.Transient, false, "503"},
+		{terr(429, transport.TooManyRequestsErrorCode), AccessBase, "base r", failure.Transient, false, "TOOMANYREQUESTS"},
+		{terr(408), AccessBase, "base r", failure.Transient, false, "408"},
+		{&url.Error{Op: "Put", URL: "https://r", Err: syscall.ECONNRESET}, AccessTarget, "target r", failure.Transient, false, "connection reset"},
+		{io.ErrUnexpectedEOF, AccessTarget, "target r", failure.Transient, false, "unexpected EOF"},
+		{&url.Error{Op: "Get", URL: "https://r", Err: x509.UnknownAuthorityError{}}, AccessTarget, "target r", failure.InvalidSpec, true, "give its CA bundle"},
+		{&retryAfterError{method: "PUT", url: "u", status: 429, after: time.Minute * 5, attempts: 6}, AccessTarget, "target r", failure.Transient, false, "retry after 5m0s"},
+		{failure.Permanentf(failure.DigestMismatch, "x"), AccessTarget, "target r", failure.DigestMismatch, true, "target r: x"},
 		// A refusal deep inside the transport's wrappers, its URL's query
 		// not repeated.
-		{fmt.Errorf("fetching token: %w", &url.Error{Op: "Get", URL: "http://metadata/t?scope=x", Err: forbiddenErr}), "base r/a:1",
+		{fmt.Errorf("fetching token: %w", &url.Error{Op: "Get", URL: "http://metadata/t?scope=x", Err: forbiddenErr}), AccessBase, "base r/a:1",
 			failure.SourceForbidden, true, `base r/a:1: refusing to connect: token realm http://metadata/t named by r: host "metadata" is a cloud metadata endpoint`},
-		{&exhaustedError{err: forbiddenErr, attempts: 1}, "target r", failure.SourceForbidden, true, `host "metadata"`},
+		{&exhaustedError{err: forbiddenErr, attempts: 1}, AccessTarget, "target r", failure.SourceForbidden, true, `host "metadata"`},
+		// The access, not the wording of what, decides.
+		{terr(404, transport.NameUnknownErrorCode), AccessSource, "base-layer blob r/a@sha256:x", failure.SourceNotFound, true, "not found"},
+		{terr(404, transport.NameUnknownErrorCode), AccessBase, "layer r/a:1", failure.BaseNotFound, true, "check the base reference"},
+		{terr(400), AccessTarget, "pushing r/a:1", failure.PushRejected, true, "the registry rejected the push"},
 	}
 	for i, tt := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			got := Classify(tt.err, tt.what)
+			got := Classify(tt.err, tt.access, tt.what)
 			if strings.Contains(got.Error(), "scope=") {
 				t.Fatalf("message repeats a query: %v", got)
 			}
@@ -78,10 +83,10 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
-	if Classify(nil, "x") != nil {
+	if Classify(nil, AccessSource, "x") != nil {
 		t.Fatal("nil must stay nil")
 	}
-	if err := Classify(context.Canceled, "x"); !errors.Is(err, context.Canceled) || failure.IsPermanent(err) {
+	if err := Classify(context.Canceled, AccessSource, "x"); !errors.Is(err, context.Canceled) || failure.IsPermanent(err) {
 		t.Fatalf("cancellation: %v", err)
 	}
 }
@@ -96,7 +101,7 @@ func TestClassifyRedactsURLs(t *testing.T) {
 		fmt.Errorf("fetching: %w", &url.Error{Op: "Get", URL: u, Err: x509.UnknownAuthorityError{}}),
 	}
 	for i, err := range tests {
-		got := Classify(err, "base r/a:1").Error()
+		got := Classify(err, AccessBase, "base r/a:1").Error()
 		if strings.Contains(got, "SECRET") || strings.Contains(got, "pa55") || !strings.Contains(got, "https://blobs.example/x") {
 			t.Errorf("%d: %s", i, got)
 		}

@@ -186,7 +186,7 @@ func TestBlobRedirectToForbiddenHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = pulled.ConfigFile() // the config blob is redirected
-	err = Classify(err, "base "+target)
+	err = Classify(err, AccessBase, "base "+target)
 	assertFailure(t, err, failure.SourceForbidden, `redirect from http://`+r.host+`/v2/team/app/blobs/sha256:`)
 	assertFailure(t, err, failure.SourceForbidden, `host "169.254.169.254" resolves to link-local`)
 	if strings.Contains(err.Error(), "s3cr3t") || len(dials.To("169.254.")) != 0 || len(s.d) != 0 {

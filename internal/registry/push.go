@@ -69,32 +69,32 @@ func Push(ctx context.Context, img v1.Image, target string, tags []string, o Opt
 	ropts := remoteOptions(ctx, o, st)
 	pusher, err := remote.NewPusher(ropts...)
 	if err != nil {
-		return nil, Classify(err, what)
+		return nil, Classify(err, AccessTarget, what)
 	}
 	puller, err := remote.NewPuller(ropts...)
 	if err != nil {
-		return nil, Classify(err, what)
+		return nil, Classify(err, AccessTarget, what)
 	}
 
 	res := &PushResult{Digest: d, Image: ref.Context().Digest(d.String()).String()}
 	res.UpToDate, err = pointsAt(ctx, puller, ref, d)
 	if err != nil {
-		return nil, Classify(err, what)
+		return nil, Classify(err, AccessTarget, what)
 	}
 	if !res.UpToDate {
 		// Blobs, then the manifest under target's own tag or digest: a tag
 		// PUT also makes the manifest reachable by digest, so a tag target
 		// costs exactly one manifest PUT.
 		if err := pusher.Push(ctx, ref, withMounts(img, ref, o)); err != nil {
-			return nil, Classify(err, what)
+			return nil, Classify(err, AccessTarget, what)
 		}
 		if res.Digest, err = confirm(ctx, puller, st, ref, d); err != nil {
-			return nil, Classify(err, what)
+			return nil, Classify(err, AccessTarget, what)
 		}
 	}
 	for _, t := range tagRefs {
 		if err := moveTag(ctx, pusher, puller, st, t, ref, res, img); err != nil {
-			return nil, Classify(err, "target tag "+t.String())
+			return nil, Classify(err, AccessTarget, "target tag "+t.String())
 		}
 		res.Tags = append(res.Tags, t.TagStr())
 	}
@@ -224,11 +224,11 @@ func Exists(ctx context.Context, ref string, d v1.Hash, o Options) (bool, error)
 	ctx = retry.WithBudget(ctx, o.retries())
 	puller, err := remote.NewPuller(RemoteOptions(ctx, o)...)
 	if err != nil {
-		return false, Classify(err, "target "+ref)
+		return false, Classify(err, AccessTarget, "target "+ref)
 	}
 	ok, err := pointsAt(ctx, puller, r, d)
 	if err != nil {
-		return false, Classify(err, "target "+ref)
+		return false, Classify(err, AccessTarget, "target "+ref)
 	}
 	return ok, nil
 }

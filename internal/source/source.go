@@ -11,22 +11,18 @@ package source
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/retry"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // Kind says where a source's bytes come from.
@@ -53,8 +49,12 @@ type Spec struct {
 	Headers map[string]string
 	// Data holds ConfigMap/Secret bytes already resolved by the caller.
 	Data []byte
-	// DataRef describes Data for messages, e.g. "configMap app-files key
-	// app.tar.gz"; its first word ("configMap"/"secret") sets the Kind.
+	// DataKind says where Data came from: KindConfigMap, KindSecret, or
+	// KindBytes (the default). URL and Blob sources leave it empty: which
+	// field is set already says what they are.
+	DataKind Kind
+	// DataRef describes Data for messages only, e.g. "configMap app-files
+	// key app.tar.gz".
 	DataRef string
 	// Blob is "registry/repo@sha256:...", pulled with go-containerregistry.
 	Blob string
@@ -194,39 +194,10 @@ func (s Spec) Kind() Kind {
 		return KindURL
 	case s.Blob != "":
 		return KindBlob
-	case strings.HasPrefix(s.DataRef, "configMap"):
-		return KindConfigMap
-	case strings.HasPrefix(s.DataRef, "secret"):
-		return KindSecret
+	case s.DataKind != "":
+		return s.DataKind
 	case s.Data != nil || s.DataRef != "":
 		return KindBytes
-	}
-	return ""
-}
-
-// Identity returns a stable string identifying the source content when it
-// is known before fetching: the declared digest, else the blob's digest, else
-// the sha256 of Data; "" when unknown (an unpinned URL) or malformed. Equal
-// identities mean equal fetched bytes whatever the kind, because all of them
-// are the sha256 of those bytes. It is not a proof of access (a declared
-// digest is only a claim, and digests are not secret): never look up a
-// shared cache by it alone (internal/build/proof.go says what proves access).
-func (s Spec) Identity() string {
-	if s.Digest != "" {
-		if h, err := v1.NewHash(s.Digest); err == nil && h.Algorithm == "sha256" {
-			return h.String()
-		}
-		return ""
-	}
-	switch s.Kind() {
-	case KindBlob:
-		if ref, err := name.NewDigest(s.Blob); err == nil {
-			return ref.DigestStr()
-		}
-		return ""
-	case KindConfigMap, KindSecret, KindBytes:
-		sum := sha256.Sum256(s.Data)
-		return "sha256:" + hex.EncodeToString(sum[:])
 	}
 	return ""
 }
@@ -262,6 +233,9 @@ func (s Spec) validate() (want v1.Hash, err error) {
 		return v1.Hash{}, failure.Permanent(failure.InvalidSpec,
 			failure.Layerf(s.Name, "source must set exactly one of url, blob, configMap/secret data (%d set)", set))
 	}
+	if err := s.checkDataKind(); err != nil {
+		return v1.Hash{}, err
+	}
 	if s.Digest == "" {
 		return v1.Hash{}, nil
 	}
@@ -271,6 +245,21 @@ func (s Spec) validate() (want v1.Hash, err error) {
 			failure.Layerf(s.Name, "digest %q is not a sha256 digest (sha256:<64 hex>)", s.Digest))
 	}
 	return want, nil
+}
+
+// checkDataKind refuses a DataKind that is not a data kind, or that is set
+// on a URL or blob source.
+func (s Spec) checkDataKind() error {
+	switch s.DataKind {
+	case "":
+		return nil
+	case KindConfigMap, KindSecret, KindBytes:
+		if s.URL == "" && s.Blob == "" {
+			return nil
+		}
+	}
+	return failure.Permanentf(failure.InvalidSpec,
+		"layer %q: data kind %q does not describe this source (want configMap, secret or bytes, on data only)", s.Name, s.DataKind)
 }
 
 func (f *Fetcher) openData(ctx context.Context, s Spec, want v1.Hash) (*Stream, error) {
@@ -283,7 +272,7 @@ func (f *Fetcher) openData(ctx context.Context, s Spec, want v1.Hash) (*Stream, 
 
 func (f *Fetcher) limitError(s Spec) error {
 	return failure.Permanent(failure.LimitExceeded,
-		failure.Layerf(s.Name, "%s is larger than the limit of %d bytes (%s)", s.describe(), f.opts.MaxBytes, humanBytes(f.opts.MaxBytes)))
+		failure.Layerf(s.Name, "%s is larger than the limit of %d bytes (%s)", s.describe(), f.opts.MaxBytes, units.Bytes(f.opts.MaxBytes)))
 }
 
 // describe names the source for messages, without secrets.
@@ -299,20 +288,4 @@ func (s Spec) describe() string {
 		}
 		return "inline data"
 	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	s := fmt.Sprintf("%.1f", v)
-	s = strings.TrimSuffix(s, ".0")
-	return s + " " + string("KMGTPE"[exp]) + "iB"
 }

@@ -468,10 +468,12 @@ func TestDataSources(t *testing.T) {
 		reason   failure.Reason
 		fragment string
 	}{
-		{spec: Spec{Name: "app", Data: data, DataRef: "configMap app-files key app.tar.gz"}, kind: KindConfigMap},
-		{spec: Spec{Name: "app", Data: data, DataRef: "secret creds key layer.tar", Digest: sha(data)}, kind: KindSecret},
+		{spec: Spec{Name: "app", Data: data, DataKind: KindConfigMap, DataRef: "configMap app-files key app.tar.gz"}, kind: KindConfigMap},
+		{spec: Spec{Name: "app", Data: data, DataKind: KindSecret, DataRef: "secret creds key layer.tar", Digest: sha(data)}, kind: KindSecret},
 		{spec: Spec{Name: "app", Data: data}, kind: KindBytes},
-		{spec: Spec{Name: "empty", Data: []byte{}, DataRef: "configMap c key k"}, kind: KindConfigMap},
+		// The kind is what the caller says, never read from the message.
+		{spec: Spec{Name: "ref", Data: data, DataRef: "secret s key k"}, kind: KindBytes},
+		{spec: Spec{Name: "empty", Data: []byte{}, DataKind: KindConfigMap, DataRef: "configMap c key k"}, kind: KindConfigMap},
 		{spec: Spec{Name: "app", Data: data, DataRef: "configMap app-files key app.tar.gz", Digest: sha([]byte("x"))},
 			reason: failure.DigestMismatch, fragment: `layer "app": fetched bytes have digest ` + sha(data) + ", spec declares " + sha([]byte("x"))},
 		{spec: Spec{Name: "big", Data: make([]byte, 101), DataRef: "configMap big key k"},
@@ -504,6 +506,8 @@ func TestSpecValidation(t *testing.T) {
 		{Spec{Name: "l"}, failure.InvalidSpec, `layer "l": source must set exactly one of url, blob, configMap/secret data (0 set)`},
 		{Spec{Name: "l", URL: "http://x", Data: []byte("x")}, failure.InvalidSpec, "(2 set)"},
 		{Spec{Name: "l", Data: []byte("x"), Digest: "md5:abc"}, failure.InvalidSpec, `layer "l": digest "md5:abc" is not a sha256 digest`},
+		{Spec{Name: "l", Data: []byte("x"), DataKind: KindURL}, failure.InvalidSpec, `layer "l": data kind "url" does not describe this source`},
+		{Spec{Name: "l", URL: "https://x/y.tar", DataKind: KindSecret}, failure.InvalidSpec, `layer "l": data kind "secret" does not describe this source`},
 		{Spec{Name: "l", Data: []byte("x"), Digest: "sha256:xyz"}, failure.InvalidSpec, "is not a sha256 digest"},
 		{Spec{Name: "l", URL: "http://[::1"}, failure.InvalidSpec, `layer "l": invalid URL`},
 		{Spec{Name: "l", Blob: "registry.example/repo:latest"}, failure.InvalidSpec, `blob "registry.example/repo:latest" is not a digest reference`},
@@ -514,29 +518,6 @@ func TestSpecValidation(t *testing.T) {
 	for _, tt := range tests {
 		_, err := f.Open(context.Background(), tt.spec)
 		assertErr(t, err, tt.reason, true, tt.fragment)
-	}
-}
-
-func TestIdentity(t *testing.T) {
-	data := []byte("abc")
-	blobDigest := sha([]byte("blob"))
-	tests := []struct {
-		spec Spec
-		want string
-	}{
-		{Spec{URL: "https://x/y.tar"}, ""},
-		{Spec{URL: "https://x/y.tar", Digest: sha(data)}, sha(data)},
-		{Spec{URL: "https://x/y.tar", Digest: "garbage"}, ""},
-		{Spec{Blob: "r.example/repo@" + blobDigest}, blobDigest},
-		{Spec{Blob: "r.example/repo:tag"}, ""},
-		{Spec{Data: data, DataRef: "configMap a key b"}, sha(data)},
-		{Spec{Data: nil, DataRef: "secret a key b"}, sha(nil)},
-		{Spec{}, ""},
-	}
-	for _, tt := range tests {
-		if got := tt.spec.Identity(); got != tt.want {
-			t.Errorf("%+v.Identity() = %q, want %q", tt.spec, got, tt.want)
-		}
 	}
 }
 
@@ -615,14 +596,6 @@ func TestBlobSourceCorrupt(t *testing.T) {
 	f, _ := fetcher(Options{Transport: http.DefaultTransport})
 	_, _, err := readAll(t, f, Spec{Name: "artifacts", Blob: host + "/repo@" + want})
 	assertErr(t, err, failure.DigestMismatch, true, "fetched bytes have digest "+sha([]byte("tampered"))+", spec declares "+want)
-}
-
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1 KiB", 1536: "1.5 KiB", 8 << 30: "8 GiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
 }
 
 func BenchmarkStreamData(b *testing.B) {

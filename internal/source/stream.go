@@ -14,6 +14,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/iox"
+	"github.com/kiln-build/kiln/internal/units"
 )
 
 // bodyBuffer is the read-ahead for network bodies: it lets Open fetch the
@@ -48,7 +50,7 @@ type Stream struct {
 	what string
 	// arrived counts body bytes as they come off the network, beneath the
 	// read-ahead buffer, so the rate check sees arrivals, not hand-outs.
-	arrived  int64
+	arrived  *iox.Reader // nil for in-memory sources
 	rate     *rateWindow // nil for in-memory sources or when disabled
 	minRate  int64
 	window   time.Duration
@@ -79,7 +81,8 @@ func newStream(parent context.Context, s Spec, kind Kind, want v1.Hash, opts Opt
 // bytes arrived.
 func (st *Stream) watch(body io.ReadCloser) {
 	st.body = body
-	st.r = bufio.NewReaderSize(&countingReader{r: body, n: &st.arrived}, bodyBuffer)
+	st.arrived = iox.NewReader(body)
+	st.r = bufio.NewReaderSize(st.arrived, bodyBuffer)
 	if st.minRate > 0 {
 		st.rate = newRateWindow(st.minRate, st.window)
 	}
@@ -114,11 +117,11 @@ func (st *Stream) guarded(read func() (int, error)) (int, error) {
 		wait, rateFirst = st.rate.left(), true
 	}
 	st.rateWait.Store(rateFirst)
-	before, start := st.arrived, time.Now()
+	before, start := st.arrived.Count(), time.Now()
 	st.timer.Reset(wait)
 	n, err := read()
 	st.timer.Stop()
-	if st.rate != nil && st.rate.add(st.arrived-before, time.Since(start)) && err == nil {
+	if st.rate != nil && st.rate.add(st.arrived.Count()-before, time.Since(start)) && err == nil {
 		// The window closed inside a read that still returned bytes (or
 		// before the timer fired): the attempt ends all the same.
 		st.slow.Store(true)
@@ -158,18 +161,6 @@ func (w *rateWindow) add(n int64, d time.Duration) bool {
 	return w.used >= w.window
 }
 
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n *int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	*c.n += int64(n)
-	return n, err
-}
-
 // prefetch reads the first bytes of a network body into the buffer, so that
 // a failure before any byte is handed out can be retried by Open.
 func (st *Stream) prefetch() error {
@@ -201,7 +192,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 	if st.n+int64(n) > st.limit {
 		n = int(st.limit - st.n)
 		err = failure.Permanent(failure.LimitExceeded,
-			failure.Layerf(st.spec.Name, "%s is larger than the limit of %d bytes (%s)", st.spec.describe(), st.limit, humanBytes(st.limit)))
+			failure.Layerf(st.spec.Name, "%s is larger than the limit of %d bytes (%s)", st.spec.describe(), st.limit, units.Bytes(st.limit)))
 	}
 	st.h.Write(p[:n])
 	st.n += int64(n)
@@ -240,7 +231,7 @@ func (st *Stream) readError(err error) error {
 	switch {
 	case st.slow.Load():
 		return failure.Retryable(failure.Layerf(st.spec.Name, "%s: transfer slower than %s/s over %s (received %s)",
-			st.request(), humanBytes(st.minRate), st.window, humanBytes(st.rate.got)), 0)
+			st.request(), units.Bytes(st.minRate), st.window, units.Bytes(st.rate.got)), 0)
 	case st.stalled.Load():
 		return failure.Retryable(failure.Layerf(st.spec.Name, "reading %s: no data received for %s (after %d bytes)",
 			st.spec.describe(), st.timeout, st.n), 0)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"time"
 )
 
 // Version is the release version; "dev" for untagged builds.
@@ -16,6 +17,12 @@ var Version = "dev"
 // (normalization rules, encoder parameters, config assembly), so that
 // upgraded controllers rebuild instead of trusting old digests.
 const Engine = "kiln-engine/2"
+
+// Epoch is the default image creation time and the default mtime clamp of
+// reproducible layers: a build never reads the clock, so the same spec
+// always gives the same digest. It lives here, beside Engine, because it is
+// part of the same promise and every layer of the engine needs it.
+var Epoch = time.Unix(0, 0).UTC()
 
 // String is the one-line version report of `kiln version`.
 func String() string {
