@@ -84,8 +84,9 @@ run: manifests generate ## Run the manager against the cluster of the current ku
 	go run -ldflags "$(LDFLAGS)" . manager
 
 .PHONY: demo
-demo: build envtest-assets registry ## The main job on an embedded control plane and registry (DEMO_ONCE=1 exits after printing).
-	$(LOCALBIN)/kiln demo
+demo: envtest-assets registry ## The main job on an embedded control plane and registry (DEMO_ONCE=1 exits after printing).
+	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/kiln-demo ./test/demo
+	$(LOCALBIN)/kiln-demo
 
 .PHONY: registry
 registry: ## Build the CNCF distribution registry into bin/registry (idempotent; used by demo and e2e).

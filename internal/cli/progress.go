@@ -76,9 +76,9 @@ func (p *progressView) draw() {
 		r := p.rows[k]
 		state := "..."
 		if r.Done {
-			state = fmt.Sprintf("done, %s out", humanBytes(r.BytesOut))
+			state = fmt.Sprintf("done, %s out", HumanBytes(r.BytesOut))
 		}
-		fmt.Fprintf(&b, "\x1b[2K%-40s %10s in  %s\n", k, humanBytes(r.BytesIn), state)
+		fmt.Fprintf(&b, "\x1b[2K%-40s %10s in  %s\n", k, HumanBytes(r.BytesIn), state)
 	}
 	p.lines = len(keys)
 	_, _ = io.WriteString(p.w, b.String())
@@ -89,4 +89,18 @@ func (p *progressView) stop() {
 		close(p.done)
 		p.draw()
 	})
+}
+
+// HumanBytes formats n in binary units, e.g. "757.7 KiB", "1.6 GiB", for
+// progress lines and the demo's tables (test/demo).
+func HumanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
