@@ -237,24 +237,46 @@ func TestAbortRemovesTemp(t *testing.T) {
 }
 
 // The destination already exists: the blob was written before (or by a
-// concurrent writer that won). Commit keeps the existing file.
+// concurrent writer that won). Commit keeps a file of the right size without
+// renaming onto it (which fails on Windows while a reader holds it open) and
+// replaces one a crash left short.
 func TestCommitOntoExistingBlob(t *testing.T) {
-	s := newStore(t, Options{})
 	content := []byte("same bytes")
-	d := digestOf(content)
-	if err := os.WriteFile(s.Path(d), content, 0o644); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name       string
+		existing   []byte
+		wantRename bool
+	}{
+		{name: "right size: kept, no rename", existing: content},
+		{name: "empty after a crash: replaced", existing: []byte{}, wantRename: true},
+		{name: "truncated after a crash: replaced", existing: content[:4], wantRename: true},
 	}
-	before, _ := os.Stat(s.Path(d))
-	s.rename = func(string, string) error { t.Error("rename called although the blob exists"); return nil }
-	if got := put(t, s, content); got != d {
-		t.Fatalf("Commit = %s, want %s", got, d)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, Options{})
+			d := digestOf(content)
+			if err := os.WriteFile(s.Path(d), tt.existing, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.Stat(s.Path(d))
+			renamed := false
+			s.rename = func(oldpath, newpath string) error { renamed = true; return os.Rename(oldpath, newpath) }
+			if got := put(t, s, content); got != d {
+				t.Fatalf("Commit = %s, want %s", got, d)
+			}
+			if renamed != tt.wantRename {
+				t.Errorf("renamed = %v, want %v", renamed, tt.wantRename)
+			}
+			after, _ := os.Stat(s.Path(d))
+			if kept := os.SameFile(before, after); kept == tt.wantRename {
+				t.Errorf("existing file kept = %v, want %v", kept, !tt.wantRename)
+			}
+			if got, _ := os.ReadFile(s.Path(d)); !bytes.Equal(got, content) {
+				t.Errorf("blob holds %q, want %q", got, content)
+			}
+			assertNoTemps(t, s)
+		})
 	}
-	after, _ := os.Stat(s.Path(d))
-	if !os.SameFile(before, after) {
-		t.Fatal("existing blob was replaced")
-	}
-	assertNoTemps(t, s)
 }
 
 // The Windows race: another writer renames the same blob into place between
@@ -296,6 +318,37 @@ func TestCommitRenameRace(t *testing.T) {
 			assertNoTemps(t, s)
 		})
 	}
+}
+
+// Report 2 of DESIGN.md, with the real os.Rename: a concurrent writer of the
+// same layer puts the blob in place between our existence check and our
+// rename, and a reader holds it open. Windows refuses the rename
+// (ACCESS_DENIED), Unix replaces the file; either way Commit succeeds and the
+// reader keeps reading the right bytes.
+func TestCommitRenameOntoOpenBlob(t *testing.T) {
+	s := newStore(t, Options{})
+	content := []byte("identical layer")
+	d := digestOf(content)
+	var reader io.ReadCloser
+	s.rename = func(oldpath, newpath string) error {
+		if err := os.WriteFile(newpath, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Open(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reader = r
+		return os.Rename(oldpath, newpath)
+	}
+	if got := put(t, s, content); got != d {
+		t.Fatalf("Commit = %s, want %s", got, d)
+	}
+	defer reader.Close()
+	if got, err := io.ReadAll(reader); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("reader got %q, %v", got, err)
+	}
+	assertNoTemps(t, s)
 }
 
 func TestStaleTempCleanup(t *testing.T) {

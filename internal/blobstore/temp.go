@@ -104,7 +104,8 @@ func (s *Store) TempFiles() ([]string, error) {
 }
 
 // removeStaleTemps removes temp files whose writer is gone, and any file in
-// tmp/ older than staleAfter whatever its name says.
+// tmp/ older than staleAfter whatever its name says, except one that is open:
+// Windows refuses to remove it, and that must not make the store unusable.
 func (s *Store) removeStaleTemps() error {
 	entries, err := os.ReadDir(s.tmpDir())
 	if err != nil {
@@ -119,7 +120,12 @@ func (s *Store) removeStaleTemps() error {
 			continue
 		}
 		path := filepath.Join(s.tmpDir(), e.Name())
-		if err := os.RemoveAll(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		switch err := os.RemoveAll(path); {
+		case err == nil, errors.Is(err, fs.ErrNotExist):
+		case fileInUse(err):
+			// Windows only: its writer is alive after all (or on another
+			// host); a later Open retries once the file is closed.
+		default:
 			return fmt.Errorf("removing stale temp file: %w", err)
 		}
 	}

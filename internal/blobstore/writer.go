@@ -172,6 +172,13 @@ func (s *Store) install(tmp string, d v1.Hash, n int64) error {
 	if s.existsWithSize(dst, n) {
 		// Already stored: keep the existing file, which readers may hold
 		// open (replacing an open file fails on Windows), and refresh it.
+		// Checking the size suffices: the name is the sha256 of the bytes,
+		// and a file gets it only by the rename of a closed temp file whose
+		// digest Commit computed, so the file holds those bytes unless a
+		// machine crash lost data after the rename (see the package
+		// comment), which typically leaves it short or empty. Re-hashing
+		// would read a layer-sized blob on every duplicate write; damage of
+		// the same size is what wiping the store after a power loss is for.
 		s.touch(dst)
 		return removeTemp(tmp)
 	}

@@ -1,4 +1,4 @@
-package cli
+package main
 
 import (
 	"context"
@@ -31,6 +31,7 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/cli"
 	"github.com/kiln-build/kiln/internal/sandbox"
 	"github.com/kiln-build/kiln/internal/units"
 )
@@ -49,12 +50,12 @@ type demoOptions struct {
 	timeout time.Duration
 }
 
-// NewDemoCmd returns `kiln demo`: the samples of config/samples built by the
-// manager (run) on a local control plane, registry and file server.
-func NewDemoCmd(run ManagerRunner) *cobra.Command {
+// newDemoCmd returns the demo command: the samples of config/samples built by
+// the manager (run) on a local control plane, registry and file server.
+func newDemoCmd(run ManagerRunner) *cobra.Command {
 	o := demoOptions{}
 	cmd := &cobra.Command{
-		Use:   "demo",
+		Use:   "kiln-demo",
 		Short: "Run the main job on an embedded control plane and registry",
 		Long: `Starts etcd + kube-apiserver (bin/k8s), a CNCF distribution registry (bin/registry)
 and a file server with generated sample tarballs on 127.0.0.1, runs the manager in-process,
@@ -62,7 +63,9 @@ applies config/samples pointed at them and waits until every ImageBuild is Ready
 It then keeps running (kubectl works against the printed kubeconfig) until Ctrl-C;
 with DEMO_ONCE=1 it exits 0 right after printing. Run it from the repository
 (make demo builds the binaries it needs).`,
-		Args: cobra.NoArgs,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true, // main prints the error once
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.once = o.once || os.Getenv("DEMO_ONCE") == "1"
 			ctx := cmd.Context()
@@ -385,7 +388,7 @@ func (d *demo) wait(ctx context.Context, builds []*kilnv1.ImageBuild) ([]*kilnv1
 		}
 		if len(stalled) > 0 {
 			d.printTable(current)
-			return nil, &ExitError{Code: 1, Err: fmt.Errorf("%s", strings.Join(stalled, "\n"))}
+			return nil, &cli.ExitError{Code: 1, Err: fmt.Errorf("%s", strings.Join(stalled, "\n"))}
 		}
 		if len(reported) == len(builds) {
 			return current, nil
@@ -423,7 +426,7 @@ func (d *demo) poll(ctx context.Context, builds []*kilnv1.ImageBuild) ([]*kilnv1
 // interrupt, or the timeout, for which it prints each build's Ready condition.
 func (d *demo) waitFailed(ctx context.Context, builds []*kilnv1.ImageBuild) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
-		return &ExitError{Code: 130, Err: errors.New("interrupted")}
+		return &cli.ExitError{Code: 130, Err: errors.New("interrupted")}
 	}
 	// ctx has expired: read the final state with a context of its own.
 	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -445,7 +448,7 @@ func (d *demo) waitFailed(ctx context.Context, builds []*kilnv1.ImageBuild) erro
 		}
 		lines = append(lines, fmt.Sprintf("%s: not Ready after %s: %s", ib.Name, d.opts.timeout, msg))
 	}
-	return &ExitError{Code: 1, Err: errors.New(strings.Join(lines, "\n"))}
+	return &cli.ExitError{Code: 1, Err: errors.New(strings.Join(lines, "\n"))}
 }
 
 func readyStatus(ib *kilnv1.ImageBuild) string {
@@ -530,3 +533,6 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// fprintf writes to w ignoring errors: the demo's output is best effort.
+func fprintf(w io.Writer, format string, args ...any) { _, _ = fmt.Fprintf(w, format, args...) }

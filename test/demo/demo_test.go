@@ -1,4 +1,4 @@
-package cli
+package main
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 func TestDemoFailsWithTheMakeTargetWhenBinariesAreMissing(t *testing.T) {
 	t.Setenv("KUBEBUILDER_ASSETS", t.TempDir())
 	called := false
-	cmd := NewDemoCmd(func(context.Context, *rest.Config, string) error { called = true; return nil })
+	cmd := newDemoCmd(func(context.Context, *rest.Config, string) error { called = true; return nil })
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
