@@ -1,5 +1,5 @@
 // Package controllers holds the ImageBuild reconciler: the glue between the
-// Kubernetes API and the build engine in internal/build. It reads the object,
+// Kubernetes API and the build engine in internal/engine. It reads the object,
 // resolves what lives in the cluster (ConfigMaps, Secrets, pull secrets) in the
 // object's own namespace, calls the engine and writes status.
 //

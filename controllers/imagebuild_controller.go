@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
@@ -56,7 +56,7 @@ type ImageBuildReconciler struct {
 	MetadataReader client.Reader
 	Scheme         *runtime.Scheme
 	// Engine is shared by all reconciles: one blob store, one single-flight.
-	Engine   *build.Engine
+	Engine   *engine.Engine
 	Recorder events.EventRecorder
 	Metrics  *Metrics
 	// Now is the clock for status timestamps and polling; default time.Now.
@@ -150,7 +150,7 @@ func (r *ImageBuildReconciler) referrers(ctx context.Context, o client.Object, i
 		return reqs
 	}
 	for i := range all.Items {
-		if ib := &all.Items[i]; ib.Spec.ServiceAccountName != "" && !build.IsReady(ib) {
+		if ib := &all.Items[i]; ib.Spec.ServiceAccountName != "" && !engine.IsReady(ib) {
 			add(ib)
 		}
 	}
@@ -225,7 +225,7 @@ func (r *ImageBuildReconciler) decide(ctx context.Context, ib *kilnv1.ImageBuild
 		return decision{build: true, why: "a referenced ConfigMap, Secret or ServiceAccount changed"}, nil
 	case apimeta.IsStatusConditionTrue(st.Conditions, kilnv1.StalledCondition):
 		return decision{}, nil
-	case !build.IsReady(ib) || st.Digest == "":
+	case !engine.IsReady(ib) || st.Digest == "":
 		return decision{build: true, why: fmt.Sprintf("retrying after %d failed attempts", st.Failures)}, nil
 	}
 	in, err := r.checkInputs(ctx, ib, res)
@@ -251,8 +251,8 @@ func (r *ImageBuildReconciler) decide(ctx context.Context, ib *kilnv1.ImageBuild
 // poll is due; this schedule is the only place the controller looks the
 // base up, a build uses the engine's own resolution. Digest, archive and
 // scratch bases are never polled.
-func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBuild, in build.Inputs) decision {
-	ref := build.TagBase(&ib.Spec)
+func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBuild, in engine.Inputs) decision {
+	ref := engine.TagBase(&ib.Spec)
 	if ref == "" {
 		return decision{}
 	}
@@ -347,7 +347,7 @@ func (r *ImageBuildReconciler) build(ctx context.Context, ib *kilnv1.ImageBuild,
 	bctx, done := r.inflight.start(ctx, ib.UID)
 	defer done()
 	r.Metrics.buildStarted()
-	result, err := r.Engine.Build(bctx, ib, in, build.Options{Progress: layerLogger(log)})
+	result, err := r.Engine.Build(bctx, ib, in, engine.Options{Progress: layerLogger(log)})
 	r.Metrics.buildDone()
 	if err != nil {
 		if bctx.Err() != nil {
@@ -367,14 +367,14 @@ func (r *ImageBuildReconciler) markStarted(ctx context.Context, ib *kilnv1.Image
 	if apimeta.IsStatusConditionTrue(ib.Status.Conditions, kilnv1.ReconcilingCondition) {
 		return nil
 	}
-	if _, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) { build.MarkReconciling(ib, why) }); err != nil {
+	if _, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) { engine.MarkReconciling(ib, why) }); err != nil {
 		return err
 	}
 	r.event(ib, corev1.EventTypeNormal, EventBuildStarted, "Build", "%s", why)
 	return nil
 }
 
-func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, result *build.Result, start time.Time) (ctrl.Result, error) {
+func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, result *engine.Result, start time.Time) (ctrl.Result, error) {
 	now := r.now()
 	metricResult := resultPushed
 	if result.UpToDate {
@@ -382,7 +382,7 @@ func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuil
 	}
 	r.Metrics.observeBuild(metricResult, now.Sub(start), result.BytesIn, result.BytesOut, result.CacheHits)
 	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
-		build.ApplyResult(ib, result, now)
+		engine.ApplyResult(ib, result, now)
 		ib.Status.InputsFingerprint = res.fingerprint
 		recordBase(ib, now)
 	})
@@ -395,7 +395,7 @@ func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuil
 		r.event(ib, corev1.EventTypeNormal, EventPushed, "Push", "pushed %s", ib.Status.Image)
 	}
 	result2 := ctrl.Result{}
-	if build.TagBase(&ib.Spec) != "" {
+	if engine.TagBase(&ib.Spec) != "" {
 		r.polls.set(pollKey(ib), now)
 		result2.RequeueAfter = pollInterval(ib)
 	}
@@ -408,7 +408,7 @@ func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuil
 // move during the build shows up at the next poll, never gets lost): when
 // it was resolved. BaseUpToDate is True right after a build.
 func recordBase(ib *kilnv1.ImageBuild, now time.Time) {
-	if build.TagBase(&ib.Spec) == "" || ib.Status.Base == nil {
+	if engine.TagBase(&ib.Spec) == "" || ib.Status.Base == nil {
 		apimeta.RemoveStatusCondition(&ib.Status.Conditions, kilnv1.BaseUpToDateCondition)
 		return
 	}
@@ -428,7 +428,7 @@ func (r *ImageBuildReconciler) fail(ctx context.Context, ib *kilnv1.ImageBuild, 
 		prev = *c // a copy: ApplyFailure rewrites the slice in place
 	}
 	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
-		build.ApplyFailure(ib, buildErr, now)
+		engine.ApplyFailure(ib, buildErr, now)
 		if res != nil {
 			ib.Status.InputsFingerprint = res.fingerprint
 		}
@@ -469,8 +469,8 @@ func (r *ImageBuildReconciler) patchStatus(ctx context.Context, ib *kilnv1.Image
 // checkInputs reads only what registry access needs (pull secrets and the
 // CA bundle, never layer data) for the checks the controller asks the
 // engine for (TargetHolds, ResolveBase).
-func (r *ImageBuildReconciler) checkInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (build.Inputs, error) {
-	in := build.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
+func (r *ImageBuildReconciler) checkInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (engine.Inputs, error) {
+	in := engine.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
 	kc, err := r.keychain(ctx, ib.Namespace, res.pullSecrets)
 	if err != nil {
 		return in, err
@@ -485,20 +485,20 @@ func (r *ImageBuildReconciler) checkInputs(ctx context.Context, ib *kilnv1.Image
 }
 
 // readCABundle puts the object holding the CA bundle into in.
-func (r *ImageBuildReconciler) readCABundle(ctx context.Context, ns string, cb *kilnv1.CABundleSource, in build.Inputs) error {
+func (r *ImageBuildReconciler) readCABundle(ctx context.Context, ns string, cb *kilnv1.CABundleSource, in engine.Inputs) error {
 	switch {
 	case cb.ConfigMap != nil:
 		var cm corev1.ConfigMap
 		if _, err := r.getDirect(ctx, ns, cb.ConfigMap.Name, &cm); err != nil {
 			return fmt.Errorf("reading CA bundle configMap %q: %w", cb.ConfigMap.Name, err)
 		}
-		in.ConfigMaps[cb.ConfigMap.Name] = build.ConfigMapData(&cm)
+		in.ConfigMaps[cb.ConfigMap.Name] = engine.ConfigMapData(&cm)
 	case cb.Secret != nil:
 		var sec corev1.Secret
 		if _, err := r.getDirect(ctx, ns, cb.Secret.Name, &sec); err != nil {
 			return fmt.Errorf("reading CA bundle secret %q: %w", cb.Secret.Name, err)
 		}
-		in.Secrets[cb.Secret.Name] = build.SecretData(&sec)
+		in.Secrets[cb.Secret.Name] = engine.SecretData(&sec)
 	}
 	return nil
 }
@@ -531,8 +531,8 @@ func (r *ImageBuildReconciler) metadataReader() client.Reader {
 
 // layerLogger logs each finished layer with its name, so that logs carry
 // namespace/name (from controller-runtime) and layer.
-func layerLogger(log logr.Logger) func(build.Progress) {
-	return func(p build.Progress) {
+func layerLogger(log logr.Logger) func(engine.Progress) {
+	return func(p engine.Progress) {
 		if p.Done {
 			log.V(1).Info("layer done", "layer", p.Layer, "bytesIn", p.BytesIn, "bytesOut", p.BytesOut)
 		}

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
@@ -166,8 +166,8 @@ func identity(kind, name string, m *metav1.ObjectMeta) string {
 // readInputs fetches the data a build needs with direct GETs in the
 // ImageBuild's namespace. A missing ConfigMap or Secret is left out: the
 // engine reports it as SourceNotFound naming the layer.
-func (r *ImageBuildReconciler) readInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (build.Inputs, error) {
-	in := build.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
+func (r *ImageBuildReconciler) readInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (engine.Inputs, error) {
+	in := engine.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
 	for _, n := range res.refs.ConfigMaps {
 		var cm corev1.ConfigMap
 		found, err := r.getDirect(ctx, ib.Namespace, n, &cm)
@@ -175,7 +175,7 @@ func (r *ImageBuildReconciler) readInputs(ctx context.Context, ib *kilnv1.ImageB
 			return in, fmt.Errorf("reading configMap %q: %w", n, err)
 		}
 		if found {
-			in.ConfigMaps[n] = build.ConfigMapData(&cm)
+			in.ConfigMaps[n] = engine.ConfigMapData(&cm)
 		}
 	}
 	for _, n := range res.refs.Secrets {
@@ -185,7 +185,7 @@ func (r *ImageBuildReconciler) readInputs(ctx context.Context, ib *kilnv1.ImageB
 			return in, fmt.Errorf("reading secret %q: %w", n, err)
 		}
 		if found {
-			in.Secrets[n] = build.SecretData(&s)
+			in.Secrets[n] = engine.SecretData(&s)
 		}
 	}
 	kc, err := r.keychain(ctx, ib.Namespace, res.pullSecrets)

@@ -16,7 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 )
 
 // ManagerOptions configure `kiln manager`.
@@ -32,8 +32,8 @@ type ManagerOptions struct {
 	MaxConcurrentBuilds int
 	// Engine configures the build engine all reconciles share: the cache
 	// directory, allowed hosts, source and registry options, layer limits
-	// and the build timeout (build.NewEngine).
-	Engine build.Config
+	// and the build timeout (engine.NewEngine).
+	Engine engine.Config
 }
 
 // DefaultCacheDir is the blob store directory when neither --cache-dir nor
@@ -112,7 +112,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o ManagerOptions) (manage
 }
 
 func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler, error) {
-	engine, err := build.NewEngine(o.Engine)
+	engine, err := engine.NewEngine(o.Engine)
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/source"
 )
@@ -83,7 +83,7 @@ func runSuite(m *testing.M) int {
 		MetricsBindAddress:     "0",
 		HealthProbeBindAddress: "0",
 		MaxConcurrentBuilds:    4,
-		Engine: build.Config{
+		Engine: engine.Config{
 			CacheDir: cacheDir,
 			// Backoffs are real but short, so retry tests take milliseconds.
 			Registry: registry.Options{Sleep: fastSleep},

@@ -28,7 +28,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/config/rbac"
 	"github.com/kiln-build/kiln/controllers"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 )
 
 // managerUser is the identity the rendered RBAC binds: the ServiceAccount
@@ -77,7 +77,7 @@ func TestManagerBuildsWithOnlyTheRenderedRBAC(t *testing.T) {
 		HealthProbeBindAddress:  "0",
 		LeaderElection:          true,
 		LeaderElectionNamespace: managerNamespace,
-		Engine:                  build.Config{CacheDir: t.TempDir()},
+		Engine:                  engine.Config{CacheDir: t.TempDir()},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
@@ -27,7 +27,7 @@ type buildFlags struct {
 	progress bool
 	// engine holds --cache-dir and the limits, shared with kiln manager
 	// (BindLimitFlags).
-	engine build.Config
+	engine engine.Config
 }
 
 func (f *buildFlags) register(cmd *cobra.Command) {
@@ -94,7 +94,7 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
 	}
-	engine, err := build.NewEngine(f.engine)
+	eng, err := engine.NewEngine(f.engine)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 		prog = newProgressView(cmd.ErrOrStderr())
 		defer prog.stop()
 	}
-	failed := buildAll(cmd.Context(), engine, docs, f.parallel, dryRun, prog)
+	failed := buildAll(cmd.Context(), eng, docs, f.parallel, dryRun, prog)
 	if prog != nil {
 		prog.stop()
 	}
@@ -121,7 +121,7 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 
 // buildAll runs the builds and fills in their status; it returns one line
 // per failed build.
-func buildAll(ctx context.Context, engine *build.Engine, docs *documents, parallel int, dryRun bool, prog *progressView) []string {
+func buildAll(ctx context.Context, eng *engine.Engine, docs *documents, parallel int, dryRun bool, prog *progressView) []string {
 	if parallel < 1 {
 		parallel = 1
 	}
@@ -135,20 +135,20 @@ func buildAll(ctx context.Context, engine *build.Engine, docs *documents, parall
 		// Resolved here, not in the goroutine: inputsOf fills a shared map.
 		in := docs.inputsOf(ib.Namespace)
 		g.Go(func() error {
-			opts := build.Options{DryRun: dryRun}
+			opts := engine.Options{DryRun: dryRun}
 			if prog != nil {
 				opts.Progress = prog.reporter(ib.Name)
 			}
-			res, err := engine.Build(ctx, ib, in, opts)
+			res, err := eng.Build(ctx, ib, in, opts)
 			now := time.Now()
 			if err != nil {
-				build.ApplyFailure(ib, err, now)
+				engine.ApplyFailure(ib, err, now)
 				mu.Lock()
 				failed = append(failed, fmt.Sprintf("%s/%s: %s: %v", ib.Namespace, ib.Name, failure.ReasonOf(err), err))
 				mu.Unlock()
 				return nil
 			}
-			build.ApplyResult(ib, res, now)
+			engine.ApplyResult(ib, res, now)
 			if dryRun {
 				markPlan(ib, res)
 			}
@@ -161,7 +161,7 @@ func buildAll(ctx context.Context, engine *build.Engine, docs *documents, parall
 
 // markPlan rewrites Ready for a dry run: True only when the registry already
 // holds the digest, otherwise False with reason PushRequired.
-func markPlan(ib *kilnv1.ImageBuild, res *build.Result) {
+func markPlan(ib *kilnv1.ImageBuild, res *engine.Result) {
 	for i := range ib.Status.Conditions {
 		c := &ib.Status.Conditions[i]
 		if c.Type != kilnv1.ReadyCondition {

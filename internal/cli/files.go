@@ -17,7 +17,7 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/api/v1alpha1/validation"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 )
 
 // documents are the objects read from -f files: ImageBuilds and the
@@ -25,12 +25,12 @@ import (
 type documents struct {
 	builds []*kilnv1.ImageBuild
 	// inputs per namespace, exactly as the controller would resolve them.
-	inputs map[string]build.Inputs
+	inputs map[string]engine.Inputs
 }
 
 // readFiles parses every YAML/JSON document of the files ("-" is stdin).
 func readFiles(paths []string, stdin io.Reader) (*documents, error) {
-	docs := &documents{inputs: map[string]build.Inputs{}}
+	docs := &documents{inputs: map[string]engine.Inputs{}}
 	for _, p := range paths {
 		if err := docs.readFile(p, stdin); err != nil {
 			return nil, err
@@ -94,14 +94,14 @@ func (d *documents) add(raw []byte) error {
 			return fmt.Errorf("parsing ConfigMap: %w", err)
 		}
 		in := d.inputsOf(namespaceOr(cm.Namespace))
-		in.ConfigMaps[cm.Name] = build.ConfigMapData(cm)
+		in.ConfigMaps[cm.Name] = engine.ConfigMapData(cm)
 	case tm.Kind == "Secret" && tm.APIVersion == "v1":
 		s := &corev1.Secret{}
 		if err := yaml.Unmarshal(raw, s); err != nil {
 			return fmt.Errorf("parsing Secret: %w", err)
 		}
 		in := d.inputsOf(namespaceOr(s.Namespace))
-		in.Secrets[s.Name] = build.SecretData(s)
+		in.Secrets[s.Name] = engine.SecretData(s)
 	case tm.Kind == "List":
 		return d.addList(raw)
 	default:
@@ -154,10 +154,10 @@ func (d *documents) addList(raw []byte) error {
 	return nil
 }
 
-func (d *documents) inputsOf(ns string) build.Inputs {
+func (d *documents) inputsOf(ns string) engine.Inputs {
 	in, ok := d.inputs[ns]
 	if !ok {
-		in = build.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
+		in = engine.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
 		d.inputs[ns] = in
 	}
 	return in

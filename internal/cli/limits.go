@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/layer"
 	"github.com/kiln-build/kiln/internal/source"
 	"github.com/kiln-build/kiln/internal/units"
@@ -33,5 +33,5 @@ func BindLimitFlags(cmd *cobra.Command, src *source.Options, lim *layer.Limits, 
 	f.Int64Var(&lim.MaxDecoderMemory, "max-decoder-memory", 0,
 		fmt.Sprintf("Largest xz dictionary or zstd window a layer or base archive may declare, in bytes; 0 is the default, %s; negative disables.", units.Bytes(layer.DefaultMaxDecoderMemory)))
 	f.DurationVar(buildTimeout, "build-timeout", 0,
-		fmt.Sprintf("A build still running after this long fails permanently (LimitExceeded, naming what was running); 0 is the default, %s; negative disables.", build.DefaultBuildTimeout))
+		fmt.Sprintf("A build still running after this long fails permanently (LimitExceeded, naming what was running); 0 is the default, %s; negative disables.", engine.DefaultBuildTimeout))
 }

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/units"
 )
 
@@ -22,7 +22,7 @@ func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 type progressView struct {
 	w     io.Writer
 	mu    sync.Mutex
-	rows  map[string]build.Progress
+	rows  map[string]engine.Progress
 	order []string
 	lines int
 	done  chan struct{}
@@ -30,13 +30,13 @@ type progressView struct {
 }
 
 func newProgressView(w io.Writer) *progressView {
-	p := &progressView{w: w, rows: map[string]build.Progress{}, done: make(chan struct{})}
+	p := &progressView{w: w, rows: map[string]engine.Progress{}, done: make(chan struct{})}
 	go p.loop()
 	return p
 }
 
-func (p *progressView) reporter(buildName string) func(build.Progress) {
-	return func(ev build.Progress) {
+func (p *progressView) reporter(buildName string) func(engine.Progress) {
+	return func(ev engine.Progress) {
 		key := buildName + "/" + ev.Layer
 		p.mu.Lock()
 		defer p.mu.Unlock()

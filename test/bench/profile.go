@@ -13,11 +13,11 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/blobstore"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 )
 
 // kiln has no profiling flag, so `bench profile SPEC CACHE OUT` runs the
-// same engine `kiln build` runs (internal/build, empty Inputs, default
+// same engine `kiln build` runs (internal/engine, empty Inputs, default
 // options) under a CPU profile.
 func runProfile(ctx context.Context, specPath, cacheDir, out string) error {
 	raw, err := os.ReadFile(specPath)
@@ -40,8 +40,8 @@ func runProfile(ctx context.Context, specPath, cacheDir, out string) error {
 	if err := pprof.StartCPUProfile(f); err != nil {
 		return err
 	}
-	e := &build.Engine{Store: store}
-	_, err = e.Build(ctx, &ib, build.Inputs{}, build.Options{})
+	e := &engine.Engine{Store: store}
+	_, err = e.Build(ctx, &ib, engine.Inputs{}, engine.Options{})
 	pprof.StopCPUProfile()
 	if err != nil {
 		return fmt.Errorf("building: %w", err)
@@ -61,7 +61,7 @@ func (b *bench) profiles(ctx context.Context) string {
 		return err.Error()
 	}
 	var sb strings.Builder
-	sb.WriteString("\n## CPU profiles of the kiln engine (one build each, internal/build in-process)\n")
+	sb.WriteString("\n## CPU profiles of the kiln engine (one build each, internal/engine in-process)\n")
 	for _, input := range profiledCases {
 		top, err := b.profileOne(ctx, self, input)
 		if err != nil {

@@ -30,7 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/cli"
 	"github.com/kiln-build/kiln/internal/sandbox"
 	"github.com/kiln-build/kiln/internal/units"
@@ -381,7 +381,7 @@ func (d *demo) wait(ctx context.Context, builds []*kilnv1.ImageBuild) ([]*kilnv1
 			return nil, err
 		}
 		for _, ib := range current {
-			if build.IsReady(ib) && !reported[ib.Name] {
+			if engine.IsReady(ib) && !reported[ib.Name] {
 				reported[ib.Name] = true
 				fprintf(d.out, "  ready          %-20s %s\n", ib.Name, time.Since(start).Round(100*time.Millisecond))
 			}
@@ -438,7 +438,7 @@ func (d *demo) waitFailed(ctx context.Context, builds []*kilnv1.ImageBuild) erro
 	d.printTable(current)
 	var lines []string
 	for _, ib := range current {
-		if build.IsReady(ib) {
+		if engine.IsReady(ib) {
 			continue
 		}
 		c := apimeta.FindStatusCondition(ib.Status.Conditions, kilnv1.ReadyCondition)

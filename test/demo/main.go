@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kiln-build/kiln/controllers"
-	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/cli"
 )
 
@@ -34,6 +34,6 @@ func main() {
 // the demo never fights over fixed ports.
 func runManager(ctx context.Context, cfg *rest.Config, cacheDir string) error {
 	return controllers.Run(ctx, cfg, controllers.ManagerOptions{
-		MetricsBindAddress: "0", HealthProbeBindAddress: "0", Engine: build.Config{CacheDir: cacheDir},
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0", Engine: engine.Config{CacheDir: cacheDir},
 	})
 }

@@ -1,10 +1,10 @@
-// Package build is kiln's engine: an ImageBuild spec plus the inputs resolved
+// Package engine is kiln's engine: an ImageBuild spec plus the inputs resolved
 // by the caller go in, the full status (every digest, with provenance) or a
 // classified error comes out. The controller and the CLI both create it with
 // NewEngine and call Build, and neither duplicates any of its logic; the
 // controller's own registry checks (TargetHolds, ResolveBase) are engine
 // calls too, so all registry and source I/O happens here.
-package build
+package engine
 
 import (
 	"context"
