@@ -18,8 +18,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kiln-build/kiln/controllers"
-	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/cli"
+	"github.com/kiln-build/kiln/internal/engine"
 )
 
 func main() {
