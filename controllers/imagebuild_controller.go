@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -54,7 +53,6 @@ type ImageBuildReconciler struct {
 	// MetadataReader reads ConfigMap/Secret metadata (uid, resourceVersion)
 	// from the metadata-only informers; defaults to Client.
 	MetadataReader client.Reader
-	Scheme         *runtime.Scheme
 	// Engine is shared by all reconciles: one blob store, one single-flight.
 	Engine   *engine.Engine
 	Recorder events.EventRecorder

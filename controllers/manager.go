@@ -124,7 +124,6 @@ func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler
 		Client:              mgr.GetClient(),
 		APIReader:           mgr.GetAPIReader(),
 		MetadataReader:      mgr.GetCache(),
-		Scheme:              mgr.GetScheme(),
 		Engine:              engine,
 		Recorder:            mgr.GetEventRecorder("kiln-manager"),
 		Metrics:             metrics,
