@@ -30,6 +30,14 @@ func TestLayerErrorsNameTheLayerOnce(t *testing.T) {
 			false, `layer "l": GET ` + missing + `: 404 Not Found: 404 page not found`, true},
 		{"named by the layer package", urlLayer("l", files.put("/bad.tar", []byte("<html>"))),
 			false, `layer "l": not a tar archive`, false},
+		// The source finds the mismatch at the end of the stream, under
+		// the normalizer's read: still one name, and no "reading the tar
+		// stream" in front of a message that says it all.
+		{"named by the source under the layer package", func() kilnv1.Layer {
+			l := urlLayer("l", files.put("/pinned.tar", makeTar(t, file("a", "x"))))
+			l.Digest = "sha256:" + strings.Repeat("0", 64)
+			return l
+		}(), false, `layer "l": fetched bytes have digest sha256:`, false},
 		// The blob store's wait for the layer's fetch knows no layer: the
 		// engine names it.
 		{"named by the engine", urlLayer("l", missing), true, `layer "l": context canceled`, true},

@@ -112,14 +112,21 @@ func named(layer string, err error) error {
 	return &failure.LayerError{Layer: layer, Err: err}
 }
 
-// sourceError wraps an error of the input stream, keeping its class; a limit
-// error already names the layer and is returned as is.
+// sourceError wraps an error of the input stream, keeping its class. A
+// limit error, or one the source already names this layer in (a digest
+// mismatch found at the end of the stream, a broken download), says all
+// there is to say and is returned as is: the layer is named once.
 func (n *normalizer) sourceError() error {
+	err := n.in.Err()
 	var fe *failure.Error
-	if errors.As(n.in.Err(), &fe) && fe.Reason == failure.LimitExceeded {
-		return n.in.Err()
+	if errors.As(err, &fe) && fe.Reason == failure.LimitExceeded {
+		return err
 	}
-	return n.named(fmt.Errorf("reading the tar stream: %w", n.in.Err()))
+	var le *failure.LayerError
+	if errors.As(err, &le) && le.Layer == n.opts.LayerName && n.opts.LayerName != "" {
+		return err
+	}
+	return n.named(fmt.Errorf("reading the tar stream: %w", err))
 }
 
 // finish writes the end-of-archive marker and drains the input to EOF, so
