@@ -21,6 +21,8 @@ type Metrics struct {
 	LayerBytes    *prometheus.CounterVec
 	CacheHits     prometheus.Counter
 	InFlight      prometheus.Gauge
+	// Queued counts builds waiting for a build slot (not the running ones).
+	Queued prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them on reg (normally
@@ -47,6 +49,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "kiln_builds_in_flight",
 			Help: "Builds running now.",
 		}),
+		Queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kiln_builds_queued",
+			Help: "Builds waiting for a build slot (--max-concurrent-builds).",
+		}),
 	}
 	var err error
 	if m.BuildDuration, err = register(reg, m.BuildDuration); err != nil {
@@ -59,6 +65,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	if m.InFlight, err = register(reg, m.InFlight); err != nil {
+		return nil, err
+	}
+	if m.Queued, err = register(reg, m.Queued); err != nil {
 		return nil, err
 	}
 	return m, nil
