@@ -68,7 +68,7 @@ envtest-assets: ## Build kube-apiserver and etcd from the Go module proxy into b
 	hack/envtest-assets.sh
 
 .PHONY: test
-test: manifests generate envtest-assets ## Unit tests (-race) and envtest suites against the real control plane.
+test: manifests generate envtest-assets kustomize ## Unit tests (-race) and envtest suites against the real control plane.
 	go test -race -count=1 ./internal/... ./api/... ./config/... ./hack/...
 	go test -count=1 ./controllers/... .
 

@@ -1,11 +1,15 @@
-// Package shards_test renders config/shards the way `kustomize build
-// config/shards` does (kustomize's own library, the version of the
-// Makefile's KUSTOMIZE_VERSION) and checks that the Deployments it makes
+// Package shards_test renders config/shards with `kustomize build` (the
+// binary `make kustomize` installs into bin/, the Makefile's
+// KUSTOMIZE_VERSION: the tool users run, not a library dependency) and checks that the Deployments it makes
 // split the ImageBuilds between them and differ only where a shard must.
 package shards_test
 
 import (
+	"bytes"
 	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,8 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kiln-build/kiln/controllers"
@@ -31,28 +33,51 @@ type rendered struct {
 	namespaces      []string
 }
 
+// kustomizeBin is $KUSTOMIZE, else bin/kustomize at the top of the tree.
+func kustomizeBin(t *testing.T) string {
+	if k := os.Getenv("KUSTOMIZE"); k != "" {
+		return k
+	}
+	k, err := filepath.Abs(filepath.Join("..", "..", "bin", "kustomize"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(k); err != nil {
+		// Never skip: a missing tool is a broken setup, and says how to fix it.
+		t.Fatalf("kustomize not found at %s: run `make kustomize` (make test does)", k)
+	}
+	return k
+}
+
 func render(t *testing.T, dir string) rendered {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	resMap, err := k.Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(kustomizeBin(t), "build", dir)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kustomize build %s: %v\n%s", dir, err, stderr.String())
 	}
 	out := rendered{deployments: map[string]*appsv1.Deployment{}, serviceAccounts: map[string]bool{}}
-	for _, res := range resMap.Resources() {
-		data, err := res.AsYAML()
-		if err != nil {
-			t.Fatal(err)
+	for _, doc := range bytes.Split(stdout.Bytes(), []byte("\n---\n")) {
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
 		}
-		switch res.GetKind() {
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatalf("decoding a document of %s: %v", dir, err)
+		}
+		switch meta.Kind {
 		case "Deployment":
 			d := &appsv1.Deployment{}
-			decode(t, data, d)
+			decode(t, doc, d)
 			out.deployments[d.Name] = d
 		case "ServiceAccount":
-			out.serviceAccounts[res.GetNamespace()+"/"+res.GetName()] = true
+			out.serviceAccounts[meta.Metadata.Namespace+"/"+meta.Metadata.Name] = true
 		case "Namespace":
-			out.namespaces = append(out.namespaces, res.GetName())
+			out.namespaces = append(out.namespaces, meta.Metadata.Name)
 		}
 	}
 	return out
