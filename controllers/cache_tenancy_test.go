@@ -82,8 +82,8 @@ func TestPinnedDigestOfAnotherNamespacesSecretIsNotServed(t *testing.T) {
 
 // Two concurrent builds of one unpinned URL, in two namespaces, one with a
 // headersFrom Authorization and one without, against a server that requires
-// the header: they never share the fetch, so the one without fails, and the
-// server sees exactly one request without the header.
+// the header: they never share the fetch, so the one without fails, and
+// every attempt of it asks the server itself.
 func TestConcurrentBuildsShareAFetchOnlyWithTheSameHeaders(t *testing.T) {
 	withHeader, without := newNamespace(t), newNamespace(t)
 	reg := newRegistry(t)
@@ -133,18 +133,27 @@ func TestConcurrentBuildsShareAFetchOnlyWithTheSameHeaders(t *testing.T) {
 	mk(without, nil)
 
 	b := failedWith(t, without, "app", "401")
-	if c := condition(b, kilnv1.StalledCondition); c == nil || c.Reason != "Unauthorized" {
-		t.Errorf("build without the header: %s, want Stalled Unauthorized", conditionsOf(b))
+	// Unauthorized depends on the outside (a token may be added): retried,
+	// never Stalled (issue 11).
+	if c := condition(b, kilnv1.ReadyCondition); c.Reason != "Unauthorized" || condition(b, kilnv1.StalledCondition) != nil {
+		t.Errorf("build without the header: %s, want Ready=False Unauthorized, not Stalled", conditionsOf(b))
 	}
 	waitReady(t, withHeader, "app")
+	// Retries after the authorized layer is cached still ask the server
+	// themselves and fail: the cache never serves the build without the
+	// header.
+	failures := get(t, without, "app").Status.Failures
+	waitFor(t, 30*time.Second, "a retry after the authorized build", func() (bool, string) {
+		got := get(t, without, "app")
+		c := condition(got, kilnv1.ReadyCondition)
+		return got.Status.Failures > failures && c.Reason == "Unauthorized", conditionsOf(got)
+	})
 	if code := manifestStatus(t, reg, without+"/app", "1"); code != http.StatusNotFound {
 		t.Errorf("the build without the header pushed (manifest HEAD %d)", code)
 	}
-	// A resync must not retry a Stalled build either.
-	time.Sleep(time.Second)
 	mu.Lock()
 	defer mu.Unlock()
-	if anonymous != 1 {
-		t.Errorf("server saw %d requests without the header, want exactly 1", anonymous)
+	if anonymous < 2 {
+		t.Errorf("server saw %d requests without the header, want one per attempt (at least 2)", anonymous)
 	}
 }

@@ -2,16 +2,15 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,28 +21,31 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/failure"
 )
 
-// Event reasons, emitted on transitions only.
+// The annotations of Flux's manual trigger (`flux reconcile`, or kubectl
+// annotate): a new requestedAt reconciles now; forceAt equal to it also
+// rebuilds and pushes when nothing changed.
 const (
-	EventBuildStarted = "BuildStarted"
-	EventPushed       = "Pushed"
-	EventUpToDate     = "UpToDate"
-	EventBuildFailed  = "BuildFailed"
-	EventBaseChanged  = "BaseChanged"
+	RequestedAtAnnotation = "reconcile.fluxcd.io/requestedAt"
+	ForceAtAnnotation     = "reconcile.fluxcd.io/forceAt"
 )
 
-// DefaultPollInterval is how often a tag base is re-resolved when
-// spec.base.pollInterval is unset.
-const DefaultPollInterval = 10 * time.Minute
+// Defaults of the worker counts.
+const (
+	DefaultMaxConcurrentReconciles = 8
+	DefaultMaxConcurrentBuilds     = 4
+)
 
 // ImageBuildReconciler reconciles ImageBuild objects: it resolves what the
-// spec references in the object's namespace, calls the build engine and
-// records the result in status. It holds no build logic of its own.
+// spec references in the object's namespace, verifies the target, hands
+// builds to the build queue and records every outcome in status. It holds
+// no build logic of its own.
 type ImageBuildReconciler struct {
 	// Client reads ImageBuilds from the cache and patches their status.
 	Client client.Client
@@ -53,22 +55,38 @@ type ImageBuildReconciler struct {
 	// MetadataReader reads ConfigMap/Secret metadata (uid, resourceVersion)
 	// from the metadata-only informers; defaults to Client.
 	MetadataReader client.Reader
-	// Engine is shared by all reconciles: one blob store, one single-flight.
+	// Engine is shared by all builds: one blob store, one single-flight.
 	Engine   *engine.Engine
 	Recorder events.EventRecorder
 	Metrics  *Metrics
-	// Now is the clock for status timestamps and polling; default time.Now.
+	// Now is the clock for status timestamps and schedules; default time.Now.
 	Now func() time.Time
-	// MaxConcurrentBuilds is MaxConcurrentReconciles; default 4.
-	MaxConcurrentBuilds int
+	// MaxConcurrentReconciles is the number of reconcile workers
+	// (default 8); MaxConcurrentBuilds the number of build slots of the
+	// queue (default 4). Workers never wait for a slot.
+	MaxConcurrentReconciles int
+	MaxConcurrentBuilds     int
+	// Queue runs the builds; SetupWithManager creates it when nil.
+	Queue *BuildQueue
+	// BackoffBase is the first retry delay after a failure (default
+	// DefaultBackoffBase); it doubles per consecutive failure up to
+	// spec.interval.
+	BackoffBase time.Duration
+	// IntervalOf overrides spec.interval, which the CRD keeps at 1m or
+	// more. For tests only: nil in production.
+	IntervalOf func(*kilnv1.ImageBuild) (time.Duration, bool)
 
-	inflight inflight
-	polls    pollTimes
+	builds builds
+	memos  memos
+	// done carries "a build changed state" from the queue's jobs to the
+	// workqueue (source.Channel): the job never writes status itself.
+	done chan event.GenericEvent
 }
 
-// SetupWithManager registers the field indexes and the watches: ImageBuilds
-// (spec changes), and ConfigMaps/Secrets metadata-only, mapped to the
-// ImageBuilds of their namespace that reference them.
+// SetupWithManager registers the field indexes, the build queue and the
+// watches: ImageBuilds (spec changes and the manual-trigger annotations),
+// ConfigMaps/Secrets metadata-only (mapped to the ImageBuilds of their
+// namespace that use them) and the queue's job events.
 func (r *ImageBuildReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &kilnv1.ImageBuild{}, configMapIndex, indexConfigMaps); err != nil {
@@ -77,35 +95,61 @@ func (r *ImageBuildReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	if err := idx.IndexField(ctx, &kilnv1.ImageBuild{}, secretIndex, indexSecrets); err != nil {
 		return fmt.Errorf("indexing ImageBuilds by Secret: %w", err)
 	}
-	n := r.MaxConcurrentBuilds
-	if n <= 0 {
-		n = 4
+	if r.Queue == nil {
+		r.Queue = NewBuildQueue(orDefault(r.MaxConcurrentBuilds, DefaultMaxConcurrentBuilds), r.Metrics)
 	}
+	if err := mgr.Add(r.Queue); err != nil {
+		return fmt.Errorf("adding the build queue: %w", err)
+	}
+	r.done = make(chan event.GenericEvent, 1024)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("imagebuild").
 		// Status patches do not bump the generation: without the predicate
-		// every status write would come back as one more reconcile.
-		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// every status write would come back as one more reconcile. The
+		// manual-trigger annotations do not bump it either.
+		For(&kilnv1.ImageBuild{}, builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, triggerAnnotationsChanged()))).
 		Watches(&kilnv1.ImageBuild{}, r.cancelOnChange()).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.mapConfigMap)).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.mapSecret)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: n}).
+		WatchesRawSource(source.Channel(r.done, &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: orDefault(r.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles)}).
 		Complete(r)
 }
 
-// cancelOnChange cancels a running build when its ImageBuild is deleted or
-// its spec changes. It must act from the event handler: the workqueue never
-// runs two reconciles of one object at once, so a reconcile that would
-// notice the deletion waits for the very build it should cancel.
+func orDefault(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// triggerAnnotationsChanged lets an update through when requestedAt or
+// forceAt changed.
+func triggerAnnotationsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()
+			return o[RequestedAtAnnotation] != n[RequestedAtAnnotation] || o[ForceAtAnnotation] != n[ForceAtAnnotation]
+		},
+	}
+}
+
+// cancelOnChange cancels a queued or running build when its ImageBuild is
+// deleted or its spec changes. It acts from the event handler so that the
+// slot frees at once, whatever the workqueue is doing.
 func (r *ImageBuildReconciler) cancelOnChange() handler.EventHandler {
 	return handler.Funcs{
 		UpdateFunc: func(_ context.Context, e event.UpdateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() || e.ObjectNew.GetDeletionTimestamp() != nil {
-				r.inflight.cancel(e.ObjectOld.GetUID())
+			n := e.ObjectNew
+			uid := n.GetUID()
+			if n.GetDeletionTimestamp() != nil {
+				uid = ""
 			}
+			r.builds.cancelStale(r.Queue, client.ObjectKeyFromObject(n), uid, n.GetGeneration())
 		},
 		DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			r.inflight.cancel(e.Object.GetUID())
+			r.builds.cancelStale(r.Queue, client.ObjectKeyFromObject(e.Object), "", 0)
 		},
 	}
 }
@@ -155,9 +199,11 @@ func (r *ImageBuildReconciler) referrers(ctx context.Context, o client.Object, i
 	return reqs
 }
 
-// Reconcile runs the named steps: fetch -> suspend -> resolve inputs ->
-// decide -> build -> patch status -> events/requeue.
-func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// Reconcile runs the named steps (fetch, resolve inputs, record a finished
+// build, decide, verify target, poll base, queue a build); each leaves its
+// result or its error in the outcome, and one deferred summary turns the
+// outcome into conditions, events, one status patch and the requeue.
+func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	ib, err := r.fetch(ctx, req)
 	if err != nil || ib == nil {
 		return ctrl.Result{}, err
@@ -166,121 +212,288 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		ctrl.LoggerFrom(ctx).V(1).Info("suspended, nothing to do")
 		return ctrl.Result{}, nil
 	}
-	res, err := r.resolveRefs(ctx, ib)
+	o := &outcome{memo: r.memos.get(req.NamespacedName, ib.UID), request: pendingRequest(ib)}
+	before := ib.DeepCopy()
+	defer func() { result, err = r.summarize(ctx, before, ib, o) }()
+	r.steps(ctx, ib, o)
+	return ctrl.Result{}, nil
+}
+
+// steps runs the sub-steps in order until one fails or decides.
+func (r *ImageBuildReconciler) steps(ctx context.Context, ib *kilnv1.ImageBuild, o *outcome) {
+	res, err := r.resolveInputs(ctx, ib, o.memo)
 	if err != nil {
-		return r.fail(ctx, ib, nil, err, r.now())
+		o.fail(stepResolve, err)
+		return
 	}
-	d, err := r.decide(ctx, ib, res)
+	o.attempt = attemptKey(ib, res.fingerprint)
+	if r.recordBuild(ib, o) {
+		return
+	}
+	d, err := r.decide(ctx, ib, res, o)
 	if err != nil {
-		return ctrl.Result{}, err
+		o.fail(d.step, err)
+		return
 	}
 	if !d.build {
-		return r.settle(ctx, ib, d)
+		return
 	}
-	return r.build(ctx, ib, res, d)
+	if stale, err := r.isStale(ctx, ib); err != nil || stale {
+		o.stale = true
+		return
+	}
+	r.submit(ctx, ib, res, d, o)
+}
+
+// isStale says whether the cached ib is older than the API server's. A
+// build is a side effect the status patch's optimistic lock cannot undo, so
+// it is decided on the current object: right after this controller's own
+// status write (a build recorded, a request handled) the cache may still
+// show the status before it, which would start the same build again.
+func (r *ImageBuildReconciler) isStale(ctx context.Context, ib *kilnv1.ImageBuild) (bool, error) {
+	cur := &metav1.PartialObjectMetadata{}
+	cur.SetGroupVersionKind(kilnv1.GroupVersion.WithKind("ImageBuild"))
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(ib), cur); err != nil {
+		return false, err
+	}
+	return cur.ResourceVersion != ib.ResourceVersion, nil
 }
 
 // fetch returns the object, or nil when it is gone or being deleted (its
-// build, if any, was cancelled by cancelOnChange).
+// build, if any, is cancelled).
 func (r *ImageBuildReconciler) fetch(ctx context.Context, req ctrl.Request) (*kilnv1.ImageBuild, error) {
 	ib := &kilnv1.ImageBuild{}
 	if err := r.Client.Get(ctx, req.NamespacedName, ib); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.polls.forget(req.String())
+			r.forget(req.NamespacedName)
 			return nil, nil
 		}
 		return nil, fmt.Errorf("getting ImageBuild: %w", err)
 	}
 	if ib.DeletionTimestamp != nil {
-		r.inflight.cancel(ib.UID)
+		r.forget(req.NamespacedName)
 		return nil, nil
 	}
 	return ib, nil
+}
+
+func (r *ImageBuildReconciler) forget(key types.NamespacedName) {
+	r.builds.cancelStale(r.Queue, key, "", 0)
+	r.memos.forget(key)
+}
+
+// Steps, as named in status messages and logs.
+const (
+	stepResolve = "resolving inputs"
+	stepVerify  = "verifying the target"
+	stepBuild   = "building"
+)
+
+// pendingRequest returns the requestedAt value not handled yet, or "".
+func pendingRequest(ib *kilnv1.ImageBuild) string {
+	v := ib.Annotations[RequestedAtAnnotation]
+	if v == "" || v == ib.Status.LastHandledReconcileAt {
+		return ""
+	}
+	return v
+}
+
+// forceRequested says that the pending request also asks for a push.
+func forceRequested(ib *kilnv1.ImageBuild, request string) bool {
+	return request != "" && ib.Annotations[ForceAtAnnotation] == request
+}
+
+// attemptKey identifies what an attempt tried: a failed attempt is retried
+// after its backoff, an attempt with another key (the spec, an input or the
+// request changed) at once.
+func attemptKey(ib *kilnv1.ImageBuild, fingerprint string) string {
+	return fmt.Sprintf("%s/%d/%s/%s", ib.UID, ib.Generation, fingerprint, ib.Annotations[RequestedAtAnnotation])
+}
+
+// recordBuild takes key's job and puts a finished one into ib's status. It
+// returns true when the reconcile has nothing more to decide: the job is
+// still queued or running, or the failure it recorded waits for its
+// backoff. A job of another generation is cancelled (cancelStale) and a
+// failure of an attempt that is no longer current is dropped: what changed
+// is built next.
+func (r *ImageBuildReconciler) recordBuild(ib *kilnv1.ImageBuild, o *outcome) bool {
+	key := client.ObjectKeyFromObject(ib)
+	if r.builds.cancelStale(r.Queue, key, ib.UID, ib.Generation) {
+		return false
+	}
+	j, ok := r.builds.current(key)
+	if !ok {
+		return false
+	}
+	if !j.done {
+		o.pending = &j
+		if pos, ok := r.Queue.Position(key); ok {
+			o.position = pos
+		}
+		return true
+	}
+	if j.err != nil && j.attempt != o.attempt {
+		r.builds.recorded(key, j.uid, j.generation, j.attempt)
+		return false
+	}
+	o.recorded = &j
+	if j.err != nil {
+		o.fail(stepBuild, j.err)
+		o.failedFingerprint = j.fingerprint
+		return true
+	}
+	r.applyResult(ib, &j, o)
+	return false
+}
+
+// applyResult writes a successful build into status.
+func (r *ImageBuildReconciler) applyResult(ib *kilnv1.ImageBuild, j *job, o *outcome) {
+	handled := ib.Status.LastHandledReconcileAt
+	engine.ApplyResult(ib, j.result, j.end) // replaces status but for conditions, history, tags
+	st := &ib.Status
+	st.LastHandledReconcileAt = handled
+	st.InputsFingerprint = j.fingerprint
+	st.Failures = 0
+	st.QueuePosition = 0
+	if j.force {
+		st.LastHandledReconcileAt = j.requestedAt
+		o.request = pendingRequest(ib) // handled now: decide must not force again
+	}
+	recordBase(ib, j.end)
+	o.built = j.result
+	o.memo.verifiedAt, o.memo.polledAt = j.end, j.end
+	o.memo.retryKey, o.memo.retryAt = "", time.Time{}
 }
 
 // decision is the outcome of the decide step.
 type decision struct {
 	build bool
 	why   string
-	// polled says the base tag was resolved in this reconcile; movedTo is
-	// its new digest when it moved.
-	polled  bool
-	movedTo string
-	// requeueAfter is when the base tag is due for its next poll.
-	requeueAfter time.Duration
+	force bool
+	// step names what failed when decide returns an error.
+	step string
 }
 
-// decide says whether to build. Nothing is built, written or pushed when the
-// spec (generation) and every referenced object are unchanged, the last
-// build succeeded and the target still holds its digest; a Stalled object
-// waits for a change.
-func (r *ImageBuildReconciler) decide(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (decision, error) {
+// decide says whether to build. Nothing is built, written or pushed when
+// the spec (generation) and the content of every input are unchanged, the
+// last build succeeded and the target still holds its digest; a Stalled
+// object waits for a change or a request; a failed attempt waits for its
+// backoff.
+func (r *ImageBuildReconciler) decide(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, o *outcome) (decision, error) {
 	st := &ib.Status
+	m := o.memo
+	if m.retryKey == o.attempt && r.now().Before(m.retryAt) {
+		o.waitUntil = m.retryAt
+		return decision{}, nil
+	}
 	switch {
 	case st.ObservedGeneration != ib.Generation:
 		return decision{build: true, why: fmt.Sprintf("building generation %d", ib.Generation)}, nil
 	case st.InputsFingerprint != res.fingerprint:
-		return decision{build: true, why: "a referenced ConfigMap, Secret or ServiceAccount changed"}, nil
+		return decision{build: true, why: "the content of a referenced ConfigMap, Secret or ServiceAccount changed"}, nil
+	case forceRequested(ib, o.request):
+		return decision{build: true, force: true, why: "rebuilding and pushing on request (" + ForceAtAnnotation + ")"}, nil
 	case apimeta.IsStatusConditionTrue(st.Conditions, kilnv1.StalledCondition):
+		if o.request != "" {
+			return decision{build: true, why: "retrying on request (" + RequestedAtAnnotation + ")"}, nil
+		}
 		return decision{}, nil
-	case !engine.IsReady(ib) || st.Digest == "":
-		return decision{build: true, why: fmt.Sprintf("retrying after %d failed attempts", st.Failures)}, nil
+	case st.Digest == "":
+		return decision{build: true, why: "no image recorded"}, nil
+	}
+	return r.check(ctx, ib, res, o)
+}
+
+// check is the periodic part of decide for a built object: poll a tag base
+// and verify the target when due (every interval, on request, and while the
+// object is not Ready).
+func (r *ImageBuildReconciler) check(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, o *outcome) (decision, error) {
+	now, m := r.now(), o.memo
+	urgent := o.request != "" || !engine.IsReady(ib)
+	verifyDue := urgent || !now.Before(m.verifiedAt.Add(r.interval(ib)))
+	pollDue := engine.TagBase(&ib.Spec) != "" && (urgent || !now.Before(r.lastPoll(ib, m).Add(r.pollInterval(ib))))
+	if !verifyDue && !pollDue {
+		return decision{}, nil
 	}
 	in, err := r.checkInputs(ctx, ib, res)
 	if err != nil {
-		return decision{}, err
+		return decision{step: stepVerify}, err
 	}
-	d := r.pollBase(ctx, ib, in)
-	if d.movedTo != "" && updatePolicy(ib) == kilnv1.BaseUpdateRebuild {
-		d.build, d.why = true, fmt.Sprintf("base %s moved to %s", ib.Spec.Base.Image, d.movedTo)
-		return d, nil
+	if pollDue {
+		if d := r.pollBase(ctx, ib, in, o); d.build {
+			return d, nil
+		}
 	}
-	held, err := r.Engine.TargetHolds(ctx, &ib.Spec, in, st.Digest)
+	if !verifyDue {
+		return decision{}, nil
+	}
+	held, err := r.Engine.TargetHolds(ctx, &ib.Spec, in, ib.Status.Digest)
 	if err != nil {
-		return decision{}, err
+		return decision{step: stepVerify}, err
 	}
 	if !held {
-		d.build, d.why = true, fmt.Sprintf("%s no longer holds %s", ib.Spec.Target.Image, st.Digest)
+		return decision{build: true, why: fmt.Sprintf("%s no longer holds %s", ib.Spec.Target.Image, ib.Status.Digest)}, nil
 	}
-	return d, nil
+	m.verifiedAt = now
+	o.verified = true
+	return decision{}, nil
 }
 
-// pollBase re-resolves a tag base (one HEAD, Engine.ResolveBase) when its
-// poll is due; this schedule is the only place the controller looks the
-// base up, a build uses the engine's own resolution. Digest, archive and
-// scratch bases are never polled.
-func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBuild, in engine.Inputs) decision {
-	ref := engine.TagBase(&ib.Spec)
-	if ref == "" {
-		return decision{}
-	}
-	interval := pollInterval(ib)
-	last := r.polls.get(pollKey(ib))
-	if last.IsZero() && ib.Status.Base != nil && ib.Status.Base.CheckedAt != nil {
-		last = ib.Status.Base.CheckedAt.Time
-	}
-	if since := r.now().Sub(last); since < interval {
-		return decision{requeueAfter: interval - since}
-	}
+// pollBase re-resolves a tag base (one HEAD, Engine.ResolveBase). This
+// schedule is the only place the controller looks the base up; a build uses
+// the engine's own resolution. A poll that fails says nothing about drift:
+// it shows in BaseUpToDate=Unknown and is made again at the next poll.
+func (r *ImageBuildReconciler) pollBase(ctx context.Context, ib *kilnv1.ImageBuild, in engine.Inputs, o *outcome) decision {
+	o.memo.polledAt = r.now()
+	o.polled = true
 	now, err := r.Engine.ResolveBase(ctx, &ib.Spec, in)
 	if err != nil {
-		// A poll that fails says nothing about drift; try again next interval.
-		ctrl.LoggerFrom(ctx).Info("polling base failed", "base", ref, "error", err.Error())
-		return decision{requeueAfter: interval}
+		o.pollErr = err
+		return decision{}
 	}
-	r.polls.set(pollKey(ib), r.now())
-	d := decision{polled: true, requeueAfter: interval}
-	if ib.Status.Base == nil || now.Digest != ib.Status.Base.RefDigest {
-		d.movedTo = now.Digest
+	if ib.Status.Base != nil && now.Digest == ib.Status.Base.RefDigest {
+		return decision{}
 	}
-	return d
+	o.baseMovedTo = now.Digest
+	if updatePolicy(ib) == kilnv1.BaseUpdateRebuild {
+		return decision{build: true, why: fmt.Sprintf("base %s moved to %s", ib.Spec.Base.Image, now.Digest)}
+	}
+	return decision{}
 }
 
-func pollInterval(ib *kilnv1.ImageBuild) time.Duration {
-	if b := ib.Spec.Base; b != nil && b.PollInterval != nil && b.PollInterval.Duration > 0 {
-		return b.PollInterval.Duration
+func (r *ImageBuildReconciler) lastPoll(ib *kilnv1.ImageBuild, m *memo) time.Time {
+	if m.polledAt.IsZero() && ib.Status.Base != nil && ib.Status.Base.CheckedAt != nil {
+		// After a restart: the build's own resolution of the base.
+		return ib.Status.Base.CheckedAt.Time
 	}
-	return DefaultPollInterval
+	return m.polledAt
+}
+
+// interval is the object's verification period, jittered.
+func (r *ImageBuildReconciler) interval(ib *kilnv1.ImageBuild) time.Duration {
+	return jittered(r.baseInterval(ib), ib.UID)
+}
+
+// baseInterval is spec.interval (or the test override), unjittered: the
+// cap of the retry backoff.
+func (r *ImageBuildReconciler) baseInterval(ib *kilnv1.ImageBuild) time.Duration {
+	if r.IntervalOf != nil {
+		if d, ok := r.IntervalOf(ib); ok {
+			return d
+		}
+	}
+	if ib.Spec.Interval != nil && ib.Spec.Interval.Duration > 0 {
+		return ib.Spec.Interval.Duration
+	}
+	return DefaultInterval
+}
+
+// pollInterval is base.pollInterval when set, else spec.interval; jittered.
+func (r *ImageBuildReconciler) pollInterval(ib *kilnv1.ImageBuild) time.Duration {
+	if b := ib.Spec.Base; b != nil && b.PollInterval != nil && b.PollInterval.Duration > 0 {
+		return jittered(b.PollInterval.Duration, ib.UID)
+	}
+	return r.interval(ib)
 }
 
 func updatePolicy(ib *kilnv1.ImageBuild) kilnv1.BaseUpdatePolicy {
@@ -290,34 +503,92 @@ func updatePolicy(ib *kilnv1.ImageBuild) kilnv1.BaseUpdatePolicy {
 	return kilnv1.BaseUpdateRebuild
 }
 
-func pollKey(ib *kilnv1.ImageBuild) string {
-	return ib.Namespace + "/" + ib.Name + "/" + string(ib.UID)
+// submit hands a build to the queue and returns at once: the reconcile
+// worker never waits for a slot.
+func (r *ImageBuildReconciler) submit(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, d decision, o *outcome) {
+	ctrl.LoggerFrom(ctx).Info("queueing a build", "why", d.why)
+	j := &job{
+		uid: ib.UID, generation: ib.Generation, attempt: o.attempt, why: d.why,
+		// A build decided for another reason also serves a pending force.
+		force: d.force || forceRequested(ib, o.request), requestedAt: ib.Annotations[RequestedAtAnnotation],
+	}
+	key := client.ObjectKeyFromObject(ib)
+	o.position = r.builds.submit(r.Queue, key, j, r.buildJob(ib.DeepCopy(), res, j))
+	o.pending, o.submitted = j, true
 }
 
-// settle handles a reconcile that builds nothing: it records base drift
-// under policy Report (BaseUpToDate) and requeues for the next base poll.
-func (r *ImageBuildReconciler) settle(ctx context.Context, ib *kilnv1.ImageBuild, d decision) (ctrl.Result, error) {
-	result := ctrl.Result{RequeueAfter: d.requeueAfter}
-	if !d.polled {
-		return result, nil
-	}
-	wasUpToDate := !apimeta.IsStatusConditionFalse(ib.Status.Conditions, kilnv1.BaseUpToDateCondition)
-	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
-		if d.movedTo == "" {
-			setBaseUpToDate(ib, metav1.ConditionTrue, "UpToDate", fmt.Sprintf("base %s still resolves to %s", ib.Spec.Base.Image, ib.Status.Base.RefDigest))
+// buildJob is the queue's job: read the inputs, build, and hand the
+// outcome back through builds and the done channel. It announces its start
+// so that status moves from Queued to building.
+func (r *ImageBuildReconciler) buildJob(ib *kilnv1.ImageBuild, res *resolved, j *job) func(context.Context) {
+	key := client.ObjectKeyFromObject(ib)
+	log := ctrl.Log.WithName("build").WithValues("ImageBuild", key.String(), "generation", ib.Generation)
+	return func(ctx context.Context) {
+		r.notify(ctx, key)
+		start := r.now()
+		in, fingerprint, err := r.buildInputs(ctx, ib, res)
+		var result *engine.Result
+		if err == nil {
+			r.Metrics.buildStarted()
+			result, err = r.Engine.Build(ctx, ib, in, engine.Options{Force: j.force, Progress: layerLogger(log)})
+			r.Metrics.buildDone()
+		}
+		end := r.now()
+		if err != nil && ctx.Err() != nil {
+			// Deleted, spec changed or shutting down: whoever cancelled has
+			// queued what comes next, and a half-built state is not status.
+			log.Info("build cancelled", "error", err.Error())
+			r.builds.drop(key, j)
+			r.notify(ctx, key)
 			return
 		}
-		setBaseUpToDate(ib, metav1.ConditionFalse, EventBaseChanged, fmt.Sprintf(
-			"base %s moved to %s; the pushed image was built from %s (updatePolicy Report: not rebuilt)",
-			ib.Spec.Base.Image, d.movedTo, builtFrom(ib)))
-	})
-	if err != nil {
-		return ctrl.Result{}, err
+		r.observe(result, err, end.Sub(start))
+		r.builds.finish(key, j, func(j *job) {
+			j.result, j.err, j.fingerprint, j.start, j.end = result, err, fingerprint, start, end
+		})
+		r.notify(ctx, key)
 	}
-	if d.movedTo != "" && wasUpToDate {
-		r.event(ib, corev1.EventTypeNormal, EventBaseChanged, "Poll", "base %s moved to %s; updatePolicy Report: not rebuilt", ib.Spec.Base.Image, d.movedTo)
+}
+
+func (r *ImageBuildReconciler) observe(result *engine.Result, err error, d time.Duration) {
+	switch {
+	case err != nil:
+		r.Metrics.observeBuild(resultFailed, d, 0, 0, 0)
+	case result.UpToDate:
+		r.Metrics.observeBuild(resultUpToDate, d, result.BytesIn, result.BytesOut, result.CacheHits)
+	default:
+		r.Metrics.observeBuild(resultPushed, d, result.BytesIn, result.BytesOut, result.CacheHits)
 	}
-	return result, nil
+}
+
+// notify queues a reconcile of key. A cancelled ctx (shutdown) drops it.
+func (r *ImageBuildReconciler) notify(ctx context.Context, key types.NamespacedName) {
+	obj := &kilnv1.ImageBuild{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	select {
+	case r.done <- event.GenericEvent{Object: obj}:
+	case <-ctx.Done():
+	}
+}
+
+// recordBase keeps what drift polling needs besides the reference's own
+// digest, which the build's resolution of the base already put in
+// status.base.refDigest: when it was resolved. BaseUpToDate is True right
+// after a build.
+func recordBase(ib *kilnv1.ImageBuild, now time.Time) {
+	if engine.TagBase(&ib.Spec) == "" || ib.Status.Base == nil {
+		apimeta.RemoveStatusCondition(&ib.Status.Conditions, kilnv1.BaseUpToDateCondition)
+		return
+	}
+	t := metav1.NewTime(now)
+	ib.Status.Base.CheckedAt = &t
+	setBaseUpToDate(ib, metav1.ConditionTrue, engine.ReasonUpToDate, baseUpToDateMessage(ib))
+}
+
+// baseUpToDateMessage is the one message of BaseUpToDate=True, after a build
+// and after every poll that finds the base where it was: a poll that
+// changes nothing writes nothing.
+func baseUpToDateMessage(ib *kilnv1.ImageBuild) string {
+	return fmt.Sprintf("base %s resolves to %s, the digest the image was built from", ib.Spec.Base.Image, builtFrom(ib))
 }
 
 func builtFrom(ib *kilnv1.ImageBuild) string {
@@ -327,183 +598,16 @@ func builtFrom(ib *kilnv1.ImageBuild) string {
 	return ib.Status.Base.RefDigest
 }
 
-// build runs the engine and records the outcome.
-func (r *ImageBuildReconciler) build(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, d decision) (ctrl.Result, error) {
-	log := ctrl.LoggerFrom(ctx)
-	log.Info("building", "why", d.why)
-	if d.movedTo != "" {
-		r.event(ib, corev1.EventTypeNormal, EventBaseChanged, "Poll", "base %s moved to %s; rebuilding", ib.Spec.Base.Image, d.movedTo)
-	}
-	if err := r.markStarted(ctx, ib, d.why); err != nil {
-		return ctrl.Result{}, err
-	}
-	start := r.now()
-	in, err := r.readInputs(ctx, ib, res)
-	if err != nil {
-		return r.fail(ctx, ib, res, err, start)
-	}
-	bctx, done := r.inflight.start(ctx, ib.UID)
-	defer done()
-	r.Metrics.buildStarted()
-	result, err := r.Engine.Build(bctx, ib, in, engine.Options{Progress: layerLogger(log)})
-	r.Metrics.buildDone()
-	if err != nil {
-		if bctx.Err() != nil {
-			// Deleted, spec changed or shutting down: whoever cancelled has
-			// queued what comes next, and the half-built state is not status.
-			log.Info("build cancelled", "error", err.Error())
-			return ctrl.Result{}, nil
-		}
-		return r.fail(ctx, ib, res, err, start)
-	}
-	return r.succeed(ctx, ib, res, result, start)
-}
-
-// markStarted sets Reconciling=True (unless a retry already shows it) and
-// emits BuildStarted on that transition.
-func (r *ImageBuildReconciler) markStarted(ctx context.Context, ib *kilnv1.ImageBuild, why string) error {
-	if apimeta.IsStatusConditionTrue(ib.Status.Conditions, kilnv1.ReconcilingCondition) {
-		return nil
-	}
-	if _, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) { engine.MarkReconciling(ib, why) }); err != nil {
-		return err
-	}
-	r.event(ib, corev1.EventTypeNormal, EventBuildStarted, "Build", "%s", why)
-	return nil
-}
-
-func (r *ImageBuildReconciler) succeed(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, result *engine.Result, start time.Time) (ctrl.Result, error) {
-	now := r.now()
-	metricResult := resultPushed
-	if result.UpToDate {
-		metricResult = resultUpToDate
-	}
-	r.Metrics.observeBuild(metricResult, now.Sub(start), result.BytesIn, result.BytesOut, result.CacheHits)
-	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
-		engine.ApplyResult(ib, result, now)
-		ib.Status.InputsFingerprint = res.fingerprint
-		recordBase(ib, now)
-	})
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if result.UpToDate {
-		r.event(ib, corev1.EventTypeNormal, EventUpToDate, "Push", "%s already holds %s", ib.Spec.Target.Image, ib.Status.Digest)
-	} else {
-		r.event(ib, corev1.EventTypeNormal, EventPushed, "Push", "pushed %s", ib.Status.Image)
-	}
-	result2 := ctrl.Result{}
-	if engine.TagBase(&ib.Spec) != "" {
-		r.polls.set(pollKey(ib), now)
-		result2.RequeueAfter = pollInterval(ib)
-	}
-	return result2, nil
-}
-
-// recordBase keeps what drift polling needs besides the reference's own
-// digest, which the build's resolution of the base already put in
-// status.base.refDigest (it resolved the base when the build started, so a
-// move during the build shows up at the next poll, never gets lost): when
-// it was resolved. BaseUpToDate is True right after a build.
-func recordBase(ib *kilnv1.ImageBuild, now time.Time) {
-	if engine.TagBase(&ib.Spec) == "" || ib.Status.Base == nil {
-		apimeta.RemoveStatusCondition(&ib.Status.Conditions, kilnv1.BaseUpToDateCondition)
-		return
-	}
-	t := metav1.NewTime(now)
-	ib.Status.Base.CheckedAt = &t
-	setBaseUpToDate(ib, metav1.ConditionTrue, "UpToDate", fmt.Sprintf("built from %s at %s", ib.Spec.Base.Image, builtFrom(ib)))
-}
-
-// fail records a failed attempt. Permanent: Stalled, no requeue until the
-// spec or a referenced object changes. Transient: Reconciling with the
-// error, retried by the rate limiter (or after the server's Retry-After).
-func (r *ImageBuildReconciler) fail(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved, buildErr error, start time.Time) (ctrl.Result, error) {
-	now := r.now()
-	r.Metrics.observeBuild(resultFailed, now.Sub(start), 0, 0, 0)
-	var prev metav1.Condition
-	if c := apimeta.FindStatusCondition(ib.Status.Conditions, kilnv1.ReadyCondition); c != nil {
-		prev = *c // a copy: ApplyFailure rewrites the slice in place
-	}
-	_, err := r.patchStatus(ctx, ib, func(ib *kilnv1.ImageBuild) {
-		engine.ApplyFailure(ib, buildErr, now)
-		if res != nil {
-			ib.Status.InputsFingerprint = res.fingerprint
-		}
-	})
-	if err != nil {
-		return ctrl.Result{}, errors.Join(buildErr, err)
-	}
-	cur := apimeta.FindStatusCondition(ib.Status.Conditions, kilnv1.ReadyCondition)
-	if prev.Reason != cur.Reason || prev.Message != cur.Message || prev.Status != cur.Status {
-		r.event(ib, corev1.EventTypeWarning, EventBuildFailed, "Build", "%s: %s", failure.ReasonOf(buildErr), buildErr.Error())
-	}
-	if failure.IsPermanent(buildErr) {
-		ctrl.LoggerFrom(ctx).Info("build failed permanently", "reason", failure.ReasonOf(buildErr), "error", buildErr.Error())
-		return ctrl.Result{}, nil
-	}
-	if after := failure.RetryAfterOf(buildErr); after > 0 {
-		return ctrl.Result{RequeueAfter: after}, nil
-	}
-	return ctrl.Result{}, buildErr
-}
-
-// patchStatus applies mutate and patches status only when it changed.
-func (r *ImageBuildReconciler) patchStatus(ctx context.Context, ib *kilnv1.ImageBuild, mutate func(*kilnv1.ImageBuild)) (bool, error) {
-	before := ib.DeepCopy()
-	mutate(ib)
-	if equality.Semantic.DeepEqual(before.Status, ib.Status) {
-		return false, nil
-	}
-	if err := r.Client.Status().Patch(ctx, ib, client.MergeFrom(before)); err != nil {
-		if apierrors.IsNotFound(err) {
-			return false, nil // deleted meanwhile: nothing left to record
-		}
-		return false, fmt.Errorf("patching status: %w", err)
-	}
-	return true, nil
-}
-
-// checkInputs reads only what registry access needs (pull secrets and the
-// CA bundle, never layer data) for the checks the controller asks the
-// engine for (TargetHolds, ResolveBase).
-func (r *ImageBuildReconciler) checkInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (engine.Inputs, error) {
-	in := engine.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
-	kc, err := r.keychain(ctx, ib.Namespace, res.pullSecrets)
-	if err != nil {
-		return in, err
-	}
-	in.Keychain = kc
-	if cb := ib.Spec.Target.CABundle; cb != nil {
-		if err := r.readCABundle(ctx, ib.Namespace, cb, in); err != nil {
-			return in, err
-		}
-	}
-	return in, nil
-}
-
-// readCABundle puts the object holding the CA bundle into in.
-func (r *ImageBuildReconciler) readCABundle(ctx context.Context, ns string, cb *kilnv1.CABundleSource, in engine.Inputs) error {
-	switch {
-	case cb.ConfigMap != nil:
-		var cm corev1.ConfigMap
-		if _, err := r.getDirect(ctx, ns, cb.ConfigMap.Name, &cm); err != nil {
-			return fmt.Errorf("reading CA bundle configMap %q: %w", cb.ConfigMap.Name, err)
-		}
-		in.ConfigMaps[cb.ConfigMap.Name] = engine.ConfigMapData(&cm)
-	case cb.Secret != nil:
-		var sec corev1.Secret
-		if _, err := r.getDirect(ctx, ns, cb.Secret.Name, &sec); err != nil {
-			return fmt.Errorf("reading CA bundle secret %q: %w", cb.Secret.Name, err)
-		}
-		in.Secrets[cb.Secret.Name] = engine.SecretData(&sec)
-	}
-	return nil
-}
-
 func setBaseUpToDate(ib *kilnv1.ImageBuild, s metav1.ConditionStatus, reason, msg string) {
+	setCondition(ib, kilnv1.BaseUpToDateCondition, s, reason, msg)
+}
+
+func setCondition(ib *kilnv1.ImageBuild, t string, s metav1.ConditionStatus, reason, msg string) {
+	if len(msg) > 32000 {
+		msg = msg[:32000] + "..."
+	}
 	apimeta.SetStatusCondition(&ib.Status.Conditions, metav1.Condition{
-		Type: kilnv1.BaseUpToDateCondition, Status: s, Reason: reason, Message: msg, ObservedGeneration: ib.Generation,
+		Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: ib.Generation,
 	})
 }
 
@@ -527,8 +631,7 @@ func (r *ImageBuildReconciler) metadataReader() client.Reader {
 	return r.Client
 }
 
-// layerLogger logs each finished layer with its name, so that logs carry
-// namespace/name (from controller-runtime) and layer.
+// layerLogger logs each finished layer with its name.
 func layerLogger(log logr.Logger) func(engine.Progress) {
 	return func(p engine.Progress) {
 		if p.Done {
@@ -536,3 +639,6 @@ func layerLogger(log logr.Logger) func(engine.Progress) {
 		}
 	}
 }
+
+// failureReason is err's reason as a condition reason.
+func failureReason(err error) string { return string(failure.ReasonOf(err)) }

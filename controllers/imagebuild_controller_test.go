@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
@@ -38,16 +37,6 @@ func simpleBuild(ns, name, layerURL string, reg *testRegistry, repo string) *kil
 	}
 }
 
-func reconcileDirect(t *testing.T, ns, name string) ctrl.Result {
-	t.Helper()
-	ctx := ctrl.LoggerInto(context.Background(), ctrl.Log)
-	res, err := env.r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
-	if err != nil {
-		t.Fatalf("reconcile %s/%s: %v", ns, name, err)
-	}
-	return res
-}
-
 func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 	ns := newNamespace(t)
 	reg := newRegistry(t)
@@ -63,6 +52,8 @@ func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 	ib.Spec.Layers = append(ib.Spec.Layers, kilnv1.Layer{Name: "conf", Source: kilnv1.Source{
 		ConfigMap: &kilnv1.KeySelector{Name: "app-files", Key: "conf.tar"}}})
 	ib.Spec.Target.Tags = []string{"latest"}
+	// Verified every ~300ms, so that "no churn" below sees several checks.
+	ib.Annotations = map[string]string{testIntervalAnnotation: "300ms"}
 	create(t, ib)
 
 	got := waitReady(t, ns, "app")
@@ -103,18 +94,21 @@ func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 	checkPrinterColumns(t, ns, "app", "True", st.Image)
 	waitEvents(t, ns, "app", EventBuildStarted, EventPushed)
 
-	t.Run("no churn on resync", func(t *testing.T) {
+	t.Run("no churn on periodic verification", func(t *testing.T) {
 		before := get(t, ns, "app")
 		writes := reg.writes.Load()
-		for range 3 {
-			reconcileDirect(t, ns, "app")
-		}
+		heads := reg.count("HEAD manifest")
+		waitFor(t, 60*time.Second, "three verifications of the target", func() (bool, string) {
+			n := reg.count("HEAD manifest") - heads
+			return n >= 3, fmt.Sprintf("%d HEADs", n)
+		})
 		after := get(t, ns, "app")
 		if after.ResourceVersion != before.ResourceVersion {
-			t.Errorf("status written on resync: resourceVersion %s -> %s", before.ResourceVersion, after.ResourceVersion)
+			t.Errorf("status written by verifications that found nothing: resourceVersion %s -> %s\n%s\n%s",
+				before.ResourceVersion, after.ResourceVersion, conditionsOf(before), conditionsOf(after))
 		}
 		if n := reg.writes.Load() - writes; n != 0 {
-			t.Errorf("%d registry writes on resync, want 0", n)
+			t.Errorf("%d registry writes on verification, want 0", n)
 		}
 	})
 
@@ -215,11 +209,20 @@ func TestSuspendStopsWork(t *testing.T) {
 	ib := simpleBuild(ns, "sus", files.put("/a.tar", tarball(t, "a", "a")), reg, "sus")
 	ib.Spec.Suspend = true
 	create(t, ib)
-	reconcileDirect(t, ns, "sus")
-	if got := get(t, ns, "sus"); got.Status.ObservedGeneration != 0 || len(got.Status.Conditions) != 0 {
+	// A new object reads "never reconciled" (kstatus: InProgress) before
+	// the manager touches it: the CRD defaults status.observedGeneration.
+	if got := get(t, ns, "sus"); got.Status.ObservedGeneration != -1 {
+		t.Errorf("new ImageBuild: observedGeneration %d, want the default -1", got.Status.ObservedGeneration)
+	}
+	// A sentinel created after it is built: the manager has seen the
+	// suspended object by then (events of one informer arrive in order).
+	create(t, simpleBuild(ns, "sentinel", files.put("/s.tar", tarball(t, "s", "s")), reg, "sentinel"))
+	waitReady(t, ns, "sentinel")
+	writes := reg.writes.Load()
+	if got := get(t, ns, "sus"); got.Status.ObservedGeneration != -1 || len(got.Status.Conditions) != 0 {
 		t.Fatalf("suspended ImageBuild got status: %s", conditionsOf(got))
 	}
-	if n := reg.writes.Load(); n != 0 {
+	if n := reg.writes.Load() - writes; n != 0 {
 		t.Fatalf("%d registry writes while suspended", n)
 	}
 	if n := files.getCount("/a.tar"); n != 0 {
@@ -346,15 +349,30 @@ func TestPermanentErrorStallsUntilFixed(t *testing.T) {
 	if n := reg.writes.Load(); n != 0 {
 		t.Errorf("%d registry writes for a failed build", n)
 	}
-	waitEvents(t, ns, "bad", EventBuildFailed)
-	// A resync of a Stalled object does nothing.
-	rv := get(t, ns, "bad").ResourceVersion
-	if res := reconcileDirect(t, ns, "bad"); res.RequeueAfter != 0 {
-		t.Errorf("stalled object requeued: %+v", res)
+	if got.Status.ObservedGeneration != got.Generation || condition(got, kilnv1.ReconcilingCondition) != nil {
+		t.Errorf("a stall concludes the generation (kstatus Failed): %s", conditionsOf(got))
 	}
-	if got := get(t, ns, "bad"); got.ResourceVersion != rv {
-		t.Errorf("stalled object's status rewritten on resync")
+	waitEvents(t, ns, "bad", "DigestMismatch")
+	// requestedAt retries a Stalled object: the same bytes fail the same
+	// way, counted in status.failures, with no second event.
+	gets := files.getCount("/a.tar")
+	update(t, ns, "bad", func(ib *kilnv1.ImageBuild) {
+		ib.Annotations = map[string]string{RequestedAtAnnotation: "retry-1"}
+	})
+	waitFor(t, 60*time.Second, "the request handled", func() (bool, string) {
+		got = get(t, ns, "bad")
+		return got.Status.LastHandledReconcileAt == "retry-1" && got.Status.Failures == 2, conditionsOf(got)
+	})
+	if c := condition(got, kilnv1.StalledCondition); c == nil || c.Message != stalled.Message {
+		t.Errorf("Stalled after the retry: %s (message before: %q)", conditionsOf(got), stalled.Message)
 	}
+	if files.getCount("/a.tar") == gets {
+		t.Errorf("requestedAt did not retry the build (no fetch)")
+	}
+	if n := reg.writes.Load(); n != 0 {
+		t.Errorf("%d registry writes for a failed build", n)
+	}
+	expectEventOnce(t, ns, "bad", "DigestMismatch")
 
 	update(t, ns, "bad", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = sha(data) })
 	got = waitReady(t, ns, "bad")
@@ -363,7 +381,10 @@ func TestPermanentErrorStallsUntilFixed(t *testing.T) {
 	}
 }
 
-func TestMissingConfigMapStallsThenCreatingItBuilds(t *testing.T) {
+// A missing ConfigMap depends on the outside world (it is often applied a
+// moment after the ImageBuild): Ready=False SourceNotFound, retried with
+// backoff, never Stalled; creating it builds. (Until issue 11 it stalled.)
+func TestMissingConfigMapIsNotReadyThenCreatingItBuilds(t *testing.T) {
 	ns := newNamespace(t)
 	reg := newRegistry(t)
 	ib := &kilnv1.ImageBuild{
@@ -374,10 +395,11 @@ func TestMissingConfigMapStallsThenCreatingItBuilds(t *testing.T) {
 		},
 	}
 	create(t, ib)
-	waitFor(t, 60*time.Second, "Stalled SourceNotFound", func() (bool, string) {
+	waitFor(t, 60*time.Second, "Ready=False SourceNotFound, retrying", func() (bool, string) {
 		got := get(t, ns, "late")
-		c := condition(got, kilnv1.StalledCondition)
-		return c != nil && c.Reason == "SourceNotFound" && strings.Contains(c.Message, `"later"`), conditionsOf(got)
+		c, rec := condition(got, kilnv1.ReadyCondition), condition(got, kilnv1.ReconcilingCondition)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == "SourceNotFound" && strings.Contains(c.Message, `"later"`) &&
+			rec != nil && rec.Status == metav1.ConditionTrue && condition(got, kilnv1.StalledCondition) == nil, conditionsOf(got)
 	})
 	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: ns},
 		BinaryData: map[string][]byte{"l.tar": tarball(t, "l", "l")}})
@@ -444,7 +466,8 @@ func TestTransientRegistryFailuresRetryToTheSameDigest(t *testing.T) {
 	if got.Status.Digest != want || got.Status.Failures != 0 {
 		t.Errorf("after controller retries: digest %s (clean %s), failures %d", got.Status.Digest, want, got.Status.Failures)
 	}
-	waitEvents(t, ns, "stubborn", EventBuildFailed, EventPushed)
+	waitEvents(t, ns, "stubborn", "TransientError", EventPushed)
+	expectEventOnce(t, ns, "stubborn", "TransientError")
 }
 
 func endpointKind(path string) string {

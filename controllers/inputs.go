@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -89,24 +91,88 @@ func indexSecrets(o client.Object) []string {
 	return referencesOf(&ib.Spec).Secrets
 }
 
+// usedKeys lists, per object, the keys kiln reads from it ("*" = all keys:
+// a headersFrom Secret sends every key as a header). Only these enter the
+// content fingerprint: a change to any other key, or to metadata, builds
+// nothing.
+func usedKeys(spec *kilnv1.ImageBuildSpec) map[objectRef][]string {
+	out := map[objectRef][]string{}
+	add := func(kind, name, key string) {
+		ref := objectRef{kind, name}
+		if !slices.Contains(out[ref], key) {
+			out[ref] = append(out[ref], key)
+		}
+	}
+	addSource := func(s *kilnv1.Source) {
+		if s.ConfigMap != nil {
+			add(kindConfigMap, s.ConfigMap.Name, s.ConfigMap.Key)
+		}
+		if s.Secret != nil {
+			add(kindSecret, s.Secret.Name, s.Secret.Key)
+		}
+		if s.HeadersFrom != nil {
+			add(kindSecret, s.HeadersFrom.Name, allKeys)
+		}
+	}
+	for i := range spec.Layers {
+		addSource(&spec.Layers[i].Source)
+	}
+	if spec.Base != nil && spec.Base.Archive != nil {
+		addSource(&spec.Base.Archive.Source)
+	}
+	if cb := spec.Target.CABundle; cb != nil {
+		if cb.ConfigMap != nil {
+			add(kindConfigMap, cb.ConfigMap.Name, cb.ConfigMap.Key)
+		}
+		if cb.Secret != nil {
+			add(kindSecret, cb.Secret.Name, cb.Secret.Key)
+		}
+	}
+	for _, keys := range out {
+		slices.Sort(keys)
+	}
+	return out
+}
+
+const (
+	kindConfigMap = "ConfigMap"
+	kindSecret    = "Secret"
+	allKeys       = "*"
+)
+
+type objectRef struct{ kind, name string }
+
+// pullSecretKeys are the keys newPullSecretKeychain reads.
+var pullSecretKeys = []string{corev1.DockerConfigJsonKey, corev1.DockerConfigKey}
+
 // resolved is what a reconcile learned about the objects an ImageBuild
-// depends on, before reading any ConfigMap or Secret data.
+// depends on.
 type resolved struct {
 	refs refs
-	// pullSecrets are the imagePullSecrets of the ServiceAccount.
+	// pullSecrets are the imagePullSecrets of the ServiceAccount, in order.
 	pullSecrets []string
-	// fingerprint hashes uid+resourceVersion of every referenced object
-	// (and "missing" for absent ones): equal fingerprints mean the build
-	// would read the same data.
+	// fingerprint is the content fingerprint (contentFingerprint) of the
+	// inputs as they are now: equal fingerprints mean a build would read
+	// the same bytes.
 	fingerprint string
 }
 
-// resolveRefs computes the fingerprint from object metadata only: the
-// ServiceAccount with a direct GET (there is no ServiceAccount informer),
-// ConfigMaps and Secrets from the metadata-only cache.
-func (r *ImageBuildReconciler) resolveRefs(ctx context.Context, ib *kilnv1.ImageBuild) (*resolved, error) {
+// objects are the ConfigMaps and Secrets of one namespace a build reads,
+// by name; an absent name was not found.
+type objects struct {
+	configMaps map[string]*corev1.ConfigMap
+	secrets    map[string]*corev1.Secret
+}
+
+// resolveInputs reads the ServiceAccount (a direct GET: there is no
+// ServiceAccount informer) and computes the content fingerprint. The data
+// of ConfigMaps and Secrets is read (direct GETs, never cached) only when
+// their metadata in the metadata-only cache changed since the memo's
+// fingerprint was computed: a resync or an unrelated event costs no data
+// read, and a label edit costs one re-read that finds the same fingerprint.
+func (r *ImageBuildReconciler) resolveInputs(ctx context.Context, ib *kilnv1.ImageBuild, m *memo) (*resolved, error) {
 	res := &resolved{refs: referencesOf(&ib.Spec)}
-	var ids []string
+	ids := []string{}
 	if sa := res.refs.ServiceAccount; sa != "" {
 		var obj corev1.ServiceAccount
 		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: sa}, &obj)
@@ -116,28 +182,40 @@ func (r *ImageBuildReconciler) resolveRefs(ctx context.Context, ib *kilnv1.Image
 			// ImageBuild and lands a moment later.
 			return nil, failure.Transientf("serviceAccount %q not found in namespace %q", sa, ib.Namespace)
 		case err != nil:
-			return nil, fmt.Errorf("reading serviceAccount %q: %w", sa, err)
+			return nil, failure.Retryable(fmt.Errorf("reading serviceAccount %q: %w", sa, err), 0)
 		}
-		ids = append(ids, identity("ServiceAccount", sa, &obj.ObjectMeta))
 		for _, ps := range obj.ImagePullSecrets {
 			if ps.Name != "" {
 				res.pullSecrets = append(res.pullSecrets, ps.Name)
 			}
 		}
+		ids = append(ids, "ServiceAccount/"+sa+" pullSecrets="+strings.Join(res.pullSecrets, ","))
 	}
-	cmIDs, err := r.metadataIDs(ctx, ib.Namespace, "ConfigMap", res.refs.ConfigMaps)
+	cmIDs, err := r.metadataIDs(ctx, ib.Namespace, kindConfigMap, res.refs.ConfigMaps)
 	if err != nil {
 		return nil, err
 	}
-	secretNames := append(append([]string(nil), res.refs.Secrets...), res.pullSecrets...)
-	secretIDs, err := r.metadataIDs(ctx, ib.Namespace, "Secret", uniq(secretNames))
+	secretIDs, err := r.metadataIDs(ctx, ib.Namespace, kindSecret, res.secretNames())
 	if err != nil {
 		return nil, err
 	}
-	ids = append(append(ids, cmIDs...), secretIDs...)
-	sum := sha256.Sum256([]byte(strings.Join(ids, "\n")))
-	res.fingerprint = "sha256:" + hex.EncodeToString(sum[:])
+	metaID := digestOf(append(append(ids, cmIDs...), secretIDs...))
+	if m.metaID == metaID && m.fingerprint != "" {
+		res.fingerprint = m.fingerprint
+		return res, nil
+	}
+	objs, err := r.readObjects(ctx, ib.Namespace, res)
+	if err != nil {
+		return nil, err
+	}
+	res.fingerprint = contentFingerprint(&ib.Spec, res.pullSecrets, objs)
+	m.metaID, m.fingerprint = metaID, res.fingerprint
 	return res, nil
+}
+
+// secretNames are the referenced Secrets and the pull secrets, sorted.
+func (res *resolved) secretNames() []string {
+	return uniq(append(append([]string(nil), res.refs.Secrets...), res.pullSecrets...))
 }
 
 // metadataIDs reads objects' metadata from the metadata cache.
@@ -151,64 +229,197 @@ func (r *ImageBuildReconciler) metadataIDs(ctx context.Context, ns, kind string,
 		case apierrors.IsNotFound(err):
 			ids = append(ids, kind+"/"+n+" missing")
 		case err != nil:
-			return nil, fmt.Errorf("reading %s %q metadata: %w", kind, n, err)
+			return nil, failure.Retryable(fmt.Errorf("reading %s %q metadata: %w", kind, n, err), 0)
 		default:
-			ids = append(ids, identity(kind, n, &obj.ObjectMeta))
+			ids = append(ids, kind+"/"+n+" "+string(obj.UID)+" "+obj.ResourceVersion)
 		}
 	}
 	return ids, nil
 }
 
-func identity(kind, name string, m *metav1.ObjectMeta) string {
-	return kind + "/" + name + " " + string(m.UID) + " " + m.ResourceVersion
+// readObjects reads every referenced ConfigMap and Secret (pull secrets
+// included) with direct GETs in the ImageBuild's namespace.
+func (r *ImageBuildReconciler) readObjects(ctx context.Context, ns string, res *resolved) (*objects, error) {
+	objs := &objects{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+	for _, n := range res.refs.ConfigMaps {
+		cm := &corev1.ConfigMap{}
+		found, err := r.getDirect(ctx, ns, n, cm)
+		if err != nil {
+			return nil, failure.Retryable(fmt.Errorf("reading configMap %q: %w", n, err), 0)
+		}
+		if found {
+			objs.configMaps[n] = cm
+		}
+	}
+	for _, n := range res.secretNames() {
+		s := &corev1.Secret{}
+		found, err := r.getDirect(ctx, ns, n, s)
+		if err != nil {
+			return nil, failure.Retryable(fmt.Errorf("reading secret %q: %w", n, err), 0)
+		}
+		if found {
+			objs.secrets[n] = s
+		}
+	}
+	return objs, nil
 }
 
-// readInputs fetches the data a build needs with direct GETs in the
-// ImageBuild's namespace. A missing ConfigMap or Secret is left out: the
-// engine reports it as SourceNotFound naming the layer.
-func (r *ImageBuildReconciler) readInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (engine.Inputs, error) {
+// contentFingerprint hashes what a build uses of its inputs: the
+// pull-secret list, each used key of each ConfigMap and Secret (absent
+// objects and keys included, so that creating one counts as a change), and
+// the registry credentials of each pull secret. Secret values enter only
+// through an HMAC keyed by the Secret's uid: status shows the fingerprint,
+// and a plain hash would let a reader of status confirm a guess of a
+// secret, while the uid is known only to those who may read the Secret.
+func contentFingerprint(spec *kilnv1.ImageBuildSpec, pullSecrets []string, objs *objects) string {
+	var lines []string
+	if spec.ServiceAccountName != "" {
+		lines = append(lines, "ServiceAccount/"+spec.ServiceAccountName+" pullSecrets="+strings.Join(pullSecrets, ","))
+	}
+	used := usedKeys(spec)
+	for _, ps := range pullSecrets {
+		ref := objectRef{kindSecret, ps}
+		for _, k := range pullSecretKeys {
+			if !slices.Contains(used[ref], k) {
+				used[ref] = append(used[ref], k)
+			}
+		}
+	}
+	refs := make([]objectRef, 0, len(used))
+	for ref := range used {
+		refs = append(refs, ref)
+	}
+	slices.SortFunc(refs, func(a, b objectRef) int { return strings.Compare(a.kind+"/"+a.name, b.kind+"/"+b.name) })
+	for _, ref := range refs {
+		lines = append(lines, objectLines(ref, used[ref], objs)...)
+	}
+	return digestOf(lines)
+}
+
+// objectLines are the fingerprint lines of one object's used keys.
+func objectLines(ref objectRef, keys []string, objs *objects) []string {
+	prefix := ref.kind + "/" + ref.name
+	var data map[string][]byte
+	var mac func([]byte) string
+	switch ref.kind {
+	case kindConfigMap:
+		cm, ok := objs.configMaps[ref.name]
+		if !ok {
+			return []string{prefix + " missing"}
+		}
+		data = engine.ConfigMapData(cm)
+		mac = sha256Of
+	default:
+		s, ok := objs.secrets[ref.name]
+		if !ok {
+			return []string{prefix + " missing"}
+		}
+		data = engine.SecretData(s)
+		key := []byte(s.UID)
+		mac = func(b []byte) string {
+			h := hmac.New(sha256.New, key)
+			h.Write(b)
+			return "hmac:" + hex.EncodeToString(h.Sum(nil))
+		}
+	}
+	if slices.Contains(keys, allKeys) {
+		keys = slices.Sorted(maps.Keys(data))
+	}
+	lines := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if v, ok := data[k]; ok {
+			lines = append(lines, prefix+"["+k+"] "+mac(v))
+		} else {
+			lines = append(lines, prefix+"["+k+"] absent")
+		}
+	}
+	return lines
+}
+
+func sha256Of(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func digestOf(lines []string) string { return sha256Of([]byte(strings.Join(lines, "\n"))) }
+
+// buildInputs reads what a build needs, fresh when the build starts (it may
+// have waited for a slot): the objects' data, the keychain, and the content
+// fingerprint of exactly that data, which status records. A missing
+// ConfigMap or Secret is left out: the engine reports it as SourceNotFound
+// naming the layer.
+func (r *ImageBuildReconciler) buildInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (engine.Inputs, string, error) {
+	objs, err := r.readObjects(ctx, ib.Namespace, res)
+	if err != nil {
+		return engine.Inputs{}, "", err
+	}
 	in := engine.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
-	for _, n := range res.refs.ConfigMaps {
-		var cm corev1.ConfigMap
-		found, err := r.getDirect(ctx, ib.Namespace, n, &cm)
-		if err != nil {
-			return in, fmt.Errorf("reading configMap %q: %w", n, err)
-		}
-		if found {
-			in.ConfigMaps[n] = engine.ConfigMapData(&cm)
-		}
+	for n, cm := range objs.configMaps {
+		in.ConfigMaps[n] = engine.ConfigMapData(cm)
 	}
 	for _, n := range res.refs.Secrets {
-		var s corev1.Secret
-		found, err := r.getDirect(ctx, ib.Namespace, n, &s)
-		if err != nil {
-			return in, fmt.Errorf("reading secret %q: %w", n, err)
-		}
-		if found {
-			in.Secrets[n] = engine.SecretData(&s)
+		if s, ok := objs.secrets[n]; ok {
+			in.Secrets[n] = engine.SecretData(s)
 		}
 	}
-	kc, err := r.keychain(ctx, ib.Namespace, res.pullSecrets)
+	kc, err := keychainOf(res.pullSecrets, objs)
+	if err != nil {
+		return in, "", err
+	}
+	in.Keychain = kc
+	return in, contentFingerprint(&ib.Spec, res.pullSecrets, objs), nil
+}
+
+// checkInputs reads only what registry access needs (pull secrets and the
+// CA bundle, never layer data) for the checks the controller asks the
+// engine for (TargetHolds, ResolveBase).
+func (r *ImageBuildReconciler) checkInputs(ctx context.Context, ib *kilnv1.ImageBuild, res *resolved) (engine.Inputs, error) {
+	in := engine.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
+	objs := &objects{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+	names := append([]string(nil), res.pullSecrets...)
+	cb := ib.Spec.Target.CABundle
+	if cb != nil && cb.Secret != nil {
+		names = append(names, cb.Secret.Name)
+	}
+	for _, n := range uniq(names) {
+		s := &corev1.Secret{}
+		found, err := r.getDirect(ctx, ib.Namespace, n, s)
+		if err != nil {
+			return in, failure.Retryable(fmt.Errorf("reading secret %q: %w", n, err), 0)
+		}
+		if found {
+			objs.secrets[n] = s
+		}
+	}
+	kc, err := keychainOf(res.pullSecrets, objs)
 	if err != nil {
 		return in, err
 	}
 	in.Keychain = kc
+	switch {
+	case cb != nil && cb.ConfigMap != nil:
+		cm := &corev1.ConfigMap{}
+		if _, err := r.getDirect(ctx, ib.Namespace, cb.ConfigMap.Name, cm); err != nil {
+			return in, failure.Retryable(fmt.Errorf("reading CA bundle configMap %q: %w", cb.ConfigMap.Name, err), 0)
+		}
+		in.ConfigMaps[cb.ConfigMap.Name] = engine.ConfigMapData(cm)
+	case cb != nil && cb.Secret != nil:
+		if s, ok := objs.secrets[cb.Secret.Name]; ok {
+			in.Secrets[cb.Secret.Name] = engine.SecretData(s)
+		}
+	}
 	return in, nil
 }
 
-// keychain builds registry credentials from the ServiceAccount's pull
-// secrets. Missing pull secrets are skipped, as the kubelet does; with none
-// the keychain is anonymous (never the manager's own credentials).
-func (r *ImageBuildReconciler) keychain(ctx context.Context, ns string, names []string) (*pullSecretKeychain, error) {
+// keychainOf builds registry credentials from the ServiceAccount's pull
+// secrets, in their order. Missing pull secrets are skipped, as the kubelet
+// does; with none the keychain is anonymous (never the manager's own
+// credentials).
+func keychainOf(names []string, objs *objects) (*pullSecretKeychain, error) {
 	var secrets []corev1.Secret
 	for _, n := range names {
-		var s corev1.Secret
-		found, err := r.getDirect(ctx, ns, n, &s)
-		if err != nil {
-			return nil, fmt.Errorf("reading pull secret %q: %w", n, err)
-		}
-		if found {
-			secrets = append(secrets, s)
+		if s, ok := objs.secrets[n]; ok {
+			secrets = append(secrets, *s)
 		}
 	}
 	kc, err := newPullSecretKeychain(secrets)

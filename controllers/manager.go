@@ -32,7 +32,8 @@ type ManagerOptions struct {
 	LeaderElection         bool
 	// LeaderElectionNamespace defaults to the namespace the pod runs in.
 	LeaderElectionNamespace string
-	// MaxConcurrentBuilds is how many ImageBuilds build at once (default 4).
+	// MaxConcurrentBuilds is how many ImageBuilds build at once: the slots
+	// of the build queue (default 4).
 	MaxConcurrentBuilds int
 	// WatchLabelSelector, when not empty, confines the manager to the
 	// ImageBuilds whose labels match it (--watch-label-selector): a shard.
@@ -46,6 +47,9 @@ type ManagerOptions struct {
 	// (tests, benchmarks): controller-runtime refuses a second controller
 	// named "imagebuild" otherwise. A deployed manager leaves it false.
 	SkipControllerNameValidation bool
+	// MaxConcurrentReconciles is the number of reconcile workers (default
+	// 8); they never wait for a build slot.
+	MaxConcurrentReconciles int
 	// Engine configures the build engine all reconciles share: the cache
 	// directory, allowed hosts, source and registry options, layer limits
 	// and the build timeout (engine.NewEngine).
@@ -179,12 +183,13 @@ func newReconciler(mgr manager.Manager, o ManagerOptions) (*ImageBuildReconciler
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	return &ImageBuildReconciler{
-		Client:              mgr.GetClient(),
-		APIReader:           mgr.GetAPIReader(),
-		MetadataReader:      mgr.GetCache(),
-		Engine:              engine,
-		Recorder:            mgr.GetEventRecorder("kiln-manager"),
-		Metrics:             metrics,
-		MaxConcurrentBuilds: o.MaxConcurrentBuilds,
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		MetadataReader:          mgr.GetCache(),
+		Engine:                  engine,
+		Recorder:                mgr.GetEventRecorder("kiln-manager"),
+		Metrics:                 metrics,
+		MaxConcurrentBuilds:     o.MaxConcurrentBuilds,
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 	}, nil
 }

@@ -94,6 +94,11 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "creating manager:", err)
 		return 1
 	}
+	// Retries after a failure start at 50ms (production: 5s), so healing
+	// tests take moments; an object may shorten its interval below the
+	// CRD's 1m minimum with the testIntervalAnnotation.
+	r.BackoffBase = 50 * time.Millisecond
+	r.IntervalOf = testInterval
 	env.cfg, env.r = cfg, r
 	scheme, _ := NewScheme()
 	if env.k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
@@ -108,6 +113,15 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 	}
 	return code
+}
+
+// testIntervalAnnotation sets an ImageBuild's interval in this suite (a
+// Go duration), below the 1m minimum spec.interval allows.
+const testIntervalAnnotation = "test.kiln.dev/interval"
+
+func testInterval(ib *kilnv1.ImageBuild) (time.Duration, bool) {
+	d, err := time.ParseDuration(ib.Annotations[testIntervalAnnotation])
+	return d, err == nil && d > 0
 }
 
 func assetsDir() string {
@@ -246,17 +260,21 @@ type testRegistry struct {
 	host   string
 	writes atomic.Int64 // PUT, POST, PATCH, DELETE
 	mu     sync.Mutex
+	// requests counts requests by method and endpointKind, e.g.
+	// "HEAD manifest", fault-answered ones included.
+	requests map[string]int
 	// fault, when set, may answer a request itself (return true).
 	fault func(w http.ResponseWriter, r *http.Request) bool
 }
 
 func newRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	tr := &testRegistry{}
+	tr := &testRegistry{requests: map[string]int{}}
 	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	tr.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tr.mu.Lock()
 		fault := tr.fault
+		tr.requests[r.Method+" "+endpointKind(r.URL.Path)]++
 		tr.mu.Unlock()
 		if fault != nil && fault(w, r) {
 			return
@@ -270,6 +288,13 @@ func newRegistry(t *testing.T) *testRegistry {
 	t.Cleanup(tr.srv.Close)
 	tr.host = strings.TrimPrefix(tr.srv.URL, "http://")
 	return tr
+}
+
+// count returns how many requests of kind ("HEAD manifest") were made.
+func (tr *testRegistry) count(kind string) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.requests[kind]
 }
 
 func (tr *testRegistry) setFault(f func(w http.ResponseWriter, r *http.Request) bool) {

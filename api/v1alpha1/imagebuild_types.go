@@ -113,6 +113,20 @@ type ImageBuildSpec struct {
 	// suspend stops all work on this ImageBuild until it is set to false.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+
+	// interval is how often a Ready ImageBuild is verified: one HEAD request
+	// checks that target.image still holds status.digest (an overwritten or
+	// deleted tag is rebuilt and pushed again), and a tag base is re-resolved
+	// (unless base.pollInterval sets its own period). It is also the cap of
+	// the retry backoff of errors that depend on the outside world (a base
+	// not pushed yet, a 401 until a pull secret is fixed). Each object's
+	// period is spread by up to ±10%, fixed per object, so that many objects
+	// created together do not poll together. At least 1m; default 1h.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="interval must be at least 1m"
+	Interval *metav1.Duration `json:"interval,omitempty"`
 }
 
 // Base is the image a build starts from: exactly one of image or archive.
@@ -142,7 +156,9 @@ type Base struct {
 	Platform string `json:"platform,omitempty"`
 
 	// pollInterval is how often a tag base is re-resolved (HEAD request only)
-	// to detect that it moved. Digest bases are never polled. Default 10m.
+	// to detect that it moved; it overrides spec.interval for base polls
+	// only (the target is still verified every spec.interval). Digest,
+	// archive and scratch bases are never polled. Default: spec.interval.
 	// +optional
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
 
@@ -361,9 +377,24 @@ const (
 
 // ImageBuildStatus is what kiln built and pushed, with every digest.
 type ImageBuildStatus struct {
-	// observedGeneration is the generation the status describes.
+	// observedGeneration is the last generation that reached a conclusion:
+	// built and pushed (Ready=True) or stalled (Stalled=True). A generation
+	// whose build is queued, running or being retried has not: kstatus (and
+	// so Flux's wait and kubectl wait) reads the object as in progress. -1
+	// (the default of a new object) means never reconciled.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// lastHandledReconcileAt is the value of the
+	// reconcile.fluxcd.io/requestedAt annotation last handled: the object
+	// was reconciled (inputs re-read, target re-verified) after it was set;
+	// with reconcile.fluxcd.io/forceAt equal to it, rebuilt and pushed.
+	// +optional
+	LastHandledReconcileAt string `json:"lastHandledReconcileAt,omitempty"`
+	// queuePosition is the build's place in the build queue when it was
+	// queued (Reconciling=True, reason Queued): n means n-1 builds were to
+	// start before it. Cleared when the build starts.
+	// +optional
+	QueuePosition int32 `json:"queuePosition,omitempty"`
 	// conditions: Ready, Reconciling, Stalled (kstatus), BaseUpToDate.
 	// +optional
 	// +listType=map
@@ -385,10 +416,12 @@ type ImageBuildStatus struct {
 	// the engine version: equal inputDigests give equal images.
 	// +optional
 	InputDigest string `json:"inputDigest,omitempty"`
-	// inputsFingerprint hashes the identity (uid and resourceVersion) of the
-	// ConfigMaps, Secrets and ServiceAccount the last build read, so the
-	// controller can tell that nothing it depends on changed without reading
-	// their data again.
+	// inputsFingerprint hashes the content kiln uses of the ConfigMaps,
+	// Secrets and ServiceAccount the last build read: the keys it reads, the
+	// pull-secret list and the pull secrets' registry credentials. Edits
+	// that change nothing kiln uses (labels, annotations, other keys) leave
+	// it unchanged and start no build. Secret values enter it only through
+	// an HMAC keyed by the Secret's uid, so it confirms no guess of them.
 	// +optional
 	InputsFingerprint string `json:"inputsFingerprint,omitempty"`
 	// base is the resolved base image.
@@ -514,6 +547,7 @@ type ImageBuild struct {
 	Spec ImageBuildSpec `json:"spec"`
 	// status is what was built and pushed.
 	// +optional
+	// +kubebuilder:default={"observedGeneration":-1}
 	Status ImageBuildStatus `json:"status,omitempty"`
 }
 

@@ -66,9 +66,10 @@ func NewManagerCmd() *cobra.Command {
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", `Address of the Prometheus metrics endpoint; "0" disables it.`)
 	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
-	f.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", 4, "How many ImageBuilds build at once.")
 	f.StringVar(&watchSelector, watchLabelSelectorFlag, "", "Reconcile only the ImageBuilds whose labels match this selector, e.g. 'sharding.kiln.dev/key=shard1' for a shard "+
 		"and '!sharding.kiln.dev/key' for the main instance; the leader-election Lease is named after it, so several shards run side by side. Default: every ImageBuild.")
+	f.IntVar(&o.MaxConcurrentBuilds, "max-concurrent-builds", controllers.DefaultMaxConcurrentBuilds, "How many ImageBuilds build at once (the build slots; waiting builds show Reconciling=True reason Queued).")
+	f.IntVar(&o.MaxConcurrentReconciles, "concurrent", controllers.DefaultMaxConcurrentReconciles, "Reconcile workers: status updates, target verification and base polls. They never wait for a build slot.")
 	f.StringVar(&o.Engine.CacheDir, "cache-dir", managerCacheDir(), "Blob cache directory shared by all builds ($KILN_CACHE_DIR).")
 	f.Int64Var(&o.Engine.CacheMaxBytes, "cache-max-bytes", 0, "Size cap of the blob cache; least recently used blobs are evicted. 0 is unlimited.")
 	// The same limit flags as kiln build/plan: --max-source-bytes,

@@ -64,6 +64,10 @@ type Inputs struct {
 type Options struct {
 	// DryRun computes every digest without pushing (kiln plan).
 	DryRun bool
+	// Force pushes the manifest even when the target already holds its
+	// digest (registry.Options.Force): the controller's
+	// reconcile.fluxcd.io/forceAt, to repair a registry.
+	Force bool
 	// Progress, when set, receives byte counts per layer as they move.
 	Progress func(Progress)
 }
@@ -204,6 +208,7 @@ func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, asm *
 		return nil
 	}
 	o.MountFrom = e.mountSources(spec.Target.Image, o, added)
+	o.Force = opts.Force
 	pr, err := registry.Push(ctx, asm.Image, spec.Target.Image, spec.Target.Tags, o)
 	if err != nil {
 		return err

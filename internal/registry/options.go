@@ -51,6 +51,11 @@ type Options struct {
 	// hold that blob already. Push mounts such blobs when the repository is
 	// on the target's registry instead of uploading them again.
 	MountFrom map[v1.Hash]string
+	// Force makes Push write the manifest under the target even when the
+	// target already resolves to the image's digest (one manifest PUT), to
+	// repair a registry: blobs it lost are uploaded again, blobs it holds
+	// are not, and extra tags that point at the digest are left alone.
+	Force bool
 }
 
 const (

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -81,7 +82,15 @@ func Push(ctx context.Context, img v1.Image, target string, tags []string, o Opt
 	if err != nil {
 		return nil, Classify(err, AccessTarget, what)
 	}
-	if !res.UpToDate {
+	if res.UpToDate && o.Force {
+		if err := rewrite(ctx, pusher, ref, img); err != nil {
+			return nil, Classify(err, AccessTarget, what)
+		}
+		res.UpToDate = false
+		if res.Digest, err = confirm(ctx, puller, st, ref, d); err != nil {
+			return nil, Classify(err, AccessTarget, what)
+		}
+	} else if !res.UpToDate {
 		// Blobs, then the manifest under target's own tag or digest: a tag
 		// PUT also makes the manifest reachable by digest, so a tag target
 		// costs exactly one manifest PUT.
@@ -101,6 +110,27 @@ func Push(ctx context.Context, img v1.Image, target string, tags []string, o Opt
 	res.BlobsUploaded = int(st.blobs.Load())
 	res.BytesUploaded = st.bytes.Load()
 	return res, nil
+}
+
+// rewrite pushes img to ref although ref already resolves to it (Force):
+// every blob the registry lost is uploaded again (a HEAD each, as a push
+// does) and the manifest is PUT once more, which go-containerregistry's
+// Push would skip.
+func rewrite(ctx context.Context, pusher *remote.Pusher, ref name.Reference, img v1.Image) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	cfg, err := partial.ConfigLayer(img)
+	if err != nil {
+		return err
+	}
+	for _, l := range append(layers, cfg) {
+		if err := pusher.Upload(ctx, ref.Context(), l); err != nil {
+			return err
+		}
+	}
+	return pusher.Put(ctx, ref, img)
 }
 
 // pushBudget is the retry budget of one push, shared by all its requests

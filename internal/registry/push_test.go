@@ -61,6 +61,31 @@ func TestPushTwiceSecondIsUpToDate(t *testing.T) {
 	}
 }
 
+// Force writes the manifest again (one PUT) when the target already holds
+// it, uploads no blob and leaves an extra tag that points at it alone.
+func TestPushForceRewritesTheManifestOnly(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := randomImage(t)
+	ctx := context.Background()
+	target := reg.host + "/team/app:1.0"
+	if _, err := Push(ctx, img, target, []string{"latest"}, testOptions(&sleeps{})); err != nil {
+		t.Fatal(err)
+	}
+	reg.reset()
+	o := testOptions(&sleeps{})
+	o.Force = true
+	res, err := Push(ctx, img, target, []string{"latest"}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.UpToDate || res.BlobsUploaded != 0 || res.Digest != digestOf(t, img) {
+		t.Fatalf("forced push: %+v", res)
+	}
+	if n, puts := reg.writes(), reg.count(http.MethodPut); n != 1 || puts != 1 {
+		t.Errorf("forced push made %d writes (%d PUTs), want exactly one manifest PUT", n, puts)
+	}
+}
+
 func TestPushMovesOnlyMissingTags(t *testing.T) {
 	reg := newTestRegistry(t)
 	img := randomImage(t)

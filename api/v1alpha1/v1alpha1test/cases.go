@@ -8,6 +8,7 @@ package v1alpha1test
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/json"
@@ -32,9 +33,10 @@ func ValidBuild(name string) *kilnv1.ImageBuild {
 				{Name: "creds", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "layer.tar"}}},
 				{Name: "blob", Source: kilnv1.Source{Blob: "registry.example/team/artifacts@" + Digest}},
 			},
-			Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}}},
-			Output: &kilnv1.Output{Compression: kilnv1.OutputZstd},
-			Target: kilnv1.Target{Image: "registry.example/team/app:1.0", Tags: []string{"latest"}},
+			Config:   &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}}},
+			Output:   &kilnv1.Output{Compression: kilnv1.OutputZstd},
+			Target:   kilnv1.Target{Image: "registry.example/team/app:1.0", Tags: []string{"latest"}},
+			Interval: &metav1.Duration{Duration: time.Minute},
 		},
 	}
 }
@@ -118,6 +120,8 @@ func InvalidCases() []Case {
 			Want: `spec.layers[1].normalize: Unsupported value: "strict"`},
 		{Name: "target image empty", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Target.Image = "" },
 			Want: "spec.target.image"},
+		{Name: "interval below 1m", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Interval = &metav1.Duration{Duration: 30 * time.Second} },
+			Want: `spec.interval: Invalid value: "30s": interval must be at least 1m`},
 		{Name: "duplicate layer names", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[1].Name = "rootfs" },
 			Want: `spec: Invalid value: layer names must be unique`},
 		{Name: "layer name not a DNS label", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Name = "Root_FS" },
