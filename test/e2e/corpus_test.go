@@ -28,7 +28,8 @@ import (
 )
 
 // badCase is one row of the bad-input corpus: a broken ImageBuild and what
-// it must turn into. Permanent problems stall with reason; transient ones
+// it must turn into. Spec and content problems stall with reason; external
+// ones retry with the reason until the world changes; transient ones
 // keep retrying: Reconciling=True carrying the error, never Stalled.
 type badCase struct {
 	name string
@@ -36,6 +37,10 @@ type badCase struct {
 	spec      func(t testing.TB, ib *kilnv1.ImageBuild)
 	reason    string
 	transient bool
+	// external problems (a missing source, base or platform, a 401) heal
+	// when the world changes: Ready=False with the reason and retried
+	// (Reconciling=True, failures counted), never Stalled.
+	external bool
 	// msg are fragments the condition message must contain (it must name
 	// the problem, and the layer where there is one).
 	msg []string
@@ -221,7 +226,7 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 			reason: "LimitExceeded", msg: []string{`"bad"`, "header"}},
 		badCase{name: "url-404", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", s.files.URL("corpus/does-not-exist.tar.gz"))}
-		}, reason: "SourceNotFound", msg: []string{`"bad"`, "404"}},
+		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "404"}},
 		badCase{name: "url-500-forever", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", bad.base+"/500")}
 		}, transient: true, msg: []string{"500"}},
@@ -230,28 +235,28 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 		}, transient: true, msg: []string{bad.hangs.addr}},
 		badCase{name: "missing-configmap", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "no-such-configmap", Key: "layer.tar"}}}}
-		}, reason: "SourceNotFound", msg: []string{`"bad"`, "no-such-configmap"}},
+		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "no-such-configmap"}},
 		badCase{name: "missing-configmap-key", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "corpus-files", Key: "absent.tar"}}}}
-		}, reason: "SourceNotFound", msg: []string{`"bad"`, "absent.tar"}},
+		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "absent.tar"}},
 		badCase{name: "missing-secret", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "no-such-secret", Key: "layer.tar"}}}}
-		}, reason: "SourceNotFound", msg: []string{`"bad"`, "no-such-secret"}},
+		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "no-such-secret"}},
 		badCase{name: "missing-secret-key", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "corpus-secret", Key: "absent.tar"}}}}
-		}, reason: "SourceNotFound", msg: []string{`"bad"`, "absent.tar"}},
+		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "absent.tar"}},
 		badCase{name: "registry-401", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
 			ib.Spec.Target.Image = authProxy.addr + "/corpus/registry-401:e2e"
-		}, reason: "Unauthorized", msg: []string{authProxy.addr}},
+		}, reason: "Unauthorized", external: true, msg: []string{authProxy.addr}},
 		badCase{name: "base-tag-not-found", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
 			ib.Spec.Base = &kilnv1.Base{Image: s.reg.Addr() + "/corpus/no-such-base:1.0"}
-		}, reason: "BaseNotFound", msg: []string{"corpus/no-such-base:1.0"}},
+		}, reason: "BaseNotFound", external: true, msg: []string{"corpus/no-such-base:1.0"}},
 		badCase{name: "platform-not-in-index", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
 			ib.Spec.Base = &kilnv1.Base{Image: windowsBase, Platform: "linux/arm64"}
-		}, reason: "PlatformNotFound", msg: []string{"linux/arm64", "windows/amd64"}},
+		}, reason: "PlatformNotFound", external: true, msg: []string{"linux/arm64", "windows/amd64"}},
 		badCase{name: "invalid-target", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
 			ib.Spec.Target.Image = s.reg.Addr() + "/corpus/Invalid Target!:e2e"
@@ -321,7 +326,7 @@ func securityRows(t testing.TB, serve func(string, []byte) string, tarLayer func
 		{name: "platform-of-single-image-base", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
 			ib.Spec.Base = &kilnv1.Base{Image: single, Platform: "linux/amd64"}
-		}, reason: "PlatformNotFound", msg: []string{"linux/amd64", "windows/amd64"}},
+		}, reason: "PlatformNotFound", external: true, msg: []string{"linux/amd64", "windows/amd64"}},
 		{name: "base-archive-bomb", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
 			ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: serve("archive-bomb.tar.zst", zstdBomb(t, 64<<20))}}}
@@ -507,10 +512,10 @@ func TestBadInputCorpus(t *testing.T) {
 	create(t, healthy)
 	done()
 	t.Cleanup(func() {
-		// Transient rows retry forever; stop them so later scenarios get the
+		// Transient and external rows retry forever; stop them so later scenarios get the
 		// manager's workers.
 		for _, row := range rows {
-			if row.transient {
+			if row.transient || row.external {
 				_ = s.k8s.Delete(context.Background(), &kilnv1.ImageBuild{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: row.name}})
 			}
 		}
@@ -562,7 +567,7 @@ func waitSettled(ns string, row badCase, timeout time.Duration) *kilnv1.ImageBui
 			if c := condition(ib, kilnv1.ReadyCondition); c != nil && c.Status == metav1.ConditionTrue {
 				return ib
 			}
-			if row.transient && ib.Status.Failures > 0 {
+			if (row.transient || row.external) && ib.Status.Failures > 0 {
 				return ib
 			}
 		}
@@ -592,6 +597,17 @@ func checkBadRow(t *testing.T, row badCase, ib *kilnv1.ImageBuild) {
 		msg = reconciling.Message
 		if reconciling.Reason != "TransientError" {
 			t.Errorf("Reconciling reason %q, want TransientError", reconciling.Reason)
+		}
+	} else if row.external {
+		if stalled != nil && stalled.Status == metav1.ConditionTrue {
+			t.Fatalf("an external problem must heal by itself, not stall; conditions: %s", conditions(ib))
+		}
+		if reconciling == nil || reconciling.Status != metav1.ConditionTrue || ib.Status.Failures == 0 {
+			t.Fatalf("want Reconciling=True with a failed attempt recorded (failures=%d); conditions: %s", ib.Status.Failures, conditions(ib))
+		}
+		msg = ready.Message
+		if ready.Reason != row.reason {
+			t.Errorf("Ready reason %q, want %q (message: %s)", ready.Reason, row.reason, msg)
 		}
 	} else {
 		if stalled == nil || stalled.Status != metav1.ConditionTrue {

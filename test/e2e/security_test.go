@@ -219,12 +219,17 @@ func TestSecurityHeadersFromNotForwardedAcrossHosts(t *testing.T) {
 	stalled := waitFailed(t, ns, ib.Name, 60*time.Second)
 	done()
 
-	c := condition(stalled, kilnv1.StalledCondition)
-	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "Unauthorized" {
-		t.Errorf("want Stalled=True reason Unauthorized (B's 401); conditions: %s", conditions(stalled))
+	// A 401 is an external problem (a token can be fixed): Ready=False with
+	// the reason and retried, not Stalled.
+	c := condition(stalled, kilnv1.ReadyCondition)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Unauthorized" {
+		t.Errorf("want Ready=False reason Unauthorized (B's 401); conditions: %s", conditions(stalled))
+	}
+	if st := condition(stalled, kilnv1.StalledCondition); st != nil && st.Status == metav1.ConditionTrue {
+		t.Errorf("a 401 must not stall; conditions: %s", conditions(stalled))
 	}
 	if c != nil && strings.Contains(c.Message, token) {
-		t.Errorf("the Stalled message carries the token: %s", c.Message)
+		t.Errorf("the Ready message carries the token: %s", c.Message)
 	}
 	t.Logf("conditions: %s", conditions(stalled))
 	mu.Lock()
