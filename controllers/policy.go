@@ -88,6 +88,21 @@ const DefaultInterval = time.Hour
 // DefaultBackoffBase is the first retry delay of a failed attempt.
 const DefaultBackoffBase = 5 * time.Second
 
+// MaxTransientBackoff caps the retry delay of transient errors (network,
+// 408/429/5xx); external errors back off up to spec.interval.
+const MaxTransientBackoff = 5 * time.Minute
+
+// retryLimit caps the backoff of a retried failure: spec.interval for an
+// external problem (it heals when the world changes, no sooner), at most
+// MaxTransientBackoff for a blip, so that after a registry outage builds
+// resume within minutes, not at the next interval.
+func retryLimit(b behaviour, interval time.Duration) time.Duration {
+	if b == retryTransient {
+		return min(interval, MaxTransientBackoff)
+	}
+	return interval
+}
+
 // backoff is the delay before retrying after failures consecutive failed
 // attempts: base doubling per failure, capped at limit.
 func backoff(base time.Duration, failures int32, limit time.Duration) time.Duration {

@@ -102,6 +102,24 @@ func TestBackoffDoublesUpToTheInterval(t *testing.T) {
 	}
 }
 
+func TestRetryLimit(t *testing.T) {
+	cases := []struct {
+		b        behaviour
+		interval time.Duration
+		want     time.Duration
+	}{
+		{retryTransient, time.Hour, MaxTransientBackoff},
+		{retryTransient, 2 * time.Minute, 2 * time.Minute},
+		{retryExternal, time.Hour, time.Hour},
+		{retryExternal, 2 * time.Minute, 2 * time.Minute},
+	}
+	for _, c := range cases {
+		if got := retryLimit(c.b, c.interval); got != c.want {
+			t.Errorf("retryLimit(%s, %v) = %v, want %v", c.b, c.interval, got, c.want)
+		}
+	}
+}
+
 // The jitter is fixed per uid, within ±10%, and spreads objects: 1000 uids
 // cover most of the window.
 func TestJitterIsStableBoundedAndSpread(t *testing.T) {

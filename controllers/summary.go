@@ -168,7 +168,7 @@ func (r *ImageBuildReconciler) applyFailure(ib *kilnv1.ImageBuild, o *outcome, n
 		note = fmt.Sprintf("retrying with a backoff that grows to spec.interval (%s): this heals when what is missing appears", r.baseInterval(ib))
 	}
 	setCondition(ib, kilnv1.ReconcilingCondition, metav1.ConditionTrue, reason, note)
-	delay := backoff(orDefaultDuration(r.BackoffBase, DefaultBackoffBase), st.Failures, r.baseInterval(ib))
+	delay := backoff(orDefaultDuration(r.BackoffBase, DefaultBackoffBase), st.Failures, retryLimit(policy, r.baseInterval(ib)))
 	delay = max(delay, failure.RetryAfterOf(o.err))
 	m.retryKey, m.retryAt = o.attempt, now.Add(delay)
 }

@@ -594,8 +594,8 @@ func checkBadRow(t *testing.T, row badCase, ib *kilnv1.ImageBuild) {
 		if reconciling == nil || reconciling.Status != metav1.ConditionTrue || ib.Status.Failures == 0 {
 			t.Fatalf("want Reconciling=True with a failed attempt recorded (failures=%d); conditions: %s", ib.Status.Failures, conditions(ib))
 		}
-		msg = reconciling.Message
-		if reconciling.Reason != "TransientError" {
+		msg = ready.Message // Reconciling says it retries; Ready carries the error
+		if reconciling.Reason != "TransientError" || ready.Reason != "TransientError" {
 			t.Errorf("Reconciling reason %q, want TransientError", reconciling.Reason)
 		}
 	} else if row.external {

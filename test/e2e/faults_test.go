@@ -246,8 +246,10 @@ func TestRegistryDownForAMinute(t *testing.T) {
 		if c := condition(ib, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
 			return false, fmt.Errorf("stalled on a transient outage: %s", c.Message)
 		}
-		c := condition(ib, kilnv1.ReconcilingCondition)
-		return ib.Status.Failures > 0 && c != nil && c.Status == metav1.ConditionTrue && strings.Contains(c.Message, "connection refused"), nil
+		// Reconciling says it retries; Ready carries the error.
+		c, ready := condition(ib, kilnv1.ReconcilingCondition), condition(ib, kilnv1.ReadyCondition)
+		return ib.Status.Failures > 0 && c != nil && c.Status == metav1.ConditionTrue &&
+			ready != nil && strings.Contains(ready.Message, "connection refused"), nil
 	})
 	t.Logf("after %s: %s", time.Since(downAt).Round(time.Second), condition(got, kilnv1.ReconcilingCondition).Message)
 	for time.Since(downAt) < time.Minute {
