@@ -45,16 +45,23 @@ func Xz(t testing.TB, b []byte) []byte {
 	return buf.Bytes()
 }
 
-// Zstd compresses b with klauspost/compress on one goroutine; opts come
-// after that default.
+// Zstd compresses b with klauspost/compress on one goroutine, as a stream
+// (the frame names its window, as zstd(1) on a pipe does); opts come after
+// that default.
 func Zstd(t testing.TB, b []byte, opts ...zstd.EOption) []byte {
 	t.Helper()
-	zw, err := zstd.NewWriter(nil, append([]zstd.EOption{zstd.WithEncoderConcurrency(1)}, opts...)...)
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf, append([]zstd.EOption{zstd.WithEncoderConcurrency(1)}, opts...)...)
 	if err != nil {
 		t.Fatalf("zstd: %v", err)
 	}
-	defer zw.Close()
-	return zw.EncodeAll(b, nil)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatalf("zstd: %v", err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatalf("zstd: %v", err)
+	}
+	return buf.Bytes()
 }
 
 // Bzip2 shells out to bzip2(1): the standard library only decodes bzip2.
