@@ -3,8 +3,6 @@ package source
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,12 +23,8 @@ import (
 
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/retry"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
-
-func sha(b []byte) string {
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
 
 // recordingSleep records the waits instead of waiting.
 type recordingSleep struct {
@@ -104,14 +98,14 @@ func TestURLSuccess(t *testing.T) {
 		}
 		w.Write(body)
 	})
-	for _, digest := range []string{"", sha(body)} {
+	for _, digest := range []string{"", testkit.Digest(body)} {
 		f, rs := fetcher(Options{})
 		got, st, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL + "/x.tar", Digest: digest,
 			Headers: map[string]string{"Authorization": "Bearer t0k"}})
 		if err != nil {
 			t.Fatalf("digest %q: %v", digest, err)
 		}
-		if !bytes.Equal(got, body) || st.Digest().String() != sha(body) || st.Size() != int64(len(body)) || st.Kind() != KindURL {
+		if !bytes.Equal(got, body) || st.Digest().String() != testkit.Digest(body) || st.Size() != int64(len(body)) || st.Kind() != KindURL {
 			t.Fatalf("got %d bytes, digest %s, size %d, kind %s", len(got), st.Digest(), st.Size(), st.Kind())
 		}
 		if len(rs.got()) != 0 {
@@ -126,10 +120,10 @@ func TestURLSuccess(t *testing.T) {
 func TestURLDigestMismatch(t *testing.T) {
 	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write([]byte("actual")) })
 	f, _ := fetcher(Options{})
-	want := sha([]byte("declared"))
+	want := testkit.Digest([]byte("declared"))
 	_, st, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL, Digest: want})
 	assertErr(t, err, failure.DigestMismatch, true,
-		fmt.Sprintf(`layer "rootfs": fetched bytes have digest %s, spec declares %s`, sha([]byte("actual")), want))
+		fmt.Sprintf(`layer "rootfs": fetched bytes have digest %s, spec declares %s`, testkit.Digest([]byte("actual")), want))
 	if _, err2 := st.Read(make([]byte, 1)); err2 != err {
 		t.Fatalf("error not sticky: %v", err2)
 	}
@@ -469,13 +463,13 @@ func TestDataSources(t *testing.T) {
 		fragment string
 	}{
 		{spec: Spec{Name: "app", Data: data, DataKind: KindConfigMap, DataRef: "configMap app-files key app.tar.gz"}, kind: KindConfigMap},
-		{spec: Spec{Name: "app", Data: data, DataKind: KindSecret, DataRef: "secret creds key layer.tar", Digest: sha(data)}, kind: KindSecret},
+		{spec: Spec{Name: "app", Data: data, DataKind: KindSecret, DataRef: "secret creds key layer.tar", Digest: testkit.Digest(data)}, kind: KindSecret},
 		{spec: Spec{Name: "app", Data: data}, kind: KindBytes},
 		// The kind is what the caller says, never read from the message.
 		{spec: Spec{Name: "ref", Data: data, DataRef: "secret s key k"}, kind: KindBytes},
 		{spec: Spec{Name: "empty", Data: []byte{}, DataKind: KindConfigMap, DataRef: "configMap c key k"}, kind: KindConfigMap},
-		{spec: Spec{Name: "app", Data: data, DataRef: "configMap app-files key app.tar.gz", Digest: sha([]byte("x"))},
-			reason: failure.DigestMismatch, fragment: `layer "app": fetched bytes have digest ` + sha(data) + ", spec declares " + sha([]byte("x"))},
+		{spec: Spec{Name: "app", Data: data, DataRef: "configMap app-files key app.tar.gz", Digest: testkit.Digest([]byte("x"))},
+			reason: failure.DigestMismatch, fragment: `layer "app": fetched bytes have digest ` + testkit.Digest(data) + ", spec declares " + testkit.Digest([]byte("x"))},
 		{spec: Spec{Name: "big", Data: make([]byte, 101), DataRef: "configMap big key k"},
 			reason: failure.LimitExceeded, fragment: `layer "big": configMap big key k is larger than the limit of 100 bytes (100 B)`},
 	}
@@ -489,7 +483,7 @@ func TestDataSources(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got, tt.spec.Data) || st.Kind() != tt.kind || st.Digest().String() != sha(tt.spec.Data) {
+			if !bytes.Equal(got, tt.spec.Data) || st.Kind() != tt.kind || st.Digest().String() != testkit.Digest(tt.spec.Data) {
 				t.Fatalf("got %q kind %s digest %s", got, st.Kind(), st.Digest())
 			}
 		})
@@ -511,9 +505,9 @@ func TestSpecValidation(t *testing.T) {
 		{Spec{Name: "l", Data: []byte("x"), Digest: "sha256:xyz"}, failure.InvalidSpec, "is not a sha256 digest"},
 		{Spec{Name: "l", URL: "http://[::1"}, failure.InvalidSpec, `layer "l": invalid URL`},
 		{Spec{Name: "l", Blob: "registry.example/repo:latest"}, failure.InvalidSpec, `blob "registry.example/repo:latest" is not a digest reference`},
-		{Spec{Name: "l", Blob: "registry.example/repo@" + sha([]byte("a")), Digest: sha([]byte("b"))}, failure.InvalidSpec,
-			"spec declares digest " + sha([]byte("b")) + " but blob reference pins " + sha([]byte("a"))},
-		{Spec{Name: "l", Blob: "169.254.169.254/repo@" + sha([]byte("a"))}, failure.SourceForbidden, "refusing blob 169.254.169.254/repo@"},
+		{Spec{Name: "l", Blob: "registry.example/repo@" + testkit.Digest([]byte("a")), Digest: testkit.Digest([]byte("b"))}, failure.InvalidSpec,
+			"spec declares digest " + testkit.Digest([]byte("b")) + " but blob reference pins " + testkit.Digest([]byte("a"))},
+		{Spec{Name: "l", Blob: "169.254.169.254/repo@" + testkit.Digest([]byte("a"))}, failure.SourceForbidden, "refusing blob 169.254.169.254/repo@"},
 	}
 	for _, tt := range tests {
 		_, err := f.Open(context.Background(), tt.spec)
@@ -575,7 +569,7 @@ func TestBlobSource(t *testing.T) {
 		t.Fatalf("got %d bytes, digest %s, kind %s", len(got), st.Digest(), st.Kind())
 	}
 
-	missing := sha([]byte("missing"))
+	missing := testkit.Digest([]byte("missing"))
 	_, err = f.Open(context.Background(), Spec{Name: "artifacts", Blob: repo.String() + "@" + missing})
 	assertErr(t, err, failure.SourceNotFound, true, `layer "artifacts": GET blob `+repo.String()+"@"+missing)
 	if len(rs.got()) != 0 {
@@ -592,10 +586,10 @@ func TestBlobSourceCorrupt(t *testing.T) {
 		w.Write([]byte("tampered"))
 	})
 	host := strings.TrimPrefix(srv.URL, "http://")
-	want := sha([]byte("original"))
+	want := testkit.Digest([]byte("original"))
 	f, _ := fetcher(Options{Transport: http.DefaultTransport})
 	_, _, err := readAll(t, f, Spec{Name: "artifacts", Blob: host + "/repo@" + want})
-	assertErr(t, err, failure.DigestMismatch, true, "fetched bytes have digest "+sha([]byte("tampered"))+", spec declares "+want)
+	assertErr(t, err, failure.DigestMismatch, true, "fetched bytes have digest "+testkit.Digest([]byte("tampered"))+", spec declares "+want)
 }
 
 func BenchmarkStreamData(b *testing.B) {
@@ -620,7 +614,7 @@ func BenchmarkStreamHTTP(b *testing.B) {
 	buf := make([]byte, 1<<20)
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
-		st, err := f.Open(context.Background(), Spec{Name: "b", URL: srv.URL, Digest: sha(data)})
+		st, err := f.Open(context.Background(), Spec{Name: "b", URL: srv.URL, Digest: testkit.Digest(data)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -669,7 +663,7 @@ func TestConditionalGet(t *testing.T) {
 // a metadata address: one permanent SourceForbidden naming the host, no
 // retry, with the caller's transport and with the default one.
 func TestBlobSourceForbiddenRealmAndRedirect(t *testing.T) {
-	digest := sha([]byte("blob"))
+	digest := testkit.Digest([]byte("blob"))
 	tests := []struct {
 		name    string
 		handler func(w http.ResponseWriter, r *http.Request)
