@@ -71,7 +71,7 @@ func TestFromArchiveLimits(t *testing.T) {
 			"base.archive (archive t): uncompressed size exceeds 262144 bytes (limit MaxUncompressedBytes)", "", true},
 		{"too many entries", emptyMembers(t, 11), ArchiveOptions{Limits: layer.Limits{MaxEntries: 10}},
 			"base.archive (archive t): more than 10 entries (limit MaxEntries)", "", true},
-		{"zstd window", testkit.Zstd(t, window, zstd.WithWindowSize(4<<20)), ArchiveOptions{Limits: layer.Limits{MaxDecoderMemory: 1 << 20}},
+		{"zstd window", testkit.ZstdWith(t, window, zstd.WithWindowSize(4<<20)), ArchiveOptions{Limits: layer.Limits{MaxDecoderMemory: 1 << 20}},
 			"base.archive (archive t): zstd: window size exceeded (limit 1 MiB)", "", false},
 		{"xz dictionary", xzDict(t, window, 1<<20), ArchiveOptions{Limits: layer.Limits{MaxDecoderMemory: 512 << 10}},
 			"base.archive (archive t): xz: block 0 needs a 1 MiB dictionary, above the 512 KiB limit", "", false},

@@ -46,9 +46,14 @@ func Xz(t testing.TB, b []byte) []byte {
 }
 
 // Zstd compresses b with klauspost/compress on one goroutine, as a stream
-// (the frame names its window, as zstd(1) on a pipe does); opts come after
-// that default.
-func Zstd(t testing.TB, b []byte, opts ...zstd.EOption) []byte {
+// (the frame names its window, as zstd(1) on a pipe does).
+func Zstd(t testing.TB, b []byte) []byte {
+	t.Helper()
+	return ZstdWith(t, b)
+}
+
+// ZstdWith is Zstd with encoder options after the one-goroutine default.
+func ZstdWith(t testing.TB, b []byte, opts ...zstd.EOption) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw, err := zstd.NewWriter(&buf, append([]zstd.EOption{zstd.WithEncoderConcurrency(1)}, opts...)...)
