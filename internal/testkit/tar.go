@@ -1,7 +1,8 @@
 // Package testkit holds the fixtures kiln's tests share: tar and compressed
 // layer builders, an in-process registry that counts and injects faults, an
-// ETag file server, polling and digests. Only tests (and the test-only
-// sandbox programs) import it; TestNotLinkedIntoKiln keeps it out of bin/kiln.
+// ETag file server, polling and digests. Only tests and internal/sandbox
+// (the demo and e2e fixtures, never linked into bin/kiln) import it;
+// TestNotLinkedIntoKiln keeps it out of the shipped binary.
 // It imports no kiln package, so any package's internal tests can use it.
 package testkit
 
