@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -291,14 +292,15 @@ func TestPinnedDigestFromAnotherURLIsDownloaded(t *testing.T) {
 func TestConcurrentFetchesAreSharedOnlyWithTheSameHeaders(t *testing.T) {
 	reg := testkit.NewRegistry(t)
 	srv := newAuthFileServer(t, testkit.Tar(t, testkit.File("a", "private")), "a")
-	anonymous := make(chan struct{})
-	var once sync.Once
+	anonymous, authorized := make(chan struct{}), make(chan struct{})
+	var anonymousOnce, authorizedOnce sync.Once
 	srv.set(func(s *authFileServer) {
 		s.hold = func(r *http.Request) {
 			if r.Header.Get("Authorization") == "" {
-				once.Do(func() { close(anonymous) })
+				anonymousOnce.Do(func() { close(anonymous) })
 				return
 			}
+			authorizedOnce.Do(func() { close(authorized) })
 			// Keep the authorized fetch in flight until the other build
 			// has had every chance to join it.
 			select {
@@ -315,7 +317,14 @@ func TestConcurrentFetchesAreSharedOnlyWithTheSameHeaders(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			if i == 1 {
-				time.Sleep(200 * time.Millisecond) // let the authorized fetch start first
+				// Start once the authorized fetch is in flight (a sleep
+				// would not order them on a loaded machine).
+				select {
+				case <-authorized:
+				case <-time.After(30 * time.Second):
+					errs[i] = errors.New("the authorized fetch never started")
+					return
+				}
 			}
 			ib, in := urlBuild("b", reg.Host+"/team/app"+token+":1", srv.srv.URL+"/x.tar", "", token)
 			_, errs[i] = engine.Build(context.Background(), ib, in, Options{})

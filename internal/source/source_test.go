@@ -300,10 +300,12 @@ func stallingServer(t *testing.T, stallOn func(n int) bool, prefix []byte) (*htt
 
 func TestURLStallMidBody(t *testing.T) {
 	srv, count := stallingServer(t, func(int) bool { return true }, []byte("some"))
-	f, rs := fetcher(Options{ReadTimeout: 50 * time.Millisecond})
+	// The timeout is short enough for a quick test, long enough that a
+	// loaded machine does not stall a healthy read.
+	f, rs := fetcher(Options{ReadTimeout: 500 * time.Millisecond})
 	got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL})
 	assertErr(t, err, failure.Transient, false, `layer "rootfs": reading http://`)
-	assertErr(t, err, failure.Transient, false, "no data received for 50ms (after 4 bytes)")
+	assertErr(t, err, failure.Transient, false, "no data received for 500ms (after 4 bytes)")
 	if string(got) != "some" || count.Load() != 1 || len(rs.got()) != 0 {
 		t.Fatalf("got %q, requests %d, sleeps %v: a stall after bytes were handed out must not be retried", got, count.Load(), rs.got())
 	}
@@ -311,7 +313,7 @@ func TestURLStallMidBody(t *testing.T) {
 
 func TestURLStallBeforeFirstByteIsRetried(t *testing.T) {
 	srv, count := stallingServer(t, func(n int) bool { return n == 1 }, nil)
-	f, rs := fetcher(Options{ReadTimeout: 50 * time.Millisecond})
+	f, rs := fetcher(Options{ReadTimeout: 500 * time.Millisecond})
 	got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL})
 	if err != nil || len(got) != 100 || count.Load() != 2 || len(rs.got()) != 1 {
 		t.Fatalf("got %d bytes, %v, requests %d, sleeps %v", len(got), err, count.Load(), rs.got())
@@ -322,7 +324,9 @@ func TestURLStallBeforeFirstByteIsRetried(t *testing.T) {
 func TestURLSlowConsumer(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 3*bodyBuffer)
 	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write(body) })
-	f, _ := fetcher(Options{ReadTimeout: 20 * time.Millisecond})
+	// Pauses longer than the timeout, which is generous enough that the
+	// (buffered, loopback) reads themselves never come near it under load.
+	f, _ := fetcher(Options{ReadTimeout: 300 * time.Millisecond})
 	st, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -331,7 +335,7 @@ func TestURLSlowConsumer(t *testing.T) {
 	buf := make([]byte, bodyBuffer)
 	var n int
 	for {
-		time.Sleep(40 * time.Millisecond)
+		time.Sleep(400 * time.Millisecond)
 		m, err := st.Read(buf)
 		n += m
 		if err == io.EOF {
@@ -436,7 +440,7 @@ func TestURLHostPolicy(t *testing.T) {
 		t.Run(tt.url, func(t *testing.T) {
 			count.Store(0)
 			f, _ := fetcher(Options{AllowedHosts: tt.allowed, Retries: -1,
-				HTTPClient: &http.Client{Timeout: 200 * time.Millisecond}})
+				HTTPClient: &http.Client{Timeout: 10 * time.Second}})
 			st, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: tt.url})
 			if tt.fragment == "" {
 				if err != nil {
