@@ -2,17 +2,12 @@ package rbac_test
 
 import (
 	"context"
-	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -91,8 +86,7 @@ func TestManagerBuildsWithOnlyTheRenderedRBAC(t *testing.T) {
 		}
 	})
 
-	reg := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(reg.Close)
+	reg := testkit.NewRegistry(t)
 	ns := "team-a"
 	kube.Create(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	kube.Create(t, admin, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "builder", Namespace: ns}})
@@ -106,7 +100,7 @@ func TestManagerBuildsWithOnlyTheRenderedRBAC(t *testing.T) {
 		Spec: kilnv1.ImageBuildSpec{
 			Layers:             []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "app.tar"}}}},
 			ServiceAccountName: "builder",
-			Target:             kilnv1.Target{Image: strings.TrimPrefix(reg.URL, "http://") + "/team/app:1"},
+			Target:             kilnv1.Target{Image: reg.Host + "/team/app:1"},
 		},
 	})
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -120,9 +119,7 @@ func TestProveURLUnreachable(t *testing.T) {
 }
 
 func TestProveBlob(t *testing.T) {
-	reg := httptest.NewServer(registry.New(registry.Logger(nopLogger())))
-	t.Cleanup(reg.Close)
-	host := strings.TrimPrefix(reg.URL, "http://")
+	host := testkit.NewRegistry(t).Host
 	repo, err := name.NewRepository(host + "/team/artifacts")
 	if err != nil {
 		t.Fatal(err)

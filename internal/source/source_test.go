@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -550,9 +549,7 @@ func TestStreamContextCancelled(t *testing.T) {
 }
 
 func TestBlobSource(t *testing.T) {
-	reg := httptest.NewServer(registry.New(registry.Logger(nopLogger())))
-	t.Cleanup(reg.Close)
-	host := strings.TrimPrefix(reg.URL, "http://")
+	host := testkit.NewRegistry(t).Host
 	repo, err := name.NewRepository(host + "/team/artifacts")
 	if err != nil {
 		t.Fatal(err)
