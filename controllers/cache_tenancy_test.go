@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // failedWith waits until the ImageBuild has failed at least once with a
@@ -19,19 +21,19 @@ import (
 func failedWith(t *testing.T, ns, name, fragment string) *kilnv1.ImageBuild {
 	t.Helper()
 	var ib *kilnv1.ImageBuild
-	waitFor(t, 60*time.Second, ns+"/"+name+" failed with "+fragment, func() (bool, string) {
-		ib = get(t, ns, name)
-		ready := condition(ib, kilnv1.ReadyCondition)
+	testkit.WaitFor(t, 60*time.Second, ns+"/"+name+" failed with "+fragment, func() (bool, string) {
+		ib = kube.Get(t, env.k8s, ns, name)
+		ready := kube.Condition(ib, kilnv1.ReadyCondition)
 		return ib.Status.Failures > 0 && ready != nil && ready.Status == metav1.ConditionFalse &&
-			strings.Contains(ready.Message, fragment), conditionsOf(ib)
+			strings.Contains(ready.Message, fragment), kube.Describe(ib)
 	})
 	return ib
 }
 
 // manifestStatus is the registry's answer to a HEAD of repo:tag.
-func manifestStatus(t *testing.T, reg *testRegistry, repo, tag string) int {
+func manifestStatus(t *testing.T, reg *testkit.Registry, repo, tag string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodHead, reg.srv.URL+"/v2/"+repo+"/manifests/"+tag, nil)
+	req, err := http.NewRequest(http.MethodHead, reg.URL+"/v2/"+repo+"/manifests/"+tag, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,32 +50,34 @@ func manifestStatus(t *testing.T, reg *testRegistry, repo, tag string) int {
 // cannot read that Secret, pins the digest of its bytes on a URL that leads
 // nowhere. team-b must not be served team-a's cached layer.
 func TestPinnedDigestOfAnotherNamespacesSecretIsNotServed(t *testing.T) {
-	teamA, teamB := newNamespace(t), newNamespace(t)
-	reg := newRegistry(t)
-	secretTar := gzipped(t, tarball(t, "etc/key.pem", "team-a private key"))
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "layer", Namespace: teamA}, Data: map[string][]byte{"l.tar.gz": secretTar}})
-	create(t, &kilnv1.ImageBuild{
+	teamA, teamB := kube.Namespace(t, env.k8s), kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	secretTar := testkit.Gzip(t, testkit.Files(t, "etc/key.pem", "team-a private key"))
+	kube.Create(t, env.k8s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "layer", Namespace: teamA}, Data: map[string][]byte{"l.tar.gz": secretTar}})
+	kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: teamA},
 		Spec: kilnv1.ImageBuildSpec{
 			Layers: []kilnv1.Layer{{Name: "key", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar.gz"}}}},
-			Target: kilnv1.Target{Image: reg.host + "/team-a/app:1"},
+			Target: kilnv1.Target{Image: reg.Host + "/team-a/app:1"},
 		},
 	})
+
 	a := waitReady(t, teamA, "app")
 	if got := a.Status.Layers[0].SourceDigest; got != "secret:layer/l.tar.gz" {
 		t.Errorf("team-a's status shows sourceDigest %q, want secret:layer/l.tar.gz", got)
 	}
 
-	create(t, &kilnv1.ImageBuild{
+	kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "steal", Namespace: teamB},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers: []kilnv1.Layer{{Name: "key", Source: kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: sha(secretTar)}},
-			Target: kilnv1.Target{Image: reg.host + "/team-b/stolen:1"},
+			Layers: []kilnv1.Layer{{Name: "key", Source: kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: testkit.Digest(secretTar)}},
+			Target: kilnv1.Target{Image: reg.Host + "/team-b/stolen:1"},
 		},
 	})
+
 	b := failedWith(t, teamB, "steal", "connection refused")
-	if isReadyNow(b) || len(b.Status.Layers) != 0 || b.Status.Digest != "" {
-		t.Errorf("team-b's build has a result: %s, layers %v", conditionsOf(b), b.Status.Layers)
+	if kube.Ready(b) || len(b.Status.Layers) != 0 || b.Status.Digest != "" {
+		t.Errorf("team-b's build has a result: %s, layers %v", kube.Describe(b), b.Status.Layers)
 	}
 	if code := manifestStatus(t, reg, "team-b/stolen", "1"); code != http.StatusNotFound {
 		t.Errorf("team-b's target answers %d for its manifest, want 404 (nothing pushed)", code)
@@ -85,9 +89,9 @@ func TestPinnedDigestOfAnotherNamespacesSecretIsNotServed(t *testing.T) {
 // the header: they never share the fetch, so the one without fails, and
 // every attempt of it asks the server itself.
 func TestConcurrentBuildsShareAFetchOnlyWithTheSameHeaders(t *testing.T) {
-	withHeader, without := newNamespace(t), newNamespace(t)
-	reg := newRegistry(t)
-	layer := gzipped(t, tarball(t, "private.txt", "only for token holders"))
+	withHeader, without := kube.Namespace(t, env.k8s), kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	layer := testkit.Gzip(t, testkit.Files(t, "private.txt", "only for token holders"))
 	var mu sync.Mutex
 	var anonymous, authorized int
 	anonymousSeen := make(chan struct{})
@@ -114,18 +118,19 @@ func TestConcurrentBuildsShareAFetchOnlyWithTheSameHeaders(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "token", Namespace: withHeader}, StringData: map[string]string{"Authorization": "Bearer t0ken"}})
+	kube.Create(t, env.k8s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "token", Namespace: withHeader}, StringData: map[string]string{"Authorization": "Bearer t0ken"}})
 	mk := func(ns string, headers *kilnv1.LocalObjectReference) {
-		create(t, &kilnv1.ImageBuild{
+		kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 			ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
 			Spec: kilnv1.ImageBuildSpec{
 				Layers: []kilnv1.Layer{{Name: "l", Source: kilnv1.Source{URL: srv.URL + "/private.tar.gz", HeadersFrom: headers}}},
-				Target: kilnv1.Target{Image: reg.host + "/" + ns + "/app:1"},
+				Target: kilnv1.Target{Image: reg.Host + "/" + ns + "/app:1"},
 			},
 		})
+
 	}
 	mk(withHeader, &kilnv1.LocalObjectReference{Name: "token"})
-	waitFor(t, 30*time.Second, "the authorized fetch to start", func() (bool, string) {
+	testkit.WaitFor(t, 30*time.Second, "the authorized fetch to start", func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
 		return authorized > 0, "no authorized request yet"
@@ -135,18 +140,18 @@ func TestConcurrentBuildsShareAFetchOnlyWithTheSameHeaders(t *testing.T) {
 	b := failedWith(t, without, "app", "401")
 	// Unauthorized depends on the outside (a token may be added): retried,
 	// never Stalled (issue 11).
-	if c := condition(b, kilnv1.ReadyCondition); c.Reason != "Unauthorized" || condition(b, kilnv1.StalledCondition) != nil {
-		t.Errorf("build without the header: %s, want Ready=False Unauthorized, not Stalled", conditionsOf(b))
+	if c := kube.Condition(b, kilnv1.ReadyCondition); c.Reason != "Unauthorized" || kube.Condition(b, kilnv1.StalledCondition) != nil {
+		t.Errorf("build without the header: %s, want Ready=False Unauthorized, not Stalled", kube.Describe(b))
 	}
 	waitReady(t, withHeader, "app")
 	// Retries after the authorized layer is cached still ask the server
 	// themselves and fail: the cache never serves the build without the
 	// header.
-	failures := get(t, without, "app").Status.Failures
-	waitFor(t, 30*time.Second, "a retry after the authorized build", func() (bool, string) {
-		got := get(t, without, "app")
-		c := condition(got, kilnv1.ReadyCondition)
-		return got.Status.Failures > failures && c.Reason == "Unauthorized", conditionsOf(got)
+	failures := kube.Get(t, env.k8s, without, "app").Status.Failures
+	testkit.WaitFor(t, 30*time.Second, "a retry after the authorized build", func() (bool, string) {
+		got := kube.Get(t, env.k8s, without, "app")
+		c := kube.Condition(got, kilnv1.ReadyCondition)
+		return got.Status.Failures > failures && c.Reason == "Unauthorized", kube.Describe(got)
 	})
 	if code := manifestStatus(t, reg, without+"/app", "1"); code != http.StatusNotFound {
 		t.Errorf("the build without the header pushed (manifest HEAD %d)", code)

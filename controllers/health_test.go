@@ -30,6 +30,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 var (
@@ -513,10 +515,11 @@ func TestArgoCDPatchCarriesTheHealthCheck(t *testing.T) {
 	t.Cleanup(func() {
 		_ = env.k8s.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: patch.Name, Namespace: patch.Namespace}})
 	})
-	create(t, &corev1.ConfigMap{
+	kube.Create(t, env.k8s, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: patch.Name, Namespace: patch.Namespace},
 		Data:       map[string]string{"url": "https://argocd.example"},
 	})
+
 	body, err := yaml.YAMLToJSON(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -648,7 +651,7 @@ func createUnstructured(t *testing.T, ib *kilnv1.ImageBuild) *unstructured.Unstr
 func updateUnstructured(t *testing.T, ns, name string, mutate func(*kilnv1.ImageBuild)) *unstructured.Unstructured {
 	t.Helper()
 	for range 10 {
-		ib := get(t, ns, name)
+		ib := kube.Get(t, env.k8s, ns, name)
 		mutate(ib)
 		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ib)
 		if err != nil {
@@ -670,17 +673,15 @@ func updateUnstructured(t *testing.T, ns, name string, mutate func(*kilnv1.Image
 
 // hold makes fs hold requests for path until the returned release is
 // called, then serve data.
-func hold(fs *fileServer, path string, data []byte) (release func()) {
+func hold(fs *testkit.FileServer, path string, data []byte) (release func()) {
 	ch := make(chan struct{})
-	fs.mu.Lock()
-	fs.block[path] = func(w http.ResponseWriter, r *http.Request) {
+	fs.Handle(path, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ch:
 			_, _ = w.Write(data)
 		case <-r.Context().Done():
 		}
-	}
-	fs.mu.Unlock()
+	})
 	var once sync.Once
 	return func() { once.Do(func() { close(ch) }) }
 }
@@ -689,16 +690,16 @@ func hold(fs *fileServer, path string, data []byte) (release func()) {
 // cond holds, and returns that version.
 func waitState(t *testing.T, ns, name, what string, cond func(*kilnv1.ImageBuild) bool) *unstructured.Unstructured {
 	t.Helper()
-	waitFor(t, 60*time.Second, what, func() (bool, string) {
-		ib := get(t, ns, name)
-		return ib.Status.ObservedGeneration == ib.Generation && cond(ib), conditionsOf(ib)
+	testkit.WaitFor(t, 60*time.Second, what, func() (bool, string) {
+		ib := kube.Get(t, env.k8s, ns, name)
+		return ib.Status.ObservedGeneration == ib.Generation && cond(ib), kube.Describe(ib)
 	})
 	return unstructuredGet(t, ns, name)
 }
 
 func conditionIs(typ string, status metav1.ConditionStatus, reason string) func(*kilnv1.ImageBuild) bool {
 	return func(ib *kilnv1.ImageBuild) bool {
-		c := condition(ib, typ)
+		c := kube.Condition(ib, typ)
 		return c != nil && c.Status == status && (reason == "" || c.Reason == reason)
 	}
 }
@@ -709,11 +710,11 @@ func conditionIs(typ string, status metav1.ConditionStatus, reason string) func(
 // point, and that no version the API server ever held makes them disagree
 // or calls an unbuilt spec Current.
 func TestHealthThroughTheLifecycle(t *testing.T) {
-	ns := newNamespace(t)
-	reg := newRegistry(t)
-	files := newFileServer(t)
-	layer := tarball(t, "app/hello.txt", "hello\n")
-	layerURL := files.put("/app.tar", layer)
+	ns := kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	files := testkit.NewFileServer(t)
+	layer := testkit.Files(t, "app/hello.txt", "hello\n")
+	layerURL := files.Put("/app.tar", layer)
 	release := hold(files, "/app.tar", layer)
 	defer release()
 	versions := watchVersions(t, ns)
@@ -739,9 +740,9 @@ func TestHealthThroughTheLifecycle(t *testing.T) {
 	// A build in progress may still show the previous observedGeneration
 	// (as Flux's controllers do until the outcome): kstatus reads the
 	// generation gap or Reconciling=True, both InProgress.
-	waitFor(t, 60*time.Second, "Reconciling while the layer is held", func() (bool, string) {
-		ib := get(t, ns, "app")
-		return conditionIs(kilnv1.ReconcilingCondition, metav1.ConditionTrue, "")(ib), conditionsOf(ib)
+	testkit.WaitFor(t, 60*time.Second, "Reconciling while the layer is held", func() (bool, string) {
+		ib := kube.Get(t, env.k8s, ns, "app")
+		return conditionIs(kilnv1.ReconcilingCondition, metav1.ConditionTrue, "")(ib), kube.Describe(ib)
 	})
 	record("building", unstructuredGet(t, ns, "app"), inProgress("Unknown"), "Progressing: ")
 	release()
@@ -766,15 +767,16 @@ func TestHealthThroughTheLifecycle(t *testing.T) {
 	})
 	// kiln retries an outside error without concluding the generation
 	// (observedGeneration stays), so wait on Ready's own generation.
-	waitFor(t, 60*time.Second, "Ready=False SourceNotFound", func() (bool, string) {
-		ib := get(t, ns, "app")
-		c := condition(ib, kilnv1.ReadyCondition)
-		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == "SourceNotFound" && c.ObservedGeneration == ib.Generation, conditionsOf(ib)
+	testkit.WaitFor(t, 60*time.Second, "Ready=False SourceNotFound", func() (bool, string) {
+		ib := kube.Get(t, env.k8s, ns, "app")
+		c := kube.Condition(ib, kilnv1.ReadyCondition)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == "SourceNotFound" && c.ObservedGeneration == ib.Generation, kube.Describe(ib)
 	})
 	record("external error", unstructuredGet(t, ns, "app"),
 		health{kstatus: kstatus.InProgressStatus, argo: "Degraded", ready: "False"}, "SourceNotFound: ")
-	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: ns},
-		BinaryData: map[string][]byte{"conf.tar": tarball(t, "etc/conf", "c\n")}})
+	kube.Create(t, env.k8s, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: ns},
+		BinaryData: map[string][]byte{"conf.tar": testkit.Files(t, "etc/conf", "c\n")}})
+
 	record("healed", waitState(t, ns, "app", "Ready without touching the ImageBuild",
 		conditionIs(kilnv1.ReadyCondition, metav1.ConditionTrue, "")),
 		current, "pushed ")

@@ -23,42 +23,46 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // simpleBuild is scratch + one URL layer + env, pushed to reg/repo:1.0.
-func simpleBuild(ns, name, layerURL string, reg *testRegistry, repo string) *kilnv1.ImageBuild {
+func simpleBuild(ns, name, layerURL string, reg *testkit.Registry, repo string) *kilnv1.ImageBuild {
 	return &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: kilnv1.ImageBuildSpec{
 			Layers: []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{URL: layerURL}}},
 			Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "APP", Value: "1"}}},
-			Target: kilnv1.Target{Image: reg.host + "/" + repo + ":1.0"},
+			Target: kilnv1.Target{Image: reg.Host + "/" + repo + ":1.0"},
 		},
 	}
 }
 
 func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
-	ns := newNamespace(t)
-	reg := newRegistry(t)
-	files := newFileServer(t)
-	appTar := tarball(t, "app/hello.txt", "hello\n")
-	appURL := files.put("/app.tar.gz", gzipped(t, appTar))
-	cmTar := tarball(t, "etc/app.conf", "v=1\n")
-	create(t, &corev1.ConfigMap{
+	ns := kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	files := testkit.NewFileServer(t)
+	appTar := testkit.Files(t, "app/hello.txt", "hello\n")
+	appGz := testkit.Gzip(t, appTar)
+	appURL := files.Put("/app.tar.gz", appGz)
+	cmTar := testkit.Files(t, "etc/app.conf", "v=1\n")
+	kube.Create(t, env.k8s, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "app-files", Namespace: ns},
 		BinaryData: map[string][]byte{"conf.tar": cmTar},
 	})
+
 	ib := simpleBuild(ns, "app", appURL, reg, "team/app")
 	ib.Spec.Layers = append(ib.Spec.Layers, kilnv1.Layer{Name: "conf", Source: kilnv1.Source{
 		ConfigMap: &kilnv1.KeySelector{Name: "app-files", Key: "conf.tar"}}})
 	ib.Spec.Target.Tags = []string{"latest"}
 	// Verified every ~300ms, so that "no churn" below sees several checks.
 	ib.Annotations = map[string]string{testIntervalAnnotation: "300ms"}
-	create(t, ib)
+	kube.Create(t, env.k8s, ib)
 
 	got := waitReady(t, ns, "app")
 	st := got.Status
-	repo := reg.host + "/team/app"
+	repo := reg.Host + "/team/app"
 	checks := []struct {
 		what string
 		ok   bool
@@ -75,7 +79,7 @@ func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 		{"history has the digest", len(st.History) == 1 && st.History[0].Digest == st.Digest && st.History[0].InputDigest == st.InputDigest},
 		{"tags", strings.Contains(strings.Join(st.Tags, ","), "latest")},
 		{"no failures", st.Failures == 0},
-		{"not reconciling or stalled", condition(got, kilnv1.ReconcilingCondition) == nil && condition(got, kilnv1.StalledCondition) == nil},
+		{"not reconciling or stalled", kube.Condition(got, kilnv1.ReconcilingCondition) == nil && kube.Condition(got, kilnv1.StalledCondition) == nil},
 	}
 	for _, c := range checks {
 		if !c.ok {
@@ -84,10 +88,10 @@ func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 	}
 	if len(st.Layers) == 2 {
 		app, conf := st.Layers[0], st.Layers[1]
-		if app.Name != "app" || app.DiffID != sha(appTar) || app.SourceCompression != "gzip" || app.SourceDigest != sha(files.files["/app.tar.gz"]) {
+		if app.Name != "app" || app.DiffID != testkit.Digest(appTar) || app.SourceCompression != "gzip" || app.SourceDigest != testkit.Digest(appGz) {
 			t.Errorf("layer app provenance: %+v", app)
 		}
-		if conf.Name != "conf" || conf.DiffID != sha(cmTar) || conf.SourceDigest != sha(cmTar) {
+		if conf.Name != "conf" || conf.DiffID != testkit.Digest(cmTar) || conf.SourceDigest != testkit.Digest(cmTar) {
 			t.Errorf("layer conf provenance: %+v", conf)
 		}
 	}
@@ -95,26 +99,26 @@ func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 	waitEvents(t, ns, "app", EventBuildStarted, EventPushed)
 
 	t.Run("no churn on periodic verification", func(t *testing.T) {
-		before := get(t, ns, "app")
-		writes := reg.writes.Load()
-		heads := reg.count("HEAD manifest")
-		waitFor(t, 60*time.Second, "three verifications of the target", func() (bool, string) {
-			n := reg.count("HEAD manifest") - heads
+		before := kube.Get(t, env.k8s, ns, "app")
+		writes := reg.Writes()
+		heads := reg.Count("HEAD manifest")
+		testkit.WaitFor(t, 60*time.Second, "three verifications of the target", func() (bool, string) {
+			n := reg.Count("HEAD manifest") - heads
 			return n >= 3, fmt.Sprintf("%d HEADs", n)
 		})
-		after := get(t, ns, "app")
+		after := kube.Get(t, env.k8s, ns, "app")
 		if after.ResourceVersion != before.ResourceVersion {
 			t.Errorf("status written by verifications that found nothing: resourceVersion %s -> %s\n%s\n%s",
-				before.ResourceVersion, after.ResourceVersion, conditionsOf(before), conditionsOf(after))
+				before.ResourceVersion, after.ResourceVersion, kube.Describe(before), kube.Describe(after))
 		}
-		if n := reg.writes.Load() - writes; n != 0 {
+		if n := reg.Writes() - writes; n != 0 {
 			t.Errorf("%d registry writes on verification, want 0", n)
 		}
 	})
 
 	t.Run("spec change rebuilds", func(t *testing.T) {
-		old := get(t, ns, "app").Status.Digest
-		update(t, ns, "app", func(ib *kilnv1.ImageBuild) { ib.Spec.Config.Env[0].Value = "2" })
+		old := kube.Get(t, env.k8s, ns, "app").Status.Digest
+		kube.Update(t, env.k8s, ns, "app", func(ib *kilnv1.ImageBuild) { ib.Spec.Config.Env[0].Value = "2" })
 		got := waitReady(t, ns, "app")
 		if got.Status.Digest == old {
 			t.Fatalf("digest unchanged after a spec change: %s", old)
@@ -125,8 +129,8 @@ func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 	})
 
 	t.Run("ConfigMap change rebuilds", func(t *testing.T) {
-		old := get(t, ns, "app").Status
-		newTar := tarball(t, "etc/app.conf", "v=2\n")
+		old := kube.Get(t, env.k8s, ns, "app").Status
+		newTar := testkit.Files(t, "etc/app.conf", "v=2\n")
 		cm := &corev1.ConfigMap{}
 		if err := env.k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "app-files"}, cm); err != nil {
 			t.Fatal(err)
@@ -136,12 +140,12 @@ func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got *kilnv1.ImageBuild
-		waitFor(t, 60*time.Second, "rebuild with the new ConfigMap", func() (bool, string) {
-			got = get(t, ns, "app")
-			return isReadyNow(got) && got.Status.Digest != old.Digest, conditionsOf(got)
+		testkit.WaitFor(t, 60*time.Second, "rebuild with the new ConfigMap", func() (bool, string) {
+			got = kube.Get(t, env.k8s, ns, "app")
+			return kube.Ready(got) && got.Status.Digest != old.Digest, kube.Describe(got)
 		})
-		if d := got.Status.Layers[1].DiffID; d != sha(newTar) {
-			t.Errorf("conf layer diffID %s, want %s (the new ConfigMap content)", d, sha(newTar))
+		if d := got.Status.Layers[1].DiffID; d != testkit.Digest(newTar) {
+			t.Errorf("conf layer diffID %s, want %s (the new ConfigMap content)", d, testkit.Digest(newTar))
 		}
 		if got.Status.InputsFingerprint == old.InputsFingerprint {
 			t.Errorf("inputsFingerprint did not change")
@@ -182,7 +186,7 @@ func checkPrinterColumns(t *testing.T, ns, name, ready, image string) {
 // waitEvents waits until the object has events with all these reasons.
 func waitEvents(t *testing.T, ns, name string, reasons ...string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "events "+strings.Join(reasons, ","), func() (bool, string) {
+	testkit.WaitFor(t, 30*time.Second, "events "+strings.Join(reasons, ","), func() (bool, string) {
 		var list eventsv1.EventList
 		if err := env.k8s.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 			return false, err.Error()
@@ -203,32 +207,32 @@ func waitEvents(t *testing.T, ns, name string, reasons ...string) {
 }
 
 func TestSuspendStopsWork(t *testing.T) {
-	ns := newNamespace(t)
-	reg := newRegistry(t)
-	files := newFileServer(t)
-	ib := simpleBuild(ns, "sus", files.put("/a.tar", tarball(t, "a", "a")), reg, "sus")
+	ns := kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	files := testkit.NewFileServer(t)
+	ib := simpleBuild(ns, "sus", files.Put("/a.tar", testkit.Files(t, "a", "a")), reg, "sus")
 	ib.Spec.Suspend = true
-	create(t, ib)
+	kube.Create(t, env.k8s, ib)
 	// A new object reads "never reconciled" (kstatus: InProgress) before
 	// the manager touches it: the CRD defaults status.observedGeneration.
-	if got := get(t, ns, "sus"); got.Status.ObservedGeneration != -1 {
+	if got := kube.Get(t, env.k8s, ns, "sus"); got.Status.ObservedGeneration != -1 {
 		t.Errorf("new ImageBuild: observedGeneration %d, want the default -1", got.Status.ObservedGeneration)
 	}
 	// A sentinel created after it is built: the manager has seen the
 	// suspended object by then (events of one informer arrive in order).
-	create(t, simpleBuild(ns, "sentinel", files.put("/s.tar", tarball(t, "s", "s")), reg, "sentinel"))
+	kube.Create(t, env.k8s, simpleBuild(ns, "sentinel", files.Put("/s.tar", testkit.Files(t, "s", "s")), reg, "sentinel"))
 	waitReady(t, ns, "sentinel")
-	writes := reg.writes.Load()
-	if got := get(t, ns, "sus"); got.Status.ObservedGeneration != -1 || len(got.Status.Conditions) != 0 {
-		t.Fatalf("suspended ImageBuild got status: %s", conditionsOf(got))
+	writes := reg.Writes()
+	if got := kube.Get(t, env.k8s, ns, "sus"); got.Status.ObservedGeneration != -1 || len(got.Status.Conditions) != 0 {
+		t.Fatalf("suspended ImageBuild got status: %s", kube.Describe(got))
 	}
-	if n := reg.writes.Load() - writes; n != 0 {
+	if n := reg.Writes() - writes; n != 0 {
 		t.Fatalf("%d registry writes while suspended", n)
 	}
-	if n := files.getCount("/a.tar"); n != 0 {
+	if n := files.Gets("/a.tar"); n != 0 {
 		t.Fatalf("%d source fetches while suspended", n)
 	}
-	update(t, ns, "sus", func(ib *kilnv1.ImageBuild) { ib.Spec.Suspend = false })
+	kube.Update(t, env.k8s, ns, "sus", func(ib *kilnv1.ImageBuild) { ib.Spec.Suspend = false })
 	waitReady(t, ns, "sus")
 }
 
@@ -250,16 +254,16 @@ func pushRandomImage(t *testing.T, ref string) string {
 }
 
 func TestBaseDrift(t *testing.T) {
-	ns := newNamespace(t)
-	reg := newRegistry(t)
-	files := newFileServer(t)
-	baseRef := reg.host + "/base:stable"
+	ns := kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	files := testkit.NewFileServer(t)
+	baseRef := reg.Host + "/base:stable"
 	first := pushRandomImage(t, baseRef)
-	layerURL := files.put("/l.tar", tarball(t, "x", "x"))
+	layerURL := files.Put("/l.tar", testkit.Files(t, "x", "x"))
 	for _, policy := range []kilnv1.BaseUpdatePolicy{kilnv1.BaseUpdateRebuild, kilnv1.BaseUpdateReport} {
 		ib := simpleBuild(ns, strings.ToLower(string(policy)), layerURL, reg, "drift-"+strings.ToLower(string(policy)))
 		ib.Spec.Base = &kilnv1.Base{Image: baseRef, UpdatePolicy: policy, PollInterval: &metav1.Duration{Duration: time.Second}}
-		create(t, ib)
+		kube.Create(t, env.k8s, ib)
 	}
 	before := map[string]string{}
 	for _, n := range []string{"rebuild", "report"} {
@@ -271,18 +275,18 @@ func TestBaseDrift(t *testing.T) {
 	}
 	second := pushRandomImage(t, baseRef)
 
-	waitFor(t, 60*time.Second, "Rebuild policy rebuilds on the moved base", func() (bool, string) {
-		got := get(t, ns, "rebuild")
-		return isReadyNow(got) && got.Status.Base.RefDigest == second && got.Status.Digest != before["rebuild"], conditionsOf(got)
+	testkit.WaitFor(t, 60*time.Second, "Rebuild policy rebuilds on the moved base", func() (bool, string) {
+		got := kube.Get(t, env.k8s, ns, "rebuild")
+		return kube.Ready(got) && got.Status.Base.RefDigest == second && got.Status.Digest != before["rebuild"], kube.Describe(got)
 	})
-	waitFor(t, 60*time.Second, "Report policy sets BaseUpToDate=False", func() (bool, string) {
-		got := get(t, ns, "report")
-		c := condition(got, kilnv1.BaseUpToDateCondition)
-		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, second), conditionsOf(got)
+	testkit.WaitFor(t, 60*time.Second, "Report policy sets BaseUpToDate=False", func() (bool, string) {
+		got := kube.Get(t, env.k8s, ns, "report")
+		c := kube.Condition(got, kilnv1.BaseUpToDateCondition)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, second), kube.Describe(got)
 	})
-	got := get(t, ns, "report")
-	if got.Status.Digest != before["report"] || !isReadyNow(got) {
-		t.Errorf("Report policy rebuilt or lost Ready: %s digest %s", conditionsOf(got), got.Status.Digest)
+	got := kube.Get(t, env.k8s, ns, "report")
+	if got.Status.Digest != before["report"] || !kube.Ready(got) {
+		t.Errorf("Report policy rebuilt or lost Ready: %s digest %s", kube.Describe(got), got.Status.Digest)
 	}
 	waitEvents(t, ns, "report", EventBaseChanged)
 	waitEvents(t, ns, "rebuild", EventBaseChanged)
@@ -292,14 +296,14 @@ func TestBaseDrift(t *testing.T) {
 // comes from that lookup); the controller HEADs the base only on its poll
 // schedule, which has not come due here.
 func TestBuildLooksUpTheBaseOnce(t *testing.T) {
-	ns := newNamespace(t)
-	reg := newRegistry(t)
-	files := newFileServer(t)
-	baseRef := reg.host + "/base:stable"
+	ns := kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	files := testkit.NewFileServer(t)
+	baseRef := reg.Host + "/base:stable"
 	digest := pushRandomImage(t, baseRef)
 	var mu sync.Mutex
 	lookups := map[string]int{}
-	reg.setFault(func(_ http.ResponseWriter, r *http.Request) bool {
+	reg.SetFault(func(_ http.ResponseWriter, r *http.Request) bool {
 		if strings.HasPrefix(r.URL.Path, "/v2/base/manifests/") {
 			mu.Lock()
 			lookups[r.Method]++
@@ -307,9 +311,10 @@ func TestBuildLooksUpTheBaseOnce(t *testing.T) {
 		}
 		return false
 	})
-	ib := simpleBuild(ns, "once", files.put("/l.tar", tarball(t, "x", "x")), reg, "once")
+
+	ib := simpleBuild(ns, "once", files.Put("/l.tar", testkit.Files(t, "x", "x")), reg, "once")
 	ib.Spec.Base = &kilnv1.Base{Image: baseRef}
-	create(t, ib)
+	kube.Create(t, env.k8s, ib)
 	got := waitReady(t, ns, "once")
 	if got.Status.Base == nil || got.Status.Base.RefDigest != digest {
 		t.Fatalf("status.base = %+v, want refDigest %s", got.Status.Base, digest)
@@ -322,62 +327,63 @@ func TestBuildLooksUpTheBaseOnce(t *testing.T) {
 }
 
 func TestPermanentErrorStallsUntilFixed(t *testing.T) {
-	ns := newNamespace(t)
-	reg := newRegistry(t)
-	files := newFileServer(t)
-	data := tarball(t, "a", "a")
-	ib := simpleBuild(ns, "bad", files.put("/a.tar", data), reg, "bad")
+	ns := kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	files := testkit.NewFileServer(t)
+	data := testkit.Files(t, "a", "a")
+	ib := simpleBuild(ns, "bad", files.Put("/a.tar", data), reg, "bad")
 	wrong := "sha256:" + strings.Repeat("0", 64)
 	ib.Spec.Layers[0].Digest = wrong
-	create(t, ib)
+	kube.Create(t, env.k8s, ib)
 	var got *kilnv1.ImageBuild
-	waitFor(t, 60*time.Second, "Stalled", func() (bool, string) {
-		got = get(t, ns, "bad")
-		c := condition(got, kilnv1.StalledCondition)
-		return c != nil && c.Status == metav1.ConditionTrue, conditionsOf(got)
+	testkit.WaitFor(t, 60*time.Second, "Stalled", func() (bool, string) {
+		got = kube.Get(t, env.k8s, ns, "bad")
+		c := kube.Condition(got, kilnv1.StalledCondition)
+		return c != nil && c.Status == metav1.ConditionTrue, kube.Describe(got)
 	})
-	stalled := condition(got, kilnv1.StalledCondition)
-	ready := condition(got, kilnv1.ReadyCondition)
+	stalled := kube.Condition(got, kilnv1.StalledCondition)
+	ready := kube.Condition(got, kilnv1.ReadyCondition)
 	if stalled.Reason != "DigestMismatch" || ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != "DigestMismatch" {
-		t.Errorf("conditions: %s", conditionsOf(got))
+		t.Errorf("conditions: %s", kube.Describe(got))
 	}
-	for _, want := range []string{`"app"`, wrong, sha(data)} {
+	for _, want := range []string{`"app"`, wrong, testkit.Digest(data)} {
 		if !strings.Contains(stalled.Message, want) {
 			t.Errorf("Stalled message %q does not name %s", stalled.Message, want)
 		}
 	}
-	if n := reg.writes.Load(); n != 0 {
+	if n := reg.Writes(); n != 0 {
 		t.Errorf("%d registry writes for a failed build", n)
 	}
-	if got.Status.ObservedGeneration != got.Generation || condition(got, kilnv1.ReconcilingCondition) != nil {
-		t.Errorf("a stall concludes the generation (kstatus Failed): %s", conditionsOf(got))
+	if got.Status.ObservedGeneration != got.Generation || kube.Condition(got, kilnv1.ReconcilingCondition) != nil {
+		t.Errorf("a stall concludes the generation (kstatus Failed): %s", kube.Describe(got))
 	}
 	waitEvents(t, ns, "bad", "DigestMismatch")
 	// requestedAt retries a Stalled object: the same bytes fail the same
 	// way, counted in status.failures, with no second event.
-	gets := files.getCount("/a.tar")
-	update(t, ns, "bad", func(ib *kilnv1.ImageBuild) {
+	gets := files.Gets("/a.tar")
+	kube.Update(t, env.k8s, ns, "bad", func(ib *kilnv1.ImageBuild) {
 		ib.Annotations = map[string]string{RequestedAtAnnotation: "retry-1"}
 	})
-	waitFor(t, 60*time.Second, "the request handled", func() (bool, string) {
-		got = get(t, ns, "bad")
-		return got.Status.LastHandledReconcileAt == "retry-1" && got.Status.Failures == 2, conditionsOf(got)
+
+	testkit.WaitFor(t, 60*time.Second, "the request handled", func() (bool, string) {
+		got = kube.Get(t, env.k8s, ns, "bad")
+		return got.Status.LastHandledReconcileAt == "retry-1" && got.Status.Failures == 2, kube.Describe(got)
 	})
-	if c := condition(got, kilnv1.StalledCondition); c == nil || c.Message != stalled.Message {
-		t.Errorf("Stalled after the retry: %s (message before: %q)", conditionsOf(got), stalled.Message)
+	if c := kube.Condition(got, kilnv1.StalledCondition); c == nil || c.Message != stalled.Message {
+		t.Errorf("Stalled after the retry: %s (message before: %q)", kube.Describe(got), stalled.Message)
 	}
-	if files.getCount("/a.tar") == gets {
+	if files.Gets("/a.tar") == gets {
 		t.Errorf("requestedAt did not retry the build (no fetch)")
 	}
-	if n := reg.writes.Load(); n != 0 {
+	if n := reg.Writes(); n != 0 {
 		t.Errorf("%d registry writes for a failed build", n)
 	}
 	expectEventOnce(t, ns, "bad", "DigestMismatch")
 
-	update(t, ns, "bad", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = sha(data) })
+	kube.Update(t, env.k8s, ns, "bad", func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = testkit.Digest(data) })
 	got = waitReady(t, ns, "bad")
-	if condition(got, kilnv1.StalledCondition) != nil || got.Status.Failures != 0 {
-		t.Errorf("after the fix: %s", conditionsOf(got))
+	if kube.Condition(got, kilnv1.StalledCondition) != nil || got.Status.Failures != 0 {
+		t.Errorf("after the fix: %s", kube.Describe(got))
 	}
 }
 
@@ -385,43 +391,44 @@ func TestPermanentErrorStallsUntilFixed(t *testing.T) {
 // moment after the ImageBuild): Ready=False SourceNotFound, retried with
 // backoff, never Stalled; creating it builds. (Until issue 11 it stalled.)
 func TestMissingConfigMapIsNotReadyThenCreatingItBuilds(t *testing.T) {
-	ns := newNamespace(t)
-	reg := newRegistry(t)
+	ns := kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
 	ib := &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns},
 		Spec: kilnv1.ImageBuildSpec{
 			Layers: []kilnv1.Layer{{Name: "conf", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "later", Key: "l.tar"}}}},
-			Target: kilnv1.Target{Image: reg.host + "/late:1"},
+			Target: kilnv1.Target{Image: reg.Host + "/late:1"},
 		},
 	}
-	create(t, ib)
-	waitFor(t, 60*time.Second, "Ready=False SourceNotFound, retrying", func() (bool, string) {
-		got := get(t, ns, "late")
-		c, rec := condition(got, kilnv1.ReadyCondition), condition(got, kilnv1.ReconcilingCondition)
+	kube.Create(t, env.k8s, ib)
+	testkit.WaitFor(t, 60*time.Second, "Ready=False SourceNotFound, retrying", func() (bool, string) {
+		got := kube.Get(t, env.k8s, ns, "late")
+		c, rec := kube.Condition(got, kilnv1.ReadyCondition), kube.Condition(got, kilnv1.ReconcilingCondition)
 		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == "SourceNotFound" && strings.Contains(c.Message, `"later"`) &&
-			rec != nil && rec.Status == metav1.ConditionTrue && condition(got, kilnv1.StalledCondition) == nil, conditionsOf(got)
+			rec != nil && rec.Status == metav1.ConditionTrue && kube.Condition(got, kilnv1.StalledCondition) == nil, kube.Describe(got)
 	})
-	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: ns},
-		BinaryData: map[string][]byte{"l.tar": tarball(t, "l", "l")}})
+	kube.Create(t, env.k8s, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: ns},
+		BinaryData: map[string][]byte{"l.tar": testkit.Files(t, "l", "l")}})
+
 	waitReady(t, ns, "late")
 }
 
 func TestTransientRegistryFailuresRetryToTheSameDigest(t *testing.T) {
-	ns := newNamespace(t)
-	files := newFileServer(t)
-	layerURL := files.put("/t.tar.gz", gzipped(t, tarball(t, "t", "transient")))
+	ns := kube.Namespace(t, env.k8s)
+	files := testkit.NewFileServer(t)
+	layerURL := files.Put("/t.tar.gz", testkit.Gzip(t, testkit.Files(t, "t", "transient")))
 
-	clean := newRegistry(t)
-	create(t, simpleBuild(ns, "clean", layerURL, clean, "t"))
+	clean := testkit.NewRegistry(t)
+	kube.Create(t, env.k8s, simpleBuild(ns, "clean", layerURL, clean, "t"))
 	want := waitReady(t, ns, "clean").Status.Digest
 
-	flaky := newRegistry(t)
+	flaky := testkit.NewRegistry(t)
 	var mu sync.Mutex
 	failed := map[string]int{}
-	flaky.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+	flaky.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		mu.Lock()
 		defer mu.Unlock()
-		// Every kind of request (by method and endpoint kind) fails 3 times.
+
 		kind := r.Method + " " + endpointKind(r.URL.Path)
 		if failed[kind] < 3 {
 			failed[kind]++
@@ -430,7 +437,8 @@ func TestTransientRegistryFailuresRetryToTheSameDigest(t *testing.T) {
 		}
 		return false
 	})
-	create(t, simpleBuild(ns, "flaky", layerURL, flaky, "t"))
+
+	kube.Create(t, env.k8s, simpleBuild(ns, "flaky", layerURL, flaky, "t"))
 	got := waitReady(t, ns, "flaky")
 	if got.Status.Digest != want {
 		t.Errorf("digest after retries %s, clean run %s", got.Status.Digest, want)
@@ -449,9 +457,9 @@ func TestTransientRegistryFailuresRetryToTheSameDigest(t *testing.T) {
 	// More 503s than the registry client retries in one build: the build
 	// fails as transient (Reconciling, failures counted, BuildFailed) and
 	// the controller's backoff retries it to the same digest.
-	stubborn := newRegistry(t)
+	stubborn := testkit.NewRegistry(t)
 	var manifestFails int
-	stubborn.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+	stubborn.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") && manifestFails < 8 {
@@ -461,7 +469,8 @@ func TestTransientRegistryFailuresRetryToTheSameDigest(t *testing.T) {
 		}
 		return false
 	})
-	create(t, simpleBuild(ns, "stubborn", layerURL, stubborn, "t"))
+
+	kube.Create(t, env.k8s, simpleBuild(ns, "stubborn", layerURL, stubborn, "t"))
 	got = waitReady(t, ns, "stubborn")
 	if got.Status.Digest != want || got.Status.Failures != 0 {
 		t.Errorf("after controller retries: digest %s (clean %s), failures %d", got.Status.Digest, want, got.Status.Failures)
@@ -483,22 +492,23 @@ func endpointKind(path string) string {
 }
 
 func TestSecretOfAnotherNamespaceIsNeverRead(t *testing.T) {
-	own, other := newNamespace(t), newNamespace(t)
-	reg := newRegistry(t)
-	ownTar := tarball(t, "secret.txt", "own namespace")
-	otherTar := tarball(t, "secret.txt", "OTHER namespace")
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "layer", Namespace: other}, Data: map[string][]byte{"l.tar": otherTar}})
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "layer", Namespace: own}, Data: map[string][]byte{"l.tar": ownTar}})
-	create(t, &kilnv1.ImageBuild{
+	own, other := kube.Namespace(t, env.k8s), kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	ownTar := testkit.Files(t, "secret.txt", "own namespace")
+	otherTar := testkit.Files(t, "secret.txt", "OTHER namespace")
+	kube.Create(t, env.k8s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "layer", Namespace: other}, Data: map[string][]byte{"l.tar": otherTar}})
+	kube.Create(t, env.k8s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "layer", Namespace: own}, Data: map[string][]byte{"l.tar": ownTar}})
+	kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "sec", Namespace: own},
 		Spec: kilnv1.ImageBuildSpec{
 			Layers: []kilnv1.Layer{{Name: "s", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar"}}}},
-			Target: kilnv1.Target{Image: reg.host + "/sec:1"},
+			Target: kilnv1.Target{Image: reg.Host + "/sec:1"},
 		},
 	})
+
 	got := waitReady(t, own, "sec")
-	if d := got.Status.Layers[0].DiffID; d != sha(ownTar) {
-		t.Errorf("layer diffID %s, want own namespace's %s (other namespace's is %s)", d, sha(ownTar), sha(otherTar))
+	if d := got.Status.Layers[0].DiffID; d != testkit.Digest(ownTar) {
+		t.Errorf("layer diffID %s, want own namespace's %s (other namespace's is %s)", d, testkit.Digest(ownTar), testkit.Digest(otherTar))
 	}
 }
 
@@ -516,17 +526,17 @@ func TestManyBuildsShareLayers(t *testing.T) {
 func manyBuildsShareLayers(t *testing.T, pinned bool) {
 	var namespaces []string
 	for range 5 {
-		namespaces = append(namespaces, newNamespace(t))
+		namespaces = append(namespaces, kube.Namespace(t, env.k8s))
 	}
-	reg := newRegistry(t)
-	files := newFileServer(t)
+	reg := testkit.NewRegistry(t)
+	files := testkit.NewFileServer(t)
 	const builds = 50
 	shared := []struct{ path, digest string }{}
 	for i := range 3 {
-		data := gzipped(t, tarball(t, fmt.Sprintf("shared/%d-%t.txt", i, pinned), strings.Repeat(fmt.Sprint(i), 4096)))
+		data := testkit.Gzip(t, testkit.Files(t, fmt.Sprintf("shared/%d-%t.txt", i, pinned), strings.Repeat(fmt.Sprint(i), 4096)))
 		p := fmt.Sprintf("/shared-%d.tar.gz", i)
-		files.put(p, data)
-		shared = append(shared, struct{ path, digest string }{p, sha(data)})
+		files.Put(p, data)
+		shared = append(shared, struct{ path, digest string }{p, testkit.Digest(data)})
 	}
 	nsOf := func(i int) string { return namespaces[i%len(namespaces)] }
 	for i := range builds {
@@ -534,23 +544,23 @@ func manyBuildsShareLayers(t *testing.T, pinned bool) {
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("b%02d", i), Namespace: nsOf(i)},
 			Spec: kilnv1.ImageBuildSpec{
 				Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "N", Value: fmt.Sprint(i)}}},
-				Target: kilnv1.Target{Image: fmt.Sprintf("%s/many/b%02d:1", reg.host, i)},
+				Target: kilnv1.Target{Image: fmt.Sprintf("%s/many/b%02d:1", reg.Host, i)},
 			},
 		}
 		for j, s := range shared {
-			l := kilnv1.Layer{Name: fmt.Sprintf("l%d", j), Source: kilnv1.Source{URL: files.srv.URL + s.path}}
+			l := kilnv1.Layer{Name: fmt.Sprintf("l%d", j), Source: kilnv1.Source{URL: files.URL + s.path}}
 			if pinned {
 				l.Digest = s.digest
 			}
 			ib.Spec.Layers = append(ib.Spec.Layers, l)
 		}
-		create(t, ib)
+		kube.Create(t, env.k8s, ib)
 	}
 	for i := range builds {
 		waitReady(t, nsOf(i), fmt.Sprintf("b%02d", i))
 	}
 	for _, s := range shared {
-		n, got := files.downloadCount(s.path), files.getCount(s.path)
+		n, got := files.Downloads(s.path), files.Gets(s.path)
 		t.Logf("%s downloaded %d times, %d requests in all, by %d builds", s.path, n, got, builds)
 		if n != 1 {
 			t.Errorf("%s downloaded %d times by %d builds, want exactly 1", s.path, n, builds)
@@ -565,17 +575,16 @@ func manyBuildsShareLayers(t *testing.T, pinned bool) {
 }
 
 func TestDeleteDuringBuildCancelsAndLeavesNoTempFiles(t *testing.T) {
-	ns := newNamespace(t)
-	reg := newRegistry(t)
-	files := newFileServer(t)
+	ns := kube.Namespace(t, env.k8s)
+	reg := testkit.NewRegistry(t)
+	files := testkit.NewFileServer(t)
 	started := make(chan struct{})
 	cancelled := make(chan struct{})
 	release := make(chan struct{})
 	defer close(release)
-	big := gzipped(t, tarball(t, "big.bin", strings.Repeat("z", 1<<20)))
+	big := testkit.Gzip(t, testkit.Files(t, "big.bin", strings.Repeat("z", 1<<20)))
 	var once sync.Once
-	files.mu.Lock()
-	files.block["/slow.tar.gz"] = func(w http.ResponseWriter, r *http.Request) {
+	slow := files.Handle("/slow.tar.gz", func(w http.ResponseWriter, r *http.Request) {
 		// Send part of the layer so the pipeline is writing a temp blob,
 		// then hang until the client goes away.
 		w.Header().Set("Content-Length", fmt.Sprint(len(big)))
@@ -587,15 +596,14 @@ func TestDeleteDuringBuildCancelsAndLeavesNoTempFiles(t *testing.T) {
 			close(cancelled)
 		case <-release:
 		}
-	}
-	files.mu.Unlock()
-	create(t, simpleBuild(ns, "slow", files.srv.URL+"/slow.tar.gz", reg, "slow"))
+	})
+	kube.Create(t, env.k8s, simpleBuild(ns, "slow", slow, reg, "slow"))
 	select {
 	case <-started:
 	case <-time.After(60 * time.Second):
 		t.Fatal("the build never fetched the slow layer")
 	}
-	ib := get(t, ns, "slow")
+	ib := kube.Get(t, env.k8s, ns, "slow")
 	if err := env.k8s.Delete(context.Background(), ib); err != nil {
 		t.Fatal(err)
 	}
@@ -604,11 +612,11 @@ func TestDeleteDuringBuildCancelsAndLeavesNoTempFiles(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("deleting the ImageBuild did not cancel its fetch")
 	}
-	waitFor(t, 30*time.Second, "no temp files", func() (bool, string) {
+	testkit.WaitFor(t, 30*time.Second, "no temp files", func() (bool, string) {
 		tmp, err := env.r.Engine.Store.TempFiles()
 		return err == nil && len(tmp) == 0, fmt.Sprintf("%v %v", tmp, err)
 	})
-	if n := reg.writes.Load(); n != 0 {
+	if n := reg.Writes(); n != 0 {
 		t.Errorf("%d registry writes from a cancelled build", n)
 	}
 }

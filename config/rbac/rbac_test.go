@@ -1,20 +1,13 @@
 package rbac_test
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -29,6 +22,8 @@ import (
 	"github.com/kiln-build/kiln/config/rbac"
 	"github.com/kiln-build/kiln/controllers"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // managerUser is the identity the rendered RBAC binds: the ServiceAccount
@@ -64,7 +59,7 @@ func TestManagerBuildsWithOnlyTheRenderedRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	mustCreate(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: managerNamespace}})
+	kube.Create(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: managerNamespace}})
 	applyRBAC(t, admin)
 
 	user, err := te.AddUser(envtest.User{Name: managerUser, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + managerNamespace, "system:authenticated"}}, nil)
@@ -91,25 +86,25 @@ func TestManagerBuildsWithOnlyTheRenderedRBAC(t *testing.T) {
 		}
 	})
 
-	reg := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(reg.Close)
+	reg := testkit.NewRegistry(t)
 	ns := "team-a"
-	mustCreate(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	mustCreate(t, admin, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "builder", Namespace: ns}})
-	mustCreate(t, admin, &corev1.ConfigMap{
+	kube.Create(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	kube.Create(t, admin, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "builder", Namespace: ns}})
+	kube.Create(t, admin, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: ns},
-		BinaryData: map[string][]byte{"app.tar": tarball(t, "app/hello.txt", "hello\n")},
+		BinaryData: map[string][]byte{"app.tar": testkit.Files(t, "app/hello.txt", "hello\n")},
 	})
-	mustCreate(t, admin, &kilnv1.ImageBuild{
+
+	kube.Create(t, admin, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
 		Spec: kilnv1.ImageBuildSpec{
 			Layers:             []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "app.tar"}}}},
 			ServiceAccountName: "builder",
-			Target:             kilnv1.Target{Image: strings.TrimPrefix(reg.URL, "http://") + "/team/app:1"},
+			Target:             kilnv1.Target{Image: reg.Host + "/team/app:1"},
 		},
 	})
 
-	waitFor(t, "ImageBuild Ready", func() (bool, string) {
+	testkit.WaitFor(t, 60*time.Second, "ImageBuild Ready", func() (bool, string) {
 		ib := &kilnv1.ImageBuild{}
 		if err := admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: "app"}, ib); err != nil {
 			return false, err.Error()
@@ -121,14 +116,16 @@ func TestManagerBuildsWithOnlyTheRenderedRBAC(t *testing.T) {
 		}
 		return false, "no Ready condition"
 	})
-	waitFor(t, "an event about the build", func() (bool, string) {
+
+	testkit.WaitFor(t, 60*time.Second, "an event about the build", func() (bool, string) {
 		var events eventsv1.EventList
 		if err := admin.List(ctx, &events, client.InNamespace(ns)); err != nil {
 			return false, err.Error()
 		}
 		return len(events.Items) > 0, "no events in " + ns
 	})
-	waitFor(t, "the leader-election Lease", func() (bool, string) {
+
+	testkit.WaitFor(t, 60*time.Second, "the leader-election Lease", func() (bool, string) {
 		err := admin.Get(ctx, types.NamespacedName{Namespace: managerNamespace, Name: controllers.LeaderElectionID}, &coordinationv1.Lease{})
 		return err == nil, "lease: " + errString(err)
 	})
@@ -151,46 +148,8 @@ func applyRBAC(t *testing.T, admin client.Client) {
 		t.Fatal(err)
 	}
 	for _, o := range objs {
-		mustCreate(t, admin, o)
+		kube.Create(t, admin, o)
 	}
-}
-
-func mustCreate(t *testing.T, c client.Client, obj client.Object) {
-	t.Helper()
-	if err := c.Create(context.Background(), obj); err != nil {
-		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
-}
-
-func tarball(t *testing.T, name, body string) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(tw, body); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
 }
 
 func errString(err error) string {

@@ -1,8 +1,6 @@
 package queueing_test
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -32,6 +30,8 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/controllers"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 const (
@@ -68,7 +68,7 @@ func TestQueueTakesNamespacesInTurnsAndNeverBlocksReconciles(t *testing.T) {
 	ctrl.SetLogger(logr.Discard())
 	cfg, admin := startControlPlane(t)
 	for _, ns := range []string{nsA, nsB} {
-		mustCreate(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		kube.Create(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	}
 	reg := newRegistry(t)
 	files := newGatedFiles(t)
@@ -77,9 +77,9 @@ func TestQueueTakesNamespacesInTurnsAndNeverBlocksReconciles(t *testing.T) {
 	// r is Ready before anything queues; its interval is short so that it
 	// polls its target several times while the slot is held.
 	ready := build{nsA, "r"}
-	ib := imageBuild(ready, files.put(ready.name, tarball(t, "r.txt", "r\n"), false), reg)
+	ib := imageBuild(ready, files.put(ready.name, testkit.Files(t, "r.txt", "r\n"), false), reg)
 	ib.Annotations = map[string]string{intervalAnnotation: "500ms"}
-	mustCreate(t, admin, ib)
+	kube.Create(t, admin, ib)
 	waitReady(t, admin, ready)
 
 	a1 := build{nsA, "a1"}
@@ -90,7 +90,7 @@ func TestQueueTakesNamespacesInTurnsAndNeverBlocksReconciles(t *testing.T) {
 	rest = append(rest, build{nsB, "b1"}, build{nsB, "b2"})
 	create := func(b build) {
 		t.Helper()
-		mustCreate(t, admin, imageBuild(b, files.put(b.name, tarball(t, b.name+".txt", b.name+"\n"), true), reg))
+		kube.Create(t, admin, imageBuild(b, files.put(b.name, testkit.Files(t, b.name+".txt", b.name+"\n"), true), reg))
 	}
 
 	create(a1)
@@ -114,12 +114,13 @@ func TestQueueTakesNamespacesInTurnsAndNeverBlocksReconciles(t *testing.T) {
 	// target each) complete while a1 holds it and seven builds wait.
 	repoR := "queue/" + ready.name
 	polls := reg.count("HEAD", repoR)
-	waitFor(t, "two drift polls of r while every build is held", func() (bool, string) {
+	testkit.WaitFor(t, guard, "two drift polls of r while every build is held", func() (bool, string) {
 		n := reg.count("HEAD", repoR) - polls
 		return n >= 2, fmt.Sprintf("%d HEADs of %s since the builds queued", n, repoR)
 	})
-	if ib := get(t, admin, ready); !engine.IsReady(ib) {
-		t.Errorf("r after its drift polls: %s", conditionsOf(ib))
+
+	if ib := kube.Get(t, admin, ready.ns, ready.name); !engine.IsReady(ib) {
+		t.Errorf("r after its drift polls: %s", kube.Describe(ib))
 	}
 
 	// A position is written when its ImageBuild reconciles; b1 and b2 moved
@@ -271,7 +272,7 @@ func imageBuild(b build, layerURL string, reg *registry) *kilnv1.ImageBuild {
 // requestReconcile sets requestedAt (any new value reconciles now).
 func requestReconcile(t *testing.T, c client.Client, b build, value string) {
 	t.Helper()
-	ib := get(t, c, b)
+	ib := kube.Get(t, c, b.ns, b.name)
 	patch := client.MergeFrom(ib.DeepCopy())
 	if ib.Annotations == nil {
 		ib.Annotations = map[string]string{}
@@ -286,66 +287,36 @@ func requestReconcile(t *testing.T, c client.Client, b build, value string) {
 
 func waitQueued(t *testing.T, c client.Client, b build, position int32) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s Queued at position %d", b, position), func() (bool, string) {
-		ib := get(t, c, b)
+	testkit.WaitFor(t, guard, fmt.Sprintf("%s Queued at position %d", b, position), func() (bool, string) {
+		ib := kube.Get(t, c, b.ns, b.name)
 		rc := apimeta.FindStatusCondition(ib.Status.Conditions, kilnv1.ReconcilingCondition)
 		ok := rc != nil && rc.Status == metav1.ConditionTrue && rc.Reason == controllers.ReasonQueued &&
 			ib.Status.QueuePosition == position
-		return ok, fmt.Sprintf("queuePosition %d; %s", ib.Status.QueuePosition, conditionsOf(ib))
+		return ok, fmt.Sprintf("queuePosition %d; %s", ib.Status.QueuePosition, kube.Describe(ib))
 	})
+
 }
 
 // waitBuilding waits for the status of a build that took the slot:
 // Reconciling=True Progressing, no queue position.
 func waitBuilding(t *testing.T, c client.Client, b build) {
 	t.Helper()
-	waitFor(t, b.name+" building", func() (bool, string) {
-		ib := get(t, c, b)
+	testkit.WaitFor(t, guard, b.name+" building", func() (bool, string) {
+		ib := kube.Get(t, c, b.ns, b.name)
 		rc := apimeta.FindStatusCondition(ib.Status.Conditions, kilnv1.ReconcilingCondition)
 		ok := rc != nil && rc.Status == metav1.ConditionTrue && rc.Reason == engine.ReasonProgressing && ib.Status.QueuePosition == 0
-		return ok, fmt.Sprintf("queuePosition %d; %s", ib.Status.QueuePosition, conditionsOf(ib))
+		return ok, fmt.Sprintf("queuePosition %d; %s", ib.Status.QueuePosition, kube.Describe(ib))
 	})
+
 }
 
 func waitReady(t *testing.T, c client.Client, b build) {
 	t.Helper()
-	waitFor(t, b.name+" Ready", func() (bool, string) {
-		ib := get(t, c, b)
-		return engine.IsReady(ib) && ib.Status.Digest != "", conditionsOf(ib)
+	testkit.WaitFor(t, guard, b.name+" Ready", func() (bool, string) {
+		ib := kube.Get(t, c, b.ns, b.name)
+		return engine.IsReady(ib) && ib.Status.Digest != "", kube.Describe(ib)
 	})
-}
 
-func conditionsOf(ib *kilnv1.ImageBuild) string {
-	var why []string
-	for _, c := range ib.Status.Conditions {
-		why = append(why, c.Type+"="+string(c.Status)+" "+c.Reason+": "+c.Message)
-	}
-	return strings.Join(why, "; ")
-}
-
-func get(t *testing.T, c client.Client, b build) *kilnv1.ImageBuild {
-	t.Helper()
-	ib := &kilnv1.ImageBuild{}
-	if err := c.Get(context.Background(), b.key(), ib); err != nil {
-		t.Fatalf("getting %s: %v", b, err)
-	}
-	return ib
-}
-
-// waitFor polls cond until it holds; guard only bounds a broken run.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(guard)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
 }
 
 // --- layer file server that holds requests ---
@@ -540,27 +511,4 @@ func assetsDir() string {
 		return d
 	}
 	return filepath.Join("..", "..", "bin", "k8s")
-}
-
-func mustCreate(t *testing.T, c client.Client, obj client.Object) {
-	t.Helper()
-	if err := c.Create(context.Background(), obj); err != nil {
-		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
-	}
-}
-
-func tarball(t *testing.T, name, body string) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(tw, body); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
 }

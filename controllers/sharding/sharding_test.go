@@ -1,13 +1,8 @@
 package sharding_test
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,6 +27,8 @@ import (
 	"github.com/kiln-build/kiln/controllers"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 const (
@@ -53,12 +49,10 @@ func TestShardsBuildOnlyTheirOwnImageBuilds(t *testing.T) {
 	ctrl.SetLogger(logr.Discard())
 	cfg, admin := startControlPlane(t)
 	ctx := t.Context()
-	mustCreate(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: leaseNS}})
-	mustCreate(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	kube.Create(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: leaseNS}})
+	kube.Create(t, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 
-	reg := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(reg.Close)
-	host := strings.TrimPrefix(reg.URL, "http://")
+	host := testkit.NewRegistry(t).Host
 
 	shard := startManager(t, cfg, shardSelector)
 	main := startManager(t, cfg, mainSelector)
@@ -72,10 +66,11 @@ func TestShardsBuildOnlyTheirOwnImageBuilds(t *testing.T) {
 		{"orphan", "shard2", "orphan/app"},
 	}
 	for _, b := range builds {
-		mustCreate(t, admin, &corev1.ConfigMap{
+		kube.Create(t, admin, &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: b.name, Namespace: ns},
-			BinaryData: map[string][]byte{"app.tar": tarball(t, "app/"+b.name+".txt", b.name+"\n")},
+			BinaryData: map[string][]byte{"app.tar": testkit.Files(t, "app/"+b.name+".txt", b.name+"\n")},
 		})
+
 		ib := &kilnv1.ImageBuild{
 			ObjectMeta: metav1.ObjectMeta{Name: b.name, Namespace: ns},
 			Spec: kilnv1.ImageBuildSpec{
@@ -86,7 +81,7 @@ func TestShardsBuildOnlyTheirOwnImageBuilds(t *testing.T) {
 		if b.shard != "" {
 			ib.Labels = map[string]string{shardKey: b.shard}
 		}
-		mustCreate(t, admin, ib)
+		kube.Create(t, admin, ib)
 	}
 
 	waitReady(t, admin, "sharded")
@@ -119,7 +114,7 @@ func TestShardsBuildOnlyTheirOwnImageBuilds(t *testing.T) {
 			t.Errorf("%s sent %d requests for the shard2 ImageBuild", c.m.selector, n)
 		}
 	}
-	if ib := get(t, admin, "orphan"); len(ib.Status.Conditions) != 0 || ib.Status.Digest != "" {
+	if ib := kube.Get(t, admin, ns, "orphan"); len(ib.Status.Conditions) != 0 || ib.Status.Digest != "" {
 		t.Errorf("the shard2 ImageBuild, which no manager watches, has status %+v", ib.Status)
 	}
 
@@ -151,11 +146,12 @@ func TestShardsBuildOnlyTheirOwnImageBuilds(t *testing.T) {
 	// cache and shard1 takes it over (re-verifying its target).
 	before := shard.reg.requests("main/app")
 	relabel(t, admin, "unlabelled", "shard1")
-	waitFor(t, "shard1 to take over the relabelled ImageBuild", func() (bool, string) {
+	testkit.WaitFor(t, 60*time.Second, "shard1 to take over the relabelled ImageBuild", func() (bool, string) {
 		s, m := cachedImageBuilds(t, shard.mgr), cachedImageBuilds(t, main.mgr)
 		ok := slices.Equal(s, []string{"sharded", "unlabelled"}) && len(m) == 0 && shard.reg.requests("main/app") > before
 		return ok, "shard1 caches " + strings.Join(s, ",") + "; main caches " + strings.Join(m, ",")
 	})
+
 	if n := main.reg.manifestPuts("main/app"); n != 1 {
 		t.Errorf("the main instance pushed main/app %d times, want 1", n)
 	}
@@ -267,7 +263,7 @@ func cachedImageBuilds(t *testing.T, mgr manager.Manager) []string {
 
 func relabel(t *testing.T, c client.Client, name, shard string) {
 	t.Helper()
-	ib := get(t, c, name)
+	ib := kube.Get(t, c, ns, name)
 	patch := client.MergeFrom(ib.DeepCopy())
 	ib.Labels = map[string]string{shardKey: shard}
 	if err := c.Patch(context.Background(), ib, patch); err != nil {
@@ -277,23 +273,11 @@ func relabel(t *testing.T, c client.Client, name, shard string) {
 
 func waitReady(t *testing.T, c client.Client, name string) {
 	t.Helper()
-	waitFor(t, name+" Ready", func() (bool, string) {
-		ib := get(t, c, name)
-		var why []string
-		for _, cond := range ib.Status.Conditions {
-			why = append(why, cond.Type+"="+string(cond.Status)+" "+cond.Reason+": "+cond.Message)
-		}
-		return engine.IsReady(ib) && ib.Status.Digest != "", strings.Join(why, "; ")
+	testkit.WaitFor(t, 60*time.Second, name+" Ready", func() (bool, string) {
+		ib := kube.Get(t, c, ns, name)
+		return engine.IsReady(ib) && ib.Status.Digest != "", kube.Describe(ib)
 	})
-}
 
-func get(t *testing.T, c client.Client, name string) *kilnv1.ImageBuild {
-	t.Helper()
-	ib := &kilnv1.ImageBuild{}
-	if err := c.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, ib); err != nil {
-		t.Fatalf("getting %s: %v", name, err)
-	}
-	return ib
 }
 
 func startControlPlane(t *testing.T) (*rest.Config, client.Client) {
@@ -326,46 +310,6 @@ func mustParse(t *testing.T, s string) labels.Selector {
 		t.Fatal(err)
 	}
 	return sel
-}
-
-func mustCreate(t *testing.T, c client.Client, obj client.Object) {
-	t.Helper()
-	if err := c.Create(context.Background(), obj); err != nil {
-		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
-	}
-}
-
-// waitFor polls cond with a generous bound: it only limits how long a
-// broken build takes to fail, it measures nothing.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
-}
-
-func tarball(t *testing.T, name, body string) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(tw, body); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
 }
 
 func assetsDir() string {

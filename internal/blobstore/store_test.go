@@ -3,8 +3,6 @@ package blobstore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 func newStore(t *testing.T, opts Options) *Store {
@@ -29,11 +28,6 @@ func newStore(t *testing.T, opts Options) *Store {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func digestOf(b []byte) v1.Hash {
-	sum := sha256.Sum256(b)
-	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 }
 
 func put(t *testing.T, s *Store, b []byte) v1.Hash {
@@ -86,14 +80,14 @@ func TestWriteCommitOpen(t *testing.T) {
 	}
 	w.Write(content[:5])
 	w.Write(content[5:])
-	if w.Size() != int64(len(content)) || w.Digest() != digestOf(content) {
-		t.Fatalf("Size/Digest = %d/%s, want %d/%s", w.Size(), w.Digest(), len(content), digestOf(content))
+	if w.Size() != int64(len(content)) || w.Digest() != testkit.Hash(content) {
+		t.Fatalf("Size/Digest = %d/%s, want %d/%s", w.Size(), w.Digest(), len(content), testkit.Hash(content))
 	}
-	d, err := w.Commit(digestOf(content))
+	d, err := w.Commit(testkit.Hash(content))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d != digestOf(content) || !s.Has(d) {
+	if d != testkit.Hash(content) || !s.Has(d) {
 		t.Fatalf("Commit = %s, Has = %v", d, s.Has(d))
 	}
 	if size, err := s.Stat(d); err != nil || size != int64(len(content)) {
@@ -125,7 +119,7 @@ func TestWriteCommitOpen(t *testing.T) {
 
 func TestMissingAndInvalid(t *testing.T) {
 	s := newStore(t, Options{})
-	missing := digestOf([]byte("nope"))
+	missing := testkit.Hash([]byte("nope"))
 	if s.Has(missing) {
 		t.Fatal("Has(missing) = true")
 	}
@@ -173,7 +167,7 @@ func TestConcurrentIdenticalWrites(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	empty := digestOf(nil)
+	empty := testkit.Hash(nil)
 	for i := range n {
 		if errs[i] != nil || digests[i] != empty {
 			t.Errorf("writer %d: %s, %v", i, digests[i], errs[i])
@@ -192,12 +186,12 @@ func TestCommitWrongDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Write([]byte("actual"))
-	want := digestOf([]byte("expected"))
+	want := testkit.Hash([]byte("expected"))
 	_, err = w.Commit(want)
 	if err == nil {
 		t.Fatal("Commit with wrong digest succeeded")
 	}
-	wantMsg := fmt.Sprintf("written bytes (6) have digest %s, expected %s", digestOf([]byte("actual")), want)
+	wantMsg := fmt.Sprintf("written bytes (6) have digest %s, expected %s", testkit.Hash([]byte("actual")), want)
 	if !strings.Contains(err.Error(), wantMsg) {
 		t.Fatalf("error %q does not contain %q", err, wantMsg)
 	}
@@ -254,7 +248,7 @@ func TestCommitOntoExistingBlob(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newStore(t, Options{})
-			d := digestOf(content)
+			d := testkit.Hash(content)
 			if err := os.WriteFile(s.Path(d), tt.existing, 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -309,7 +303,7 @@ func TestCommitRenameRace(t *testing.T) {
 			w.Write([]byte("racy"))
 			d, err := w.Commit(v1.Hash{})
 			if tt.wantErr == "" {
-				if err != nil || d != digestOf([]byte("racy")) {
+				if err != nil || d != testkit.Hash([]byte("racy")) {
 					t.Fatalf("Commit = %s, %v", d, err)
 				}
 			} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -328,7 +322,7 @@ func TestCommitRenameRace(t *testing.T) {
 func TestCommitRenameOntoOpenBlob(t *testing.T) {
 	s := newStore(t, Options{})
 	content := []byte("identical layer")
-	d := digestOf(content)
+	d := testkit.Hash(content)
 	var reader io.ReadCloser
 	s.rename = func(oldpath, newpath string) error {
 		if err := os.WriteFile(newpath, content, 0o644); err != nil {

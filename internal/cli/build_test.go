@@ -1,42 +1,21 @@
 package cli
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"sigs.k8s.io/yaml"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
-
-func layerTarGz(t *testing.T, name, body string) []byte {
-	t.Helper()
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.WriteString(tw, body)
-	_ = tw.Close()
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	_, _ = zw.Write(tb.Bytes())
-	_ = zw.Close()
-	return gz.Bytes()
-}
 
 // run executes the root command with args and returns stdout, stderr and the exit code.
 func run(t *testing.T, args ...string) (string, string, int) {
@@ -54,9 +33,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestBuildFromFileWithConfigMap(t *testing.T) {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := testkit.NewRegistry(t).Host
 	spec := fmt.Sprintf(`apiVersion: v1
 kind: ConfigMap
 metadata: {name: app-files}
@@ -73,7 +50,7 @@ spec:
   config:
     env: [{name: GREETING, value: hello}]
   target: {image: %s/team/app:1.0}
-`, base64.StdEncoding.EncodeToString(layerTarGz(t, "app/run", "echo hi")), host)
+`, base64.StdEncoding.EncodeToString(testkit.Gzip(t, testkit.Files(t, "app/run", "echo hi"))), host)
 	file := filepath.Join(t.TempDir(), "ib.yaml")
 	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
@@ -110,9 +87,7 @@ spec:
 }
 
 func TestBuildSeveralPrintsAListAndFailsWhenOneFails(t *testing.T) {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := testkit.NewRegistry(t).Host
 	spec := fmt.Sprintf(`apiVersion: kiln.dev/v1alpha1
 kind: ImageBuild
 metadata: {name: good}

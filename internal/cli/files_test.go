@@ -2,20 +2,17 @@ package cli
 
 import (
 	"fmt"
-	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kiln-build/kiln/api/v1alpha1/v1alpha1test"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // TestPlanRefusesWhatTheAPIServerRefuses runs every invalid case the API
@@ -53,9 +50,7 @@ func TestPlanRefusesWhatTheAPIServerRefuses(t *testing.T) {
 // TestBuildOfAFileWithAnInvalidImageBuildPushesNothing: one invalid
 // ImageBuild stops the whole file before the valid one is built.
 func TestBuildOfAFileWithAnInvalidImageBuildPushesNothing(t *testing.T) {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := testkit.NewRegistry(t).Host
 	spec := fmt.Sprintf(`apiVersion: kiln.dev/v1alpha1
 kind: ImageBuild
 metadata: {name: good}

@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/layer"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // pushSingle pushes a one-layer image (not an index) with the given config platform.
@@ -27,11 +28,11 @@ func pushSingle(t *testing.T, ref string, p v1.Platform) {
 }
 
 func TestSingleManifestBaseMustMatchTheRequestedPlatform(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	linux, win := reg.host()+"/lib/linux:1", reg.host()+"/windows/servercore:ltsc2022"
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	linux, win := reg.Host+"/lib/linux:1", reg.Host+"/windows/servercore:ltsc2022"
 	pushSingle(t, linux, v1.Platform{OS: "linux", Architecture: "amd64"})
 	pushSingle(t, win, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2340"})
-	layerURL := files.put("/app.tar", makeTar(t, file("app", "x")))
+	layerURL := files.Put("/app.tar", testkit.Tar(t, testkit.File("app", "x")))
 	tests := []struct {
 		base, platform string
 		want           string // "" when the build succeeds
@@ -43,8 +44,8 @@ func TestSingleManifestBaseMustMatchTheRequestedPlatform(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.platform+" on "+tt.base, func(t *testing.T) {
-			reg.counts.reset()
-			ib := imageBuild("app", reg.host()+"/team/app:1", urlLayer("app", layerURL))
+			reg.Reset()
+			ib := imageBuild("app", reg.Host+"/team/app:1", urlLayer("app", layerURL))
 			ib.Spec.Base = &kilnv1.Base{Image: tt.base, Platform: tt.platform}
 			res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
 			if tt.want == "" {
@@ -56,7 +57,7 @@ func TestSingleManifestBaseMustMatchTheRequestedPlatform(t *testing.T) {
 			if failure.ReasonOf(err) != failure.PlatformNotFound || !failure.IsPermanent(err) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v\nwant permanent PlatformNotFound containing %q", err, tt.want)
 			}
-			if w := reg.counts.writes(); w != 0 {
+			if w := reg.Writes(); w != 0 {
 				t.Errorf("%d registry writes for a refused base", w)
 			}
 		})
@@ -65,15 +66,15 @@ func TestSingleManifestBaseMustMatchTheRequestedPlatform(t *testing.T) {
 
 // The engine's layer limits reach the base archive's decompression.
 func TestBaseArchiveGetsTheLayerLimits(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	bomb := gzipBytes(t, makeTar(t, file("x/layer.tar", strings.Repeat("\x00", 12<<20))))
-	ib := imageBuild("app", reg.host()+"/team/app:1", urlLayer("app", files.put("/app.tar", makeTar(t, file("app", "x")))))
-	ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: files.put("/base.tar.gz", bomb)}}}
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	bomb := testkit.Gzip(t, testkit.Tar(t, testkit.File("x/layer.tar", strings.Repeat("\x00", 12<<20))))
+	ib := imageBuild("app", reg.Host+"/team/app:1", urlLayer("app", files.Put("/app.tar", testkit.Tar(t, testkit.File("app", "x")))))
+	ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: files.Put("/base.tar.gz", bomb)}}}
 	for _, tc := range []struct {
 		limits layer.Limits
 		want   string
 	}{
-		{layer.Limits{MaxUncompressedBytes: 1 << 20}, "base.archive (archive url " + files.srv.URL + "/base.tar.gz): member x/layer.tar: uncompressed size exceeds 1048576 bytes (limit MaxUncompressedBytes)"},
+		{layer.Limits{MaxUncompressedBytes: 1 << 20}, "base.archive (archive url " + files.URL + "/base.tar.gz): member x/layer.tar: uncompressed size exceeds 1048576 bytes (limit MaxUncompressedBytes)"},
 		{layer.Limits{MaxRatio: 50}, "decompresses to more than 50 times its compressed size"},
 	} {
 		e := newEngine(t, "")
@@ -85,7 +86,7 @@ func TestBaseArchiveGetsTheLayerLimits(t *testing.T) {
 		if tmps, err := e.Store.TempFiles(); err != nil || len(tmps) != 0 {
 			t.Errorf("temp files left: %v %v", tmps, err)
 		}
-		if w := reg.counts.writes(); w != 0 {
+		if w := reg.Writes(); w != 0 {
 			t.Errorf("%d registry writes for a refused base archive", w)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -13,6 +14,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 func TestTagBase(t *testing.T) {
@@ -70,13 +72,13 @@ func pushRandom(t *testing.T, ref string) v1.Hash {
 }
 
 func TestResolveBaseFollowsTheTagWithOneHead(t *testing.T) {
-	reg := newTestRegistry(t)
-	ref := reg.host() + "/base:stable"
-	spec := &kilnv1.ImageBuildSpec{Base: &kilnv1.Base{Image: ref}, Target: kilnv1.Target{Image: reg.host() + "/app:1"}}
+	reg := testkit.NewRegistry(t)
+	ref := reg.Host + "/base:stable"
+	spec := &kilnv1.ImageBuildSpec{Base: &kilnv1.Base{Image: ref}, Target: kilnv1.Target{Image: reg.Host + "/app:1"}}
 	e := newEngine(t, "")
 	for range 2 { // the second time after the tag moved
 		want := pushRandom(t, ref)
-		reg.counts.reset()
+		reg.Reset()
 		got, err := e.ResolveBase(context.Background(), spec, Inputs{})
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +86,7 @@ func TestResolveBaseFollowsTheTagWithOneHead(t *testing.T) {
 		if got != (BaseRef{Image: ref, Digest: want.String()}) {
 			t.Errorf("ResolveBase = %+v, want digest %s", got, want)
 		}
-		if n, gets := reg.counts.get("HEAD manifest"), reg.counts.get("GET manifest"); n != 1 || gets != 0 {
+		if n, gets := reg.Count("HEAD manifest"), reg.Count("GET manifest"); n != 1 || gets != 0 {
 			t.Errorf("%d manifest HEADs and %d GETs, want one HEAD", n, gets)
 		}
 	}
@@ -95,8 +97,8 @@ func TestResolveBaseFollowsTheTagWithOneHead(t *testing.T) {
 }
 
 func TestTargetHolds(t *testing.T) {
-	reg := newTestRegistry(t)
-	target := reg.host() + "/app:1"
+	reg := testkit.NewRegistry(t)
+	target := reg.Host + "/app:1"
 	pushed := pushRandom(t, target)
 	e := newEngine(t, "")
 	spec := &kilnv1.ImageBuildSpec{Target: kilnv1.Target{Image: target}}
@@ -122,17 +124,18 @@ func TestTargetHolds(t *testing.T) {
 // A check must not retry like a build: a registry that keeps failing costs
 // the controller checkRetries+1 requests per check, not the build's budget.
 func TestChecksRetryOnce(t *testing.T) {
-	reg := newTestRegistry(t)
+	reg := testkit.NewRegistry(t)
+	var failed atomic.Int32
 	fail := func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path == "/v2/" {
 			return false
 		}
-		reg.counts.add("failed")
+		failed.Add(1)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return true
 	}
-	reg.fault.Store(&fail)
-	spec := &kilnv1.ImageBuildSpec{Base: &kilnv1.Base{Image: reg.host() + "/base:1"}, Target: kilnv1.Target{Image: reg.host() + "/app:1"}}
+	reg.SetFault(fail)
+	spec := &kilnv1.ImageBuildSpec{Base: &kilnv1.Base{Image: reg.Host + "/base:1"}, Target: kilnv1.Target{Image: reg.Host + "/app:1"}}
 	e := newEngine(t, "") // Registry.Retries 3: the check must not use it
 	checks := map[string]func() error{
 		"TargetHolds": func() error {
@@ -146,11 +149,11 @@ func TestChecksRetryOnce(t *testing.T) {
 	}
 	for name, check := range checks {
 		t.Run(name, func(t *testing.T) {
-			reg.counts.reset()
+			failed.Store(0)
 			if err := check(); err == nil || !strings.Contains(err.Error(), "503") {
 				t.Fatalf("error = %v, want the 503", err)
 			}
-			if n := reg.counts.get("failed"); n != checkRetries+1 {
+			if n := int(failed.Load()); n != checkRetries+1 {
 				t.Errorf("%d requests, want %d", n, checkRetries+1)
 			}
 		})

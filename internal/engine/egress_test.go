@@ -22,17 +22,18 @@ import (
 	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/egress/egresstest"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // Base, target, blob and token realm references on link-local or metadata
 // hosts fail the build at once with a permanent SourceForbidden naming the
 // host, in a build and in a plan, without contacting the host or pushing.
 func TestForbiddenHostsFailTheBuildPermanently(t *testing.T) {
-	files := newFileServer(t)
-	layerURL := files.put("/l.tar", makeTar(t, file("a", "a")))
+	files := testkit.NewFileServer(t)
+	layerURL := files.Put("/l.tar", testkit.Tar(t, testkit.File("a", "a")))
 	res := egresstest.NewResolver(map[string]netip.Addr{"rebind.test": netip.MustParseAddr("169.254.169.254")})
 	resolving := egress.RegistryPolicy(nil).WithResolver(res.Resolver)
-	digest := sha([]byte("x"))
+	digest := testkit.Digest([]byte("x"))
 	tests := []struct {
 		name    string
 		base    string
@@ -65,18 +66,18 @@ func TestForbiddenHostsFailTheBuildPermanently(t *testing.T) {
 				name += "/plan"
 			}
 			t.Run(name, func(t *testing.T) {
-				reg := newTestRegistry(t)
+				reg := testkit.NewRegistry(t)
 				if tt.realm != "" {
 					fault := func(w http.ResponseWriter, r *http.Request) bool {
 						w.Header().Set("WWW-Authenticate", `Bearer realm="`+tt.realm+`"`)
 						w.WriteHeader(http.StatusUnauthorized)
 						return true
 					}
-					reg.fault.Store(&fault)
+					reg.SetFault(fault)
 				}
 				target := tt.target
 				if target == "" {
-					target = reg.host() + "/team/app:1"
+					target = reg.Host + "/team/app:1"
 				}
 				layer := tt.layer
 				if layer.Name == "" {
@@ -101,7 +102,7 @@ func TestForbiddenHostsFailTheBuildPermanently(t *testing.T) {
 				if tt.noDials != "" && len(dials.To(tt.noDials)) != 0 {
 					t.Fatalf("dialled %v", dials.To(tt.noDials))
 				}
-				if w := reg.counts.writes(); w != 0 {
+				if w := reg.Writes(); w != 0 {
 					t.Fatalf("%d registry writes", w)
 				}
 			})
@@ -112,16 +113,16 @@ func TestForbiddenHostsFailTheBuildPermanently(t *testing.T) {
 // One flag, two rules: the hosts that confine URL sources do not confine the
 // registries a build names.
 func TestAllowedHostsConfineURLSourcesOnly(t *testing.T) {
-	files, reg := newFileServer(t), newTestRegistry(t)
-	layerURL := files.put("/l.tar", makeTar(t, file("a", "a")))
+	files, reg := testkit.NewFileServer(t), testkit.NewRegistry(t)
+	layerURL := files.Put("/l.tar", testkit.Tar(t, testkit.File("a", "a")))
 	e := newEngine(t, "")
-	e.Source.AllowedHosts = []string{strings.TrimPrefix(files.srv.URL, "http://")}
-	ib := imageBuild("app", reg.host()+"/team/app:1", urlLayer("l", layerURL))
+	e.Source.AllowedHosts = []string{strings.TrimPrefix(files.URL, "http://")}
+	ib := imageBuild("app", reg.Host+"/team/app:1", urlLayer("l", layerURL))
 	if _, err := e.Build(context.Background(), ib, Inputs{}, Options{}); err != nil {
 		t.Fatalf("a registry outside the URL allow-list was refused: %v", err)
 	}
-	other := newFileServer(t)
-	ib = imageBuild("app", reg.host()+"/team/app:2", urlLayer("l", other.put("/l.tar", makeTar(t, file("b", "b")))))
+	other := testkit.NewFileServer(t)
+	ib = imageBuild("app", reg.Host+"/team/app:2", urlLayer("l", other.Put("/l.tar", testkit.Tar(t, testkit.File("b", "b")))))
 	_, err := e.Build(context.Background(), ib, Inputs{}, Options{})
 	if failure.ReasonOf(err) != failure.SourceForbidden || !strings.Contains(err.Error(), "is not in the allowed hosts") {
 		t.Fatalf("a URL source outside the allow-list: %v", err)
@@ -141,16 +142,16 @@ func TestCABundleCoversBlobSources(t *testing.T) {
 	// at the server, so the registry is an https one with a real name.
 	res := egresstest.NewResolver(map[string]netip.Addr{"example.com": netip.MustParseAddr("127.0.0.1")})
 	policy := egress.RegistryPolicy(nil).WithResolver(res.Resolver)
-	content := makeTar(t, file("etc/blob", "from a TLS registry"))
+	content := testkit.Tar(t, testkit.File("etc/blob", "from a TLS registry"))
 	blob := pushBlob(t, tlsReg, "127.0.0.1:"+port+"/team/blobs", content)
 	blob = "example.com:" + port + strings.TrimPrefix(blob, "127.0.0.1:"+port)
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsReg.Certificate().Raw})
 
-	reg := newTestRegistry(t)
+	reg := testkit.NewRegistry(t)
 	build := func(withCA bool) error {
 		e := newEngine(t, "")
 		e.Registry.Policy = &policy
-		ib := imageBuild("app", reg.host()+"/team/app:1", kilnv1.Layer{Name: "blob", Source: kilnv1.Source{Blob: blob}})
+		ib := imageBuild("app", reg.Host+"/team/app:1", kilnv1.Layer{Name: "blob", Source: kilnv1.Source{Blob: blob}})
 		in := Inputs{}
 		if withCA {
 			ib.Spec.Target.CABundle = &kilnv1.CABundleSource{ConfigMap: &kilnv1.KeySelector{Name: "ca", Key: "ca.crt"}}
@@ -162,7 +163,7 @@ func TestCABundleCoversBlobSources(t *testing.T) {
 	if err := build(true); err != nil {
 		t.Fatalf("with the CA bundle: %v", err)
 	}
-	if got := layerTar(t, pull(t, reg.host()+"/team/app:1"), 0); string(got) != string(content) {
+	if got := layerTar(t, pull(t, reg.Host+"/team/app:1"), 0); string(got) != string(content) {
 		t.Fatal("the pushed layer is not the blob")
 	}
 	err := build(false)

@@ -27,6 +27,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 func pull(t *testing.T, ref string) v1.Image {
@@ -62,9 +63,9 @@ func layerTar(t *testing.T, img v1.Image, i int) []byte {
 }
 
 func TestScratchXzLayerAndEnvInOneManifestPut(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	rootfs := makeTar(t, dir("bin/"), file("bin/sh", "#!busybox"), symlink("bin/ls", "/bin/busybox"), dir("etc/"), file("etc/passwd", "root:x:0:0::/root:/bin/sh\n"))
-	ib := imageBuild("app", reg.host()+"/team/app:1.0", urlLayer("rootfs", files.put("/rootfs.tar.xz", xzBytes(t, rootfs))))
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	rootfs := testkit.Tar(t, testkit.Dir("bin/"), testkit.File("bin/sh", "#!busybox"), testkit.Symlink("bin/ls", "/bin/busybox"), testkit.Dir("etc/"), testkit.File("etc/passwd", "root:x:0:0::/root:/bin/sh\n"))
+	ib := imageBuild("app", reg.Host+"/team/app:1.0", urlLayer("rootfs", files.Put("/rootfs.tar.xz", testkit.Xz(t, rootfs))))
 	ib.Spec.Config = &kilnv1.ImageConfig{
 		Env:        []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}, {Name: "APP", Value: "1"}},
 		Entrypoint: []string{"/bin/sh"}, WorkingDir: "/app", User: "65532:65532",
@@ -74,7 +75,7 @@ func TestScratchXzLayerAndEnvInOneManifestPut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := reg.counts.get("PUT manifest"); got != 1 {
+	if got := reg.Count("PUT manifest"); got != 1 {
 		t.Errorf("manifest PUTs = %d, want exactly 1 (one pass, no append-then-mutate)", got)
 	}
 	img := pull(t, res.Status.Image)
@@ -91,14 +92,14 @@ func TestScratchXzLayerAndEnvInOneManifestPut(t *testing.T) {
 	if len(cf.History) != 1 || !strings.Contains(cf.History[0].CreatedBy, "rootfs") {
 		t.Errorf("history = %+v, want one entry naming the layer", cf.History)
 	}
-	if want := sha(rootfs); len(cf.RootFS.DiffIDs) != 1 || cf.RootFS.DiffIDs[0].String() != want {
+	if want := testkit.Digest(rootfs); len(cf.RootFS.DiffIDs) != 1 || cf.RootFS.DiffIDs[0].String() != want {
 		t.Errorf("diff_ids = %v, want [%s] (sha256 of the uncompressed tar, not of the xz bytes)", cf.RootFS.DiffIDs, want)
 	}
 	if got := layerTar(t, img, 0); !bytes.Equal(got, rootfs) {
 		t.Errorf("pushed layer does not decompress to the input tar (%d vs %d bytes)", len(got), len(rootfs))
 	}
 	l := res.Status.Layers[0]
-	if l.SourceCompression != "xz" || l.DiffID != sha(rootfs) || l.SourceDigest == "" || l.Digest == "" {
+	if l.SourceCompression != "xz" || l.DiffID != testkit.Digest(rootfs) || l.SourceDigest == "" || l.Digest == "" {
 		t.Errorf("layer status = %+v", l)
 	}
 	if res.Status.InputDigest == "" || res.Status.ConfigDigest == "" || res.Status.Digest == "" {
@@ -107,9 +108,9 @@ func TestScratchXzLayerAndEnvInOneManifestPut(t *testing.T) {
 }
 
 func TestSecondBuildIsUpToDateWithoutWrites(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	url := files.put("/app.tar.gz", gzipBytes(t, makeTar(t, file("app/run", "x"))))
-	ib := imageBuild("app", reg.host()+"/team/app:1.0", urlLayer("app", url))
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	url := files.Put("/app.tar.gz", testkit.Gzip(t, testkit.Tar(t, testkit.File("app/run", "x"))))
+	ib := imageBuild("app", reg.Host+"/team/app:1.0", urlLayer("app", url))
 	ib.Spec.Target.Tags = []string{"latest", "stable"}
 	first, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
 	if err != nil {
@@ -118,7 +119,7 @@ func TestSecondBuildIsUpToDateWithoutWrites(t *testing.T) {
 	if first.UpToDate {
 		t.Fatal("first build reported upToDate")
 	}
-	reg.counts.reset()
+	reg.Reset()
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
 	second, err := newEngine(t, "").Build(context.Background(), ib.DeepCopy(), Inputs{}, Options{})
@@ -128,13 +129,13 @@ func TestSecondBuildIsUpToDateWithoutWrites(t *testing.T) {
 	if second.Status.Digest != first.Status.Digest {
 		t.Errorf("digest differs across cache dirs and GOMAXPROCS: %s vs %s", second.Status.Digest, first.Status.Digest)
 	}
-	if !second.UpToDate || reg.counts.writes() != 0 {
-		t.Errorf("second build: upToDate=%v, registry writes=%d; want true, 0", second.UpToDate, reg.counts.writes())
+	if !second.UpToDate || reg.Writes() != 0 {
+		t.Errorf("second build: upToDate=%v, registry writes=%d; want true, 0", second.UpToDate, reg.Writes())
 	}
 }
 
 func TestGzipDockerSaveArchiveBase(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
 	base, err := random.Image(1024, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -154,8 +155,8 @@ func TestGzipDockerSaveArchiveBase(t *testing.T) {
 	if err := tarball.Write(tag, base, &saved); err != nil {
 		t.Fatal(err)
 	}
-	ib := imageBuild("app", reg.host()+"/team/app:1.0", urlLayer("app", files.put("/app.tar", makeTar(t, file("app", "x")))))
-	ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: files.put("/base.tar.gz", gzipBytes(t, saved.Bytes()))}}}
+	ib := imageBuild("app", reg.Host+"/team/app:1.0", urlLayer("app", files.Put("/app.tar", testkit.Tar(t, testkit.File("app", "x")))))
+	ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: files.Put("/base.tar.gz", testkit.Gzip(t, saved.Bytes()))}}}
 	ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}
 	res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
 	if err != nil {
@@ -174,9 +175,9 @@ func TestGzipDockerSaveArchiveBase(t *testing.T) {
 }
 
 func TestWindowsBaseWithTarDotLayer(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
 	baseLayer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(makeTar(t, dir("Files/"), dir("Files/Windows/"), dir("Hives/"), file("Hives/Software_Base", "hive")))), nil
+		return io.NopCloser(bytes.NewReader(testkit.Tar(t, testkit.Dir("Files/"), testkit.Dir("Files/Windows/"), testkit.Dir("Hives/"), testkit.File("Hives/Software_Base", "hive")))), nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -190,13 +191,13 @@ func TestWindowsBaseWithTarDotLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	baseRef := reg.host() + "/windows/nanoserver:ltsc2022"
+	baseRef := reg.Host + "/windows/nanoserver:ltsc2022"
 	if err := remote.Write(mustRef(t, baseRef), base); err != nil {
 		t.Fatal(err)
 	}
 	// What `tar -C dir .` produces: a "./" root entry and "./"-prefixed paths.
-	layer := makeTar(t, dir("./"), dir("./app/"), file("./app/server.exe", "MZ"))
-	ib := imageBuild("win", reg.host()+"/team/win:1.0", urlLayer("app", files.put("/win.tar.gz", gzipBytes(t, layer))))
+	layer := testkit.Tar(t, testkit.Dir("./"), testkit.Dir("./app/"), testkit.File("./app/server.exe", "MZ"))
+	ib := imageBuild("win", reg.Host+"/team/win:1.0", urlLayer("app", files.Put("/win.tar.gz", testkit.Gzip(t, layer))))
 	ib.Spec.Base = &kilnv1.Base{Image: baseRef}
 	res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
 	if err != nil {
@@ -259,9 +260,9 @@ func mustDiffIDs(t *testing.T, img v1.Image) []v1.Hash {
 }
 
 func TestEightParallelBuildsWithIdenticalEmptyLayers(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	empty := makeTar(t)
-	url := files.put("/empty.tar", empty)
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	empty := testkit.Tar(t)
+	url := files.Put("/empty.tar", empty)
 	engine := newEngine(t, "")
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
@@ -269,7 +270,7 @@ func TestEightParallelBuildsWithIdenticalEmptyLayers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ib := imageBuild(fmt.Sprintf("b%d", i), fmt.Sprintf("%s/team/b%d:1", reg.host(), i),
+			ib := imageBuild(fmt.Sprintf("b%d", i), fmt.Sprintf("%s/team/b%d:1", reg.Host, i),
 				urlLayer("one", url), urlLayer("two", url), urlLayer("three", url))
 			ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "N", Value: fmt.Sprint(i)}}}
 			_, errs[i] = engine.Build(context.Background(), ib, Inputs{}, Options{})
@@ -294,16 +295,16 @@ func TestEightParallelBuildsWithIdenticalEmptyLayers(t *testing.T) {
 }
 
 func TestRetriesEndWithTheSameDigest(t *testing.T) {
-	files := newFileServer(t)
-	url := files.put("/app.tar", makeTar(t, file("app/a", strings.Repeat("kiln ", 50000)), file("app/b", "b")))
-	clean := newTestRegistry(t)
-	ib := imageBuild("app", clean.host()+"/team/app:1", urlLayer("app", url))
+	files := testkit.NewFileServer(t)
+	url := files.Put("/app.tar", testkit.Tar(t, testkit.File("app/a", strings.Repeat("kiln ", 50000)), testkit.File("app/b", "b")))
+	clean := testkit.NewRegistry(t)
+	ib := imageBuild("app", clean.Host+"/team/app:1", urlLayer("app", url))
 	want, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	faulty := newTestRegistry(t)
+	faulty := testkit.NewRegistry(t)
 	var mu sync.Mutex
 	seen := map[string]int{}
 	var reset atomic.Bool
@@ -334,8 +335,8 @@ func TestRetriesEndWithTheSameDigest(t *testing.T) {
 		}
 		return false
 	}
-	faulty.fault.Store(&fault)
-	ib2 := imageBuild("app", faulty.host()+"/team/app:1", urlLayer("app", url))
+	faulty.SetFault(fault)
+	ib2 := imageBuild("app", faulty.Host+"/team/app:1", urlLayer("app", url))
 	got, err := newEngine(t, "").Build(context.Background(), ib2, Inputs{}, Options{})
 	if err != nil {
 		t.Fatalf("build through faults: %v", err)
@@ -349,11 +350,11 @@ func TestRetriesEndWithTheSameDigest(t *testing.T) {
 }
 
 func TestPermanentErrorsNameTheProblemAndPushNothing(t *testing.T) {
-	files := newFileServer(t)
-	good := makeTar(t, file("a", "a"))
-	goodURL := files.put("/good.tar", good)
-	badURL := files.put("/bad.tar", []byte("<html>not a tarball</html>"))
-	xzURL := files.put("/x.tar.xz", xzBytes(t, good))
+	files := testkit.NewFileServer(t)
+	good := testkit.Tar(t, testkit.File("a", "a"))
+	goodURL := files.Put("/good.tar", good)
+	badURL := files.Put("/bad.tar", []byte("<html>not a tarball</html>"))
+	xzURL := files.Put("/x.tar.xz", testkit.Xz(t, good))
 	tests := []struct {
 		name   string
 		layer  kilnv1.Layer
@@ -364,11 +365,11 @@ func TestPermanentErrorsNameTheProblemAndPushNothing(t *testing.T) {
 		{"digest mismatch", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: goodURL}, Digest: "sha256:" + strings.Repeat("0", 64)},
 			Inputs{}, failure.DigestMismatch, "sha256:" + strings.Repeat("0", 64)},
 		{"diffID mismatch", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: goodURL}, DiffID: "sha256:" + strings.Repeat("1", 64)},
-			Inputs{}, failure.DiffIDMismatch, sha(good)},
+			Inputs{}, failure.DiffIDMismatch, testkit.Digest(good)},
 		{"not a tar", urlLayer("l", badURL), Inputs{}, failure.InvalidLayer, "not a tar archive"},
 		{"declared gzip on xz", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: xzURL}, Compression: kilnv1.CompressionGzip},
 			Inputs{}, failure.InvalidLayer, "xz"},
-		{"404", urlLayer("l", files.srv.URL+"/missing.tar"), Inputs{}, failure.SourceNotFound, "404"},
+		{"404", urlLayer("l", files.URL+"/missing.tar"), Inputs{}, failure.SourceNotFound, "404"},
 		{"missing ConfigMap", kilnv1.Layer{Name: "l", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
 			Inputs{}, failure.SourceNotFound, `ConfigMap "cm" not found`},
 		{"missing key", kilnv1.Layer{Name: "l", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
@@ -378,8 +379,8 @@ func TestPermanentErrorsNameTheProblemAndPushNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reg := newTestRegistry(t)
-			ib := imageBuild("app", reg.host()+"/team/app:1", tt.layer)
+			reg := testkit.NewRegistry(t)
+			ib := imageBuild("app", reg.Host+"/team/app:1", tt.layer)
 			_, err := newEngine(t, "").Build(context.Background(), ib, tt.in, Options{})
 			if err == nil {
 				t.Fatal("build succeeded")
@@ -390,7 +391,7 @@ func TestPermanentErrorsNameTheProblemAndPushNothing(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), `"l"`) {
 				t.Errorf("error %q should name the layer and contain %q", err, tt.want)
 			}
-			if w := reg.counts.writes(); w != 0 {
+			if w := reg.Writes(); w != 0 {
 				t.Errorf("%d registry writes for a failed build", w)
 			}
 		})
@@ -406,14 +407,14 @@ func TestInvalidTargetIsInvalidSpec(t *testing.T) {
 }
 
 func TestPlanDoesNotPush(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	ib := imageBuild("app", reg.host()+"/team/app:1", urlLayer("l", files.put("/l.tar", makeTar(t, file("a", "a")))))
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	ib := imageBuild("app", reg.Host+"/team/app:1", urlLayer("l", files.Put("/l.tar", testkit.Tar(t, testkit.File("a", "a")))))
 	res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.WouldPush || reg.counts.writes() != 0 || res.Status.Digest == "" {
-		t.Errorf("plan: wouldPush=%v writes=%d digest=%q", res.WouldPush, reg.counts.writes(), res.Status.Digest)
+	if !res.WouldPush || reg.Writes() != 0 || res.Status.Digest == "" {
+		t.Errorf("plan: wouldPush=%v writes=%d digest=%q", res.WouldPush, reg.Writes(), res.Status.Digest)
 	}
 }
 
@@ -424,11 +425,11 @@ func listBlobs(e *Engine) ([]string, error) {
 }
 
 func TestUnpinnedURLIsNotDownloadedTwice(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	url := files.put("/app.tar", makeTar(t, file("a", "a")))
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	url := files.Put("/app.tar", testkit.Tar(t, testkit.File("a", "a")))
 	engine := newEngine(t, "")
 	for i := range 3 {
-		ib := imageBuild(fmt.Sprintf("b%d", i), fmt.Sprintf("%s/team/b%d:1", reg.host(), i), urlLayer("l", url))
+		ib := imageBuild(fmt.Sprintf("b%d", i), fmt.Sprintf("%s/team/b%d:1", reg.Host, i), urlLayer("l", url))
 		res, err := engine.Build(context.Background(), ib, Inputs{}, Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -437,28 +438,28 @@ func TestUnpinnedURLIsNotDownloadedTwice(t *testing.T) {
 			t.Errorf("build %d: cache hits = %d, want 1 (304 Not Modified)", i, res.CacheHits)
 		}
 	}
-	if got := files.gets("/app.tar"); got != 3 {
+	if got := files.Requests("/app.tar"); got != 3 {
 		t.Errorf("GETs = %d, want 3 (one download, then two conditional requests)", got)
 	}
 }
 
 func TestLayersPushedBeforeAreMountedFromTheirRepository(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	big := makeTar(t, file("data", strings.Repeat("kiln mounts ", 100000)))
-	url := files.put("/big.tar", big)
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	big := testkit.Tar(t, testkit.File("data", strings.Repeat("kiln mounts ", 100000)))
+	url := files.Put("/big.tar", big)
 	engine := newEngine(t, "")
-	if _, err := engine.Build(context.Background(), imageBuild("a", reg.host()+"/team/a:1", urlLayer("l", url)), Inputs{}, Options{}); err != nil {
+	if _, err := engine.Build(context.Background(), imageBuild("a", reg.Host+"/team/a:1", urlLayer("l", url)), Inputs{}, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	reg.counts.reset()
-	res, err := engine.Build(context.Background(), imageBuild("b", reg.host()+"/other/b:1", urlLayer("l", url)), Inputs{}, Options{})
+	reg.Reset()
+	res, err := engine.Build(context.Background(), imageBuild("b", reg.Host+"/other/b:1", urlLayer("l", url)), Inputs{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := reg.counts.get("PUT blob"); got != 1 {
+	if got := reg.Count("PUT blob"); got != 1 {
 		t.Errorf("%d blob uploads completed; want only the config uploaded and the layer mounted", got)
 	}
-	if got := reg.counts.get("POST mount"); got != 1 {
+	if got := reg.Count("POST mount"); got != 1 {
 		t.Errorf("%d cross-repository mounts, want 1", got)
 	}
 	if res.BytesOut > int64(len(big))/2 {
@@ -474,15 +475,15 @@ func TestLayersPushedBeforeAreMountedFromTheirRepository(t *testing.T) {
 // failing with "evicted from the cache before the push", and the blob is
 // evictable again once the build is done.
 func TestLayerSurvivesEvictionBetweenCommitAndPush(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	url := files.put("/app.tar", makeTar(t, file("a", strings.Repeat("a", 64<<10))))
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	url := files.Put("/app.tar", testkit.Tar(t, testkit.File("a", strings.Repeat("a", 64<<10))))
 	engine := newEngine(t, "")
 	store, err := blobstore.Open(t.TempDir(), blobstore.Options{MaxBytes: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	engine.Store = store
-	res, err := engine.Build(context.Background(), imageBuild("a", reg.host()+"/team/a:1", urlLayer("l", url)), Inputs{}, Options{})
+	res, err := engine.Build(context.Background(), imageBuild("a", reg.Host+"/team/a:1", urlLayer("l", url)), Inputs{}, Options{})
 	if err != nil {
 		t.Fatalf("build with a 1-byte cache: %v", err)
 	}

@@ -8,13 +8,14 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // Lower packages name the layer themselves (failure.LayerError); the engine
 // names only the errors that do not, so every message names it once.
 func TestLayerErrorsNameTheLayerOnce(t *testing.T) {
-	files := newFileServer(t)
-	missing := files.srv.URL + "/missing.tar"
+	files := testkit.NewFileServer(t)
+	missing := files.URL + "/missing.tar"
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	tests := []struct {
@@ -28,13 +29,13 @@ func TestLayerErrorsNameTheLayerOnce(t *testing.T) {
 			false, `layer "l": ConfigMap "cm" not found in the ImageBuild's namespace`, true},
 		{"named by the source package", urlLayer("l", missing),
 			false, `layer "l": GET ` + missing + `: 404 Not Found: 404 page not found`, true},
-		{"named by the layer package", urlLayer("l", files.put("/bad.tar", []byte("<html>"))),
+		{"named by the layer package", urlLayer("l", files.Put("/bad.tar", []byte("<html>"))),
 			false, `layer "l": not a tar archive`, false},
 		// The source finds the mismatch at the end of the stream, under
 		// the normalizer's read: still one name, and no "reading the tar
 		// stream" in front of a message that says it all.
 		{"named by the source under the layer package", func() kilnv1.Layer {
-			l := urlLayer("l", files.put("/pinned.tar", makeTar(t, file("a", "x"))))
+			l := urlLayer("l", files.Put("/pinned.tar", testkit.Tar(t, testkit.File("a", "x"))))
 			l.Digest = "sha256:" + strings.Repeat("0", 64)
 			return l
 		}(), false, `layer "l": fetched bytes have digest sha256:`, false},
@@ -48,7 +49,7 @@ func TestLayerErrorsNameTheLayerOnce(t *testing.T) {
 			if tt.cancel {
 				ctx = cancelled
 			}
-			_, err := newEngine(t, "").Build(ctx, imageBuild("app", newTestRegistry(t).host()+"/team/app:1", tt.layer), Inputs{}, Options{})
+			_, err := newEngine(t, "").Build(ctx, imageBuild("app", testkit.NewRegistry(t).Host+"/team/app:1", tt.layer), Inputs{}, Options{})
 			if err == nil {
 				t.Fatal("build succeeded")
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/source"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 func noSleep(context.Context, time.Duration) error { return nil }
@@ -50,13 +52,13 @@ func assertFailure(t *testing.T, err error, reason failure.Reason, fragment stri
 // digest of those bytes on sources that cannot deliver them. None of them
 // may be served team-a's cached layer, and nothing of team-b's is pushed.
 func TestAnotherTenantsSecretLayerIsNotReusedByDigest(t *testing.T) {
-	reg := newTestRegistry(t)
+	reg := testkit.NewRegistry(t)
 	engine := proofEngine(t)
 	// xz, so neither the pushed blob (re-encoded as gzip) nor the diffID
 	// equals the sha256 of the Secret bytes.
-	secret := xzBytes(t, makeTar(t, file("key", "team-a private key")))
-	digest := sha(secret)
-	a := imageBuild("a", reg.host()+"/team-a/app:1",
+	secret := testkit.Xz(t, testkit.Tar(t, testkit.File("key", "team-a private key")))
+	digest := testkit.Digest(secret)
+	a := imageBuild("a", reg.Host+"/team-a/app:1",
 		kilnv1.Layer{Name: "s", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar.xz"}}})
 	res, err := engine.Build(context.Background(), a, Inputs{Secrets: map[string]map[string][]byte{"layer": {"l.tar.xz": secret}}}, Options{})
 	if err != nil {
@@ -73,7 +75,7 @@ func TestAnotherTenantsSecretLayerIsNotReusedByDigest(t *testing.T) {
 		t.Errorf("status shows the sha256 of the Secret bytes: %s", st)
 	}
 
-	junk := xzBytes(t, makeTar(t, file("key", "team-b's guess")))
+	junk := testkit.Xz(t, testkit.Tar(t, testkit.File("key", "team-b's guess")))
 	attacks := []struct {
 		name     string
 		layer    kilnv1.Layer
@@ -85,18 +87,18 @@ func TestAnotherTenantsSecretLayerIsNotReusedByDigest(t *testing.T) {
 			Inputs{}, failure.Transient, "connection refused"},
 		{"own ConfigMap with other bytes", kilnv1.Layer{Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}, Digest: digest},
 			Inputs{ConfigMaps: map[string]map[string][]byte{"cm": {"k": junk}}}, failure.DigestMismatch, "spec declares " + digest},
-		{"blob its registry does not hold", kilnv1.Layer{Source: kilnv1.Source{Blob: reg.host() + "/team-b/x@" + digest}},
-			Inputs{}, failure.SourceNotFound, "GET blob " + reg.host() + "/team-b/x@" + digest},
+		{"blob its registry does not hold", kilnv1.Layer{Source: kilnv1.Source{Blob: reg.Host + "/team-b/x@" + digest}},
+			Inputs{}, failure.SourceNotFound, "GET blob " + reg.Host + "/team-b/x@" + digest},
 	}
 	for _, tt := range attacks {
 		t.Run(tt.name, func(t *testing.T) {
-			reg.counts.reset()
+			reg.Reset()
 			tt.layer.Name = "s"
-			b := imageBuild("b", reg.host()+"/team-b/app:1", tt.layer)
+			b := imageBuild("b", reg.Host+"/team-b/app:1", tt.layer)
 			res, err := engine.Build(context.Background(), b, tt.in, Options{})
 			assertFailure(t, err, tt.reason, tt.fragment)
-			if res != nil || reg.counts.writes() != 0 {
-				t.Errorf("team-b's build wrote %d times to the registry", reg.counts.writes())
+			if res != nil || reg.Writes() != 0 {
+				t.Errorf("team-b's build wrote %d times to the registry", reg.Writes())
 			}
 		})
 	}
@@ -143,7 +145,7 @@ func (s *authFileServer) serve(w http.ResponseWriter, r *http.Request) {
 		hold(r)
 	}
 	seen := seenRequest{path: r.URL.Path, auth: r.Header.Get("Authorization"), ifNoneMatch: r.Header.Get("If-None-Match")}
-	rec := &statusWriter{ResponseWriter: w}
+	rec := &testkit.StatusRecorder{ResponseWriter: w}
 	switch {
 	case !ok:
 		http.Error(rec, "credentials required", http.StatusUnauthorized)
@@ -155,7 +157,7 @@ func (s *authFileServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("ETag", etag)
 		http.ServeContent(rec, r, "x.tar", time.Unix(1700000000, 0), bytes.NewReader(body))
 	}
-	seen.status = rec.status
+	seen.status = rec.Status
 	s.mu.Lock()
 	s.seen = append(s.seen, seen)
 	s.mu.Unlock()
@@ -188,7 +190,7 @@ func urlBuild(name, target, url, digest, token string) (*kilnv1.ImageBuild, Inpu
 // A build may reuse a layer another build fetched from the same URL only
 // after its own request (its own headers) is answered, pinned or not.
 func TestURLLayerReuseNeedsOwnProof(t *testing.T) {
-	tarBytes := makeTar(t, file("data", strings.Repeat("private ", 4096)))
+	tarBytes := testkit.Tar(t, testkit.File("data", strings.Repeat("private ", 4096)))
 	tests := []struct {
 		name   string
 		mutate func(s *authFileServer)
@@ -207,7 +209,7 @@ func TestURLLayerReuseNeedsOwnProof(t *testing.T) {
 		{name: "server gone", token: "a", mutate: func(s *authFileServer) { s.srv.Close() },
 			pinned: failure.Transient, unpinned: failure.Transient, fragment: "connection refused"},
 		{name: "content changed", token: "a", mutate: func(s *authFileServer) {
-			s.body, s.etag = makeTar(t, file("data", "changed")), `"v2"`
+			s.body, s.etag = testkit.Tar(t, testkit.File("data", "changed")), `"v2"`
 		}, pinned: failure.DigestMismatch, fragment: "spec declares"},
 		{name: "same URL, conditions ignored, same ETag", token: "b", mutate: func(s *authFileServer) { s.ignoreConditions = true }, reused: true},
 	}
@@ -218,28 +220,28 @@ func TestURLLayerReuseNeedsOwnProof(t *testing.T) {
 				continue // unpinned reuse needs a 304: a 200 may be new bytes
 			}
 			t.Run(mode+"/"+tt.name, func(t *testing.T) {
-				reg := newTestRegistry(t)
+				reg := testkit.NewRegistry(t)
 				srv := newAuthFileServer(t, tarBytes, "a", "b")
 				engine := proofEngine(t)
 				digest := ""
 				if pinned {
-					digest = sha(tarBytes)
+					digest = testkit.Digest(tarBytes)
 				}
-				ib, in := urlBuild("a", reg.host()+"/team-a/app:1", srv.srv.URL+"/x.tar", digest, "a")
+				ib, in := urlBuild("a", reg.Host+"/team-a/app:1", srv.srv.URL+"/x.tar", digest, "a")
 				if _, err := engine.Build(context.Background(), ib, in, Options{}); err != nil {
 					t.Fatal(err)
 				}
 				if tt.mutate != nil {
 					srv.set(tt.mutate)
 				}
-				reg.counts.reset()
+				reg.Reset()
 				before := len(srv.requests())
-				ib, in = urlBuild("b", reg.host()+"/team-b/app:1", srv.srv.URL+"/x.tar", digest, tt.token)
+				ib, in = urlBuild("b", reg.Host+"/team-b/app:1", srv.srv.URL+"/x.tar", digest, tt.token)
 				res, err := engine.Build(context.Background(), ib, in, Options{})
 				want := map[bool]failure.Reason{true: tt.pinned, false: tt.unpinned}[pinned]
 				if want != "" {
 					assertFailure(t, err, want, tt.fragment)
-					if w := reg.counts.writes(); w != 0 {
+					if w := reg.Writes(); w != 0 {
 						t.Errorf("failed build wrote %d times to the registry", w)
 					}
 					return
@@ -265,12 +267,12 @@ func TestURLLayerReuseNeedsOwnProof(t *testing.T) {
 // other URL is downloaded in full (and verified), even if it serves the
 // same bytes.
 func TestPinnedDigestFromAnotherURLIsDownloaded(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	tarBytes := makeTar(t, file("a", "a"))
-	first, second := files.put("/first.tar", tarBytes), files.put("/second.tar", tarBytes)
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	tarBytes := testkit.Tar(t, testkit.File("a", "a"))
+	first, second := files.Put("/first.tar", tarBytes), files.Put("/second.tar", tarBytes)
 	engine := proofEngine(t)
 	for i, u := range []string{first, second, second} {
-		ib, in := urlBuild("b", reg.host()+"/team/app:1", u, sha(tarBytes), "")
+		ib, in := urlBuild("b", reg.Host+"/team/app:1", u, testkit.Digest(tarBytes), "")
 		res, err := engine.Build(context.Background(), ib, in, Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -279,7 +281,7 @@ func TestPinnedDigestFromAnotherURLIsDownloaded(t *testing.T) {
 			t.Errorf("build %d from %s: cache hits %d, want hit %v", i, u, res.CacheHits, wantHit)
 		}
 	}
-	if got := files.gets("/second.tar"); got != 2 {
+	if got := files.Requests("/second.tar"); got != 2 {
 		t.Errorf("second URL requested %d times, want 2 (a download, then a conditional GET)", got)
 	}
 }
@@ -288,16 +290,17 @@ func TestPinnedDigestFromAnotherURLIsDownloaded(t *testing.T) {
 // header and one without, never share the fetch: the one without makes its
 // own request and fails.
 func TestConcurrentFetchesAreSharedOnlyWithTheSameHeaders(t *testing.T) {
-	reg := newTestRegistry(t)
-	srv := newAuthFileServer(t, makeTar(t, file("a", "private")), "a")
-	anonymous := make(chan struct{})
-	var once sync.Once
+	reg := testkit.NewRegistry(t)
+	srv := newAuthFileServer(t, testkit.Tar(t, testkit.File("a", "private")), "a")
+	anonymous, authorized := make(chan struct{}), make(chan struct{})
+	var anonymousOnce, authorizedOnce sync.Once
 	srv.set(func(s *authFileServer) {
 		s.hold = func(r *http.Request) {
 			if r.Header.Get("Authorization") == "" {
-				once.Do(func() { close(anonymous) })
+				anonymousOnce.Do(func() { close(anonymous) })
 				return
 			}
+			authorizedOnce.Do(func() { close(authorized) })
 			// Keep the authorized fetch in flight until the other build
 			// has had every chance to join it.
 			select {
@@ -314,9 +317,16 @@ func TestConcurrentFetchesAreSharedOnlyWithTheSameHeaders(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			if i == 1 {
-				time.Sleep(200 * time.Millisecond) // let the authorized fetch start first
+				// Start once the authorized fetch is in flight (a sleep
+				// would not order them on a loaded machine).
+				select {
+				case <-authorized:
+				case <-time.After(30 * time.Second):
+					errs[i] = errors.New("the authorized fetch never started")
+					return
+				}
 			}
-			ib, in := urlBuild("b", reg.host()+"/team/app"+token+":1", srv.srv.URL+"/x.tar", "", token)
+			ib, in := urlBuild("b", reg.Host+"/team/app"+token+":1", srv.srv.URL+"/x.tar", "", token)
 			_, errs[i] = engine.Build(context.Background(), ib, in, Options{})
 		}()
 	}
@@ -341,7 +351,7 @@ func TestFlightKeys(t *testing.T) {
 	blobAs := func(user string) *source.Fetcher {
 		return source.NewFetcher(source.Options{Keychain: fixedKeychain{authn.FromConfig(authn.AuthConfig{Username: user, Password: "pw"})}})
 	}
-	d := sha([]byte("x"))
+	d := testkit.Digest([]byte("x"))
 	url := source.Spec{Name: "l", URL: "https://host/x.tar?sig=s3cret"}
 	withAuth := url
 	withAuth.Headers = map[string]string{"Authorization": "Bearer a"}
@@ -391,7 +401,7 @@ func (k fixedKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { re
 // A blob layer pulled by one build is reused by another only after a HEAD
 // with the other build's own credentials is answered 200.
 func TestBlobLayerReuseNeedsOwnCredentials(t *testing.T) {
-	src, target := newTestRegistry(t), newTestRegistry(t)
+	src, target := testkit.NewRegistry(t), testkit.NewRegistry(t)
 	basic := func(user string) string {
 		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":pw"))
 	}
@@ -403,39 +413,39 @@ func TestBlobLayerReuseNeedsOwnCredentials(t *testing.T) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return true
 	}
-	repo, err := name.NewRepository(src.host() + "/team-a/artifacts")
+	repo, err := name.NewRepository(src.Host + "/team-a/artifacts")
 	if err != nil {
 		t.Fatal(err)
 	}
-	content := gzipBytes(t, makeTar(t, file("a", "team-a artifact")))
+	content := testkit.Gzip(t, testkit.Tar(t, testkit.File("a", "team-a artifact")))
 	l := static.NewLayer(content, types.OCILayer)
 	if err := remote.WriteLayer(repo, l); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := l.Digest()
-	src.counts.reset()
-	src.fault.Store(&deny)
+	src.Reset()
+	src.SetFault(deny)
 	engine := proofEngine(t)
 	build := func(user string) (*Result, error) {
-		ib := imageBuild("b", target.host()+"/"+user+"/app:1", kilnv1.Layer{Name: "l", Source: kilnv1.Source{Blob: repo.String() + "@" + d.String()}})
+		ib := imageBuild("b", target.Host+"/"+user+"/app:1", kilnv1.Layer{Name: "l", Source: kilnv1.Source{Blob: repo.String() + "@" + d.String()}})
 		kc := fixedKeychain{authn.FromConfig(authn.AuthConfig{Username: user, Password: "pw"})}
 		return engine.Build(context.Background(), ib, Inputs{Keychain: kc}, Options{})
 	}
 	if _, err := build("alice"); err != nil {
 		t.Fatal(err)
 	}
-	if got := src.counts.get("GET blob"); got != 1 {
+	if got := src.Count("GET blob"); got != 1 {
 		t.Fatalf("first build: %d blob GETs, want 1", got)
 	}
-	src.counts.reset()
+	src.Reset()
 	_, err = build("bob")
 	assertFailure(t, err, failure.Unauthorized, "HEAD blob "+repo.String())
 	res, err := build("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.CacheHits != 1 || src.counts.get("GET blob") != 0 || src.counts.get("HEAD blob") != 1 {
+	if res.CacheHits != 1 || src.Count("GET blob") != 0 || src.Count("HEAD blob") != 1 {
 		t.Errorf("alice again: cache hits %d, %d GETs, %d HEADs; want reuse after one HEAD",
-			res.CacheHits, src.counts.get("GET blob"), src.counts.get("HEAD blob"))
+			res.CacheHits, src.Count("GET blob"), src.Count("HEAD blob"))
 	}
 }

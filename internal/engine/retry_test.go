@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/source"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // TestPushedDigestMustBeTheRegistrys: a registry (here a proxy in front of
@@ -23,10 +24,10 @@ import (
 // the one of the manifest kiln built fails the build, naming both digests,
 // and the extra tag is not moved.
 func TestPushedDigestMustBeTheRegistrys(t *testing.T) {
-	files := newFileServer(t)
-	url := files.put("/app.tar", makeTar(t, file("app/a", "a")))
-	clean := newTestRegistry(t)
-	want, err := newEngine(t, "").Build(context.Background(), imageBuild("app", clean.host()+"/team/app:1", urlLayer("app", url)), Inputs{}, Options{})
+	files := testkit.NewFileServer(t)
+	url := files.Put("/app.tar", testkit.Tar(t, testkit.File("app/a", "a")))
+	clean := testkit.NewRegistry(t)
+	want, err := newEngine(t, "").Build(context.Background(), imageBuild("app", clean.Host+"/team/app:1", urlLayer("app", url)), Inputs{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,10 +79,10 @@ func TestLayerFetchRetryBudget(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	t.Cleanup(srv.Close)
-	reg := newTestRegistry(t)
+	reg := testkit.NewRegistry(t)
 	e := newEngine(t, "")
 	e.Source = source.Options{Sleep: noSleep}
-	_, err := e.Build(context.Background(), imageBuild("app", reg.host()+"/team/app:1", urlLayer("app", srv.URL+"/app.tar")), Inputs{}, Options{})
+	_, err := e.Build(context.Background(), imageBuild("app", reg.Host+"/team/app:1", urlLayer("app", srv.URL+"/app.tar")), Inputs{}, Options{})
 	if err == nil || failure.IsPermanent(err) || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("want a transient 503 error, got %v", err)
 	}

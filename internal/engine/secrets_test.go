@@ -16,6 +16,7 @@ import (
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // secrets are the parts of a credentialed URL that must never leave kiln.
@@ -55,12 +56,12 @@ func dockerSave(t *testing.T) []byte {
 // manifest, the status, or the error of a failing build, and rotating the
 // signature does not change the image.
 func TestNoCredentialsInImageStatusOrErrors(t *testing.T) {
-	reg, files := newTestRegistry(t), newFileServer(t)
-	layerURL := files.put("/x.tar.gz", gzipBytes(t, makeTar(t, file("app/run", "x"))))
-	baseURL := files.put("/base.tar", dockerSave(t))
+	reg, files := testkit.NewRegistry(t), testkit.NewFileServer(t)
+	layerURL := files.Put("/x.tar.gz", testkit.Gzip(t, testkit.Tar(t, testkit.File("app/run", "x"))))
+	baseURL := files.Put("/base.tar", dockerSave(t))
 	var digests []string
 	for i, sig := range []string{"SECRET-ONE", "SECRET-TWO"} {
-		ib := imageBuild("app", fmt.Sprintf("%s/team/app:%d", reg.host(), i), urlLayer("app", withCredentials(layerURL, sig)))
+		ib := imageBuild("app", fmt.Sprintf("%s/team/app:%d", reg.Host, i), urlLayer("app", withCredentials(layerURL, sig)))
 		ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: withCredentials(baseURL, sig)}}}
 		res, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
 		if err != nil {
@@ -97,15 +98,15 @@ func TestNoCredentialsInImageStatusOrErrors(t *testing.T) {
 		layer  kilnv1.Layer
 		reason failure.Reason
 	}{
-		{"404", urlLayer("app", withCredentials(files.srv.URL+"/missing.tar.gz", "SECRET")), failure.SourceNotFound},
+		{"404", urlLayer("app", withCredentials(files.URL+"/missing.tar.gz", "SECRET")), failure.SourceNotFound},
 		{"digest mismatch", kilnv1.Layer{Name: "app", Source: kilnv1.Source{URL: withCredentials(layerURL, "SECRET")},
 			Digest: "sha256:" + strings.Repeat("0", 64)}, failure.DigestMismatch},
 		{"refused host", urlLayer("app", "http://tenant-user:pa55w0rd@169.254.169.254/x?X-Amz-Signature=SECRET"), failure.SourceForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reg.counts.reset()
-			ib := imageBuild("app", reg.host()+"/team/app:bad", tt.layer)
+			reg.Reset()
+			ib := imageBuild("app", reg.Host+"/team/app:bad", tt.layer)
 			_, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
 			if failure.ReasonOf(err) != tt.reason {
 				t.Fatalf("reason %s, want %s: %v", failure.ReasonOf(err), tt.reason, err)
@@ -114,7 +115,7 @@ func TestNoCredentialsInImageStatusOrErrors(t *testing.T) {
 			status, _ := json.Marshal(ib.Status)
 			assertNoSecrets(t, "error", []byte(err.Error()))
 			assertNoSecrets(t, "status", status)
-			if w := reg.counts.writes(); w != 0 {
+			if w := reg.Writes(); w != 0 {
 				t.Errorf("%d registry writes for a failed build", w)
 			}
 		})

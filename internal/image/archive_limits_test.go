@@ -15,21 +15,8 @@ import (
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/layer"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
-
-func zstdBytes(t *testing.T, b []byte, opts ...zstd.EOption) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w, err := zstd.NewWriter(&buf, append([]zstd.EOption{zstd.WithEncoderConcurrency(1)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write(b)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 func xzDict(t *testing.T, b []byte, dict int) []byte {
 	t.Helper()
@@ -60,7 +47,7 @@ func TestFromArchiveLimits(t *testing.T) {
 	zeros := make([]byte, 12<<20) // past the 8 MiB before MaxRatio is checked
 	bomb := writeTar(t, []tarEntry{{name: "x/layer.tar", data: zeros}})
 	big := writeTar(t, []tarEntry{{name: "a/layer.tar", data: make([]byte, 600<<10)}, {name: "b/layer.tar", data: make([]byte, 600<<10)}})
-	gzBomb := gzipBytes(t, bomb)
+	gzBomb := testkit.Gzip(t, bomb)
 	window := writeTar(t, []tarEntry{{name: "x/layer.tar", data: cachedNoise(t, 1536<<10)}})
 	tests := []struct {
 		name   string
@@ -74,17 +61,17 @@ func TestFromArchiveLimits(t *testing.T) {
 	}{
 		{"gzip bomb", gzBomb, ArchiveOptions{Limits: layer.Limits{MaxRatio: 100}},
 			"base.archive (archive t): reading member x/layer.tar: decompresses to more than 100 times its compressed size (", "; limit MaxRatio)", false},
-		{"zstd bomb, default limits", zstdBytes(t, bomb), ArchiveOptions{},
+		{"zstd bomb, default limits", testkit.Zstd(t, bomb), ArchiveOptions{},
 			"base.archive (archive t): reading member x/layer.tar: decompresses to more than 1000 times its compressed size (", "; limit MaxRatio)", false},
 		{"one member above the size limit", gzBomb, ArchiveOptions{Limits: layer.Limits{MaxUncompressedBytes: 1 << 20}},
 			"base.archive (archive t): member x/layer.tar: uncompressed size exceeds 1048576 bytes (limit MaxUncompressedBytes): it is 12582912 bytes, 12582912 with the members before it", "", false},
 		{"members adding up above the size limit", big, ArchiveOptions{Limits: layer.Limits{MaxUncompressedBytes: 1 << 20}},
 			"base.archive (archive t): member b/layer.tar: uncompressed size exceeds 1048576 bytes (limit MaxUncompressedBytes): it is 614400 bytes, 1228800 with the members before it", "", true},
-		{"stream above the size limit", gzipBytes(t, emptyMembers(t, 600)), ArchiveOptions{Limits: layer.Limits{MaxUncompressedBytes: 256 << 10}},
+		{"stream above the size limit", testkit.Gzip(t, emptyMembers(t, 600)), ArchiveOptions{Limits: layer.Limits{MaxUncompressedBytes: 256 << 10}},
 			"base.archive (archive t): uncompressed size exceeds 262144 bytes (limit MaxUncompressedBytes)", "", true},
 		{"too many entries", emptyMembers(t, 11), ArchiveOptions{Limits: layer.Limits{MaxEntries: 10}},
 			"base.archive (archive t): more than 10 entries (limit MaxEntries)", "", true},
-		{"zstd window", zstdBytes(t, window, zstd.WithWindowSize(4<<20)), ArchiveOptions{Limits: layer.Limits{MaxDecoderMemory: 1 << 20}},
+		{"zstd window", testkit.ZstdWith(t, window, zstd.WithWindowSize(4<<20)), ArchiveOptions{Limits: layer.Limits{MaxDecoderMemory: 1 << 20}},
 			"base.archive (archive t): zstd: window size exceeded (limit 1 MiB)", "", false},
 		{"xz dictionary", xzDict(t, window, 1<<20), ArchiveOptions{Limits: layer.Limits{MaxDecoderMemory: 512 << 10}},
 			"base.archive (archive t): xz: block 0 needs a 1 MiB dictionary, above the 512 KiB limit", "", false},
@@ -113,7 +100,7 @@ func TestFromArchiveLimits(t *testing.T) {
 // Negative limits disable them, as for layers; the same archive loads.
 func TestFromArchiveLimitsDisabled(t *testing.T) {
 	archive, _, _ := dockerSave(t)
-	in := gzipBytes(t, archive)
+	in := testkit.Gzip(t, archive)
 	tight := ArchiveOptions{Limits: layer.Limits{MaxUncompressedBytes: 4096}}
 	if _, err := FromArchive(context.Background(), bytes.NewReader(in), newStore(t), DefaultPlatform, "archive t", tight); failure.ReasonOf(err) != failure.LimitExceeded {
 		t.Fatalf("4 KiB limit: %v", err)

@@ -28,6 +28,7 @@ import (
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 type tarEntry struct {
@@ -100,9 +101,9 @@ func dockerSave(t *testing.T) ([]byte, [][]byte, *v1.ConfigFile) {
 	cf := mustConfig(t, img)
 	cf.OS, cf.Architecture = "linux", "amd64"
 	cf.Config.Env = []string{"PATH=/usr/bin"}
-	cf.RootFS.DiffIDs = []v1.Hash{sha(tars[0]), sha(tars[1]), sha(tars[0])}
+	cf.RootFS.DiffIDs = []v1.Hash{testkit.Hash(tars[0]), testkit.Hash(tars[1]), testkit.Hash(tars[0])}
 	rawCfg, _ := json.Marshal(cf)
-	cfgName := sha(rawCfg).Hex + ".json"
+	cfgName := testkit.Hash(rawCfg).Hex + ".json"
 	manifest, _ := json.Marshal([]map[string]any{{"Config": cfgName, "RepoTags": []string{"app:1"}, "Layers": paths}})
 	entries = append(entries,
 		tarEntry{name: cfgName, data: rawCfg},
@@ -114,7 +115,7 @@ func dockerSave(t *testing.T) ([]byte, [][]byte, *v1.ConfigFile) {
 func TestFromArchiveGzippedDockerSave(t *testing.T) {
 	archive, tars, cf := dockerSave(t)
 	store := newStore(t)
-	b, err := FromArchive(context.Background(), bytes.NewReader(gzipBytes(t, archive)), store, DefaultPlatform, "archive url https://x/app.tar.gz", ArchiveOptions{})
+	b, err := FromArchive(context.Background(), bytes.NewReader(testkit.Gzip(t, archive)), store, DefaultPlatform, "archive url https://x/app.tar.gz", ArchiveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,17 +149,17 @@ func TestFromArchiveGzippedDockerSave(t *testing.T) {
 	}
 
 	// Assemble on it and push; the registry holds a consistent image.
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	a := mustAssemble(t, Spec{Base: b, Additions: []Addition{addition(t, "app", "app/x", "1")},
 		Config: Config{Env: []EnvVar{{Name: "PATH", Value: "/app:$PATH"}}}})
 	m := mustManifest(t, a.Image)
 	if m.MediaType != types.DockerManifestSchema2 || len(m.Annotations) != 0 {
 		t.Fatalf("manifest %s annotations %v", m.MediaType, m.Annotations)
 	}
-	if _, err := registry.Push(context.Background(), a.Image, reg.host+"/team/app:1", nil, regOptions()); err != nil {
+	if _, err := registry.Push(context.Background(), a.Image, reg.Host+"/team/app:1", nil, regOptions()); err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(reg.host + "/team/app:1")
+	ref, _ := name.ParseReference(reg.Host + "/team/app:1")
 	pulled, err := remote.Image(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +172,7 @@ func TestFromArchiveGzippedDockerSave(t *testing.T) {
 		}
 		got, _ := io.ReadAll(rc)
 		rc.Close()
-		if sha(got) != cf.RootFS.DiffIDs[i] {
+		if testkit.Hash(got) != cf.RootFS.DiffIDs[i] {
 			t.Errorf("pushed layer %d DiffID mismatch", i)
 		}
 	}
@@ -192,8 +193,8 @@ func ociLayout(t *testing.T) ([]byte, v1.Image) {
 	}
 	var arm v1.Image
 	for _, arch := range []string{"amd64", "arm64"} {
-		raw := tarOf(t, "etc/"+arch, arch)
-		gz := gzipBytes(t, tarOf(t, "bin/"+arch, strings.Repeat(arch, 100)))
+		raw := testkit.Files(t, "etc/"+arch, arch)
+		gz := testkit.Gzip(t, testkit.Files(t, "bin/"+arch, strings.Repeat(arch, 100)))
 		gzl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(gz)), nil }, tarball.WithMediaType(types.OCILayer))
 		if err != nil {
 			t.Fatal(err)
@@ -292,12 +293,12 @@ func TestFromArchiveErrors(t *testing.T) {
 	}{
 		{"not a tar", []byte("<html>nope</html>"), failure.InvalidArchive, "not a tar archive"},
 		{"empty", nil, failure.InvalidArchive, "empty input"},
-		{"truncated gzip", gzipBytes(t, good)[:200], failure.InvalidArchive, "gzip"},
+		{"truncated gzip", testkit.Gzip(t, good)[:200], failure.InvalidArchive, "gzip"},
 		{"no manifest", writeTar(t, []tarEntry{{name: "hello", data: []byte("x")}}), failure.InvalidArchive, "neither index.json (OCI image layout) nor manifest.json"},
 		{"blob digest lies", wrongName, failure.InvalidArchive, "member blobs/sha256/aaaaaaaa"},
 		{"missing layer", writeTar(t, []tarEntry{{name: "c.json", data: []byte(`{"os":"linux","architecture":"amd64","rootfs":{"type":"layers","diff_ids":["sha256:` + strings.Repeat("b", 64) + `"]}}`)},
 			{name: "manifest.json", data: []byte(`[{"Config":"c.json","Layers":["x/layer.tar"]}]`)}}), failure.InvalidArchive, "member x/layer.tar is missing"},
-		{"diff id mismatch", writeTar(t, []tarEntry{{name: "x/layer.tar", data: tarOf(t, "a", "b")},
+		{"diff id mismatch", writeTar(t, []tarEntry{{name: "x/layer.tar", data: testkit.Files(t, "a", "b")},
 			{name: "c.json", data: []byte(`{"os":"linux","architecture":"amd64","rootfs":{"type":"layers","diff_ids":["sha256:` + strings.Repeat("b", 64) + `"]}}`)},
 			{name: "manifest.json", data: []byte(`[{"Config":"c.json","Layers":["x/layer.tar"]}]`)}}), failure.InvalidArchive, "layer 1 (x/layer.tar): the config's diff_id is sha256:bbbb"},
 		{"bad manifest.json", writeTar(t, []tarEntry{{name: "manifest.json", data: []byte(`{`)}}), failure.InvalidArchive, "member manifest.json"},

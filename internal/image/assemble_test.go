@@ -19,29 +19,30 @@ import (
 
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/testkit"
 	"github.com/kiln-build/kiln/internal/version"
 )
 
 func TestScratchPlusLayerPlusEnvIsOneManifestPut(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	add := addition(t, "app", "app/bin/server", "#!/bin/true\n")
 	a := mustAssemble(t, Spec{
 		Base:      Scratch(v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}),
 		Additions: []Addition{add},
 		Config:    Config{Env: []EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}, {Name: "MODE", Value: "prod"}}},
 	})
-	res, err := registry.Push(context.Background(), a.Image, reg.host+"/team/app:1", nil, regOptions())
+	res, err := registry.Push(context.Background(), a.Image, reg.Host+"/team/app:1", nil, regOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Digest != a.Digest {
 		t.Fatalf("pushed %s, assembled %s", res.Digest, a.Digest)
 	}
-	if n := reg.count("PUT manifests"); n != 1 {
+	if n := reg.Count("PUT manifest"); n != 1 {
 		t.Fatalf("%d manifest PUTs, want 1", n)
 	}
 
-	ref, _ := name.ParseReference(reg.host + "/team/app:1")
+	ref, _ := name.ParseReference(reg.Host + "/team/app:1")
 	img, err := remote.Image(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +183,7 @@ func TestAssembleConfigErrors(t *testing.T) {
 }
 
 // pushDockerBase pushes a random Docker v2s2 image and resolves it.
-func pushDockerBase(t *testing.T, reg *countingRegistry) *Base {
+func pushDockerBase(t *testing.T, reg *testkit.Registry) *Base {
 	t.Helper()
 	img, err := random.Image(2000, 2)
 	if err != nil {
@@ -194,7 +195,7 @@ func pushDockerBase(t *testing.T, reg *countingRegistry) *Base {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(reg.host + "/lib/base:1")
+	ref, _ := name.ParseReference(reg.Host + "/lib/base:1")
 	if err := remote.Write(ref, img, remoteOpts()...); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func pushDockerBase(t *testing.T, reg *countingRegistry) *Base {
 }
 
 func TestDockerBaseStaysDocker(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	base := pushDockerBase(t, reg)
 	if !isDocker(t, base) || base.Digest != base.RefDigest {
 		t.Fatalf("base: Docker=%v Digest=%s RefDigest=%s", isDocker(t, base), base.Digest, base.RefDigest)
@@ -229,7 +230,7 @@ func TestDockerBaseStaysDocker(t *testing.T) {
 		t.Errorf("env %v", got)
 	}
 	// Base layers are mounted/skipped, not re-uploaded: push into another repo.
-	res, err := registry.Push(context.Background(), a.Image, reg.host+"/team/app:1", nil, regOptions())
+	res, err := registry.Push(context.Background(), a.Image, reg.Host+"/team/app:1", nil, regOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ func TestDockerBaseStaysDocker(t *testing.T) {
 }
 
 func TestZstdOnDockerBaseConverts(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	base := pushDockerBase(t, reg)
 	add := addition(t, "app", "x", "y")
 	add.MediaType = types.OCILayerZStd // the bytes do not matter to assembly
@@ -264,13 +265,13 @@ func TestZstdOnDockerBaseConverts(t *testing.T) {
 	if _, ok := ls[0].(*remote.MountableLayer); !ok {
 		t.Errorf("converted base layer is %T, want *remote.MountableLayer (cross-repo mount)", ls[0])
 	}
-	if _, err := registry.Push(context.Background(), a.Image, reg.host+"/team/app:z", nil, regOptions()); err != nil {
+	if _, err := registry.Push(context.Background(), a.Image, reg.Host+"/team/app:z", nil, regOptions()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestAnnotations(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	base := pushDockerBase(t, reg)
 	a := mustAssemble(t, Spec{Base: base, Annotations: map[string]string{"org.opencontainers.image.source": "https://src"}})
 	m := mustManifest(t, a.Image)
@@ -352,7 +353,7 @@ func TestStoreLayerUncompressed(t *testing.T) {
 	}
 	defer rc.Close()
 	b, _ := io.ReadAll(rc)
-	if sha(b) != add.DiffID {
+	if testkit.Hash(b) != add.DiffID {
 		t.Fatal("uncompressed bytes do not hash to the DiffID")
 	}
 	if mt, _ := l.MediaType(); mt != types.OCILayer {
@@ -363,7 +364,7 @@ func TestStoreLayerUncompressed(t *testing.T) {
 // foreign layers of a Windows base keep their media type and URLs and are
 // never uploaded.
 func TestWindowsForeignLayersStay(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	foreign := static.NewLayer([]byte("not really a layer"), types.DockerForeignLayer)
 	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: foreign, URLs: []string{"https://mcr.example/layer"}, MediaType: types.DockerForeignLayer})
 	if err != nil {
@@ -372,7 +373,7 @@ func TestWindowsForeignLayersStay(t *testing.T) {
 	cf := mustConfig(t, img)
 	cf.OS, cf.Architecture, cf.OSVersion = "windows", "amd64", "10.0.20348.2113"
 	img, _ = mutate.ConfigFile(img, cf)
-	ref, _ := name.ParseReference(reg.host + "/win/base:ltsc")
+	ref, _ := name.ParseReference(reg.Host + "/win/base:ltsc")
 	if err := remote.Write(ref, img, remoteOpts()...); err != nil {
 		t.Fatal(err)
 	}
@@ -391,12 +392,12 @@ func TestWindowsForeignLayersStay(t *testing.T) {
 	if cf := mustConfig(t, a.Image); cf.OSVersion != "10.0.20348.2113" {
 		t.Fatalf("os.version %q", cf.OSVersion)
 	}
-	before := reg.count("PATCH blobs") + reg.count("PUT blobs")
-	res, err := registry.Push(context.Background(), a.Image, reg.host+"/win/app:1", nil, regOptions())
+	before := reg.Count("PATCH blob") + reg.Count("PUT blob")
+	res, err := registry.Push(context.Background(), a.Image, reg.Host+"/win/app:1", nil, regOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.BlobsUploaded != 2 || reg.count("PATCH blobs")+reg.count("PUT blobs")-before != 2*2 {
+	if res.BlobsUploaded != 2 || reg.Count("PATCH blob")+reg.Count("PUT blob")-before != 2*2 {
 		t.Fatalf("uploaded %d blobs; the foreign layer must not be uploaded", res.BlobsUploaded)
 	}
 }

@@ -14,10 +14,11 @@ import (
 
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // pushIndex pushes an index with one small image per platform.
-func pushIndex(t *testing.T, reg *countingRegistry, repo string, plats ...string) (map[string]v1.Hash, v1.Hash) {
+func pushIndex(t *testing.T, reg *testkit.Registry, repo string, plats ...string) (map[string]v1.Hash, v1.Hash) {
 	t.Helper()
 	var adds []mutate.IndexAddendum
 	digests := map[string]v1.Hash{}
@@ -35,7 +36,7 @@ func pushIndex(t *testing.T, reg *countingRegistry, repo string, plats ...string
 		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &pp}})
 	}
 	idx := mutate.AppendManifests(empty.Index, adds...)
-	ref, _ := name.ParseReference(reg.host + "/" + repo)
+	ref, _ := name.ParseReference(reg.Host + "/" + repo)
 	if err := remote.WriteIndex(ref, idx, remoteOpts()...); err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +45,10 @@ func pushIndex(t *testing.T, reg *countingRegistry, repo string, plats ...string
 }
 
 func TestFromRegistryIndexPicksPlatform(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	digests, idxDigest := pushIndex(t, reg, "lib/multi:1", "linux/amd64", "linux/arm64/v8")
 	ctx := context.Background()
-	ref := reg.host + "/lib/multi:1"
+	ref := reg.Host + "/lib/multi:1"
 
 	b, err := FromRegistry(ctx, ref, v1.Platform{OS: "linux", Architecture: "arm64"}, remoteOpts()...)
 	if err != nil {
@@ -69,10 +70,10 @@ func TestFromRegistryIndexPicksPlatform(t *testing.T) {
 }
 
 func TestFromRegistryWindowsOSVersionPrefix(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	digests, _ := pushIndex(t, reg, "win/base:ltsc", "windows/amd64:10.0.17763.5122", "windows/amd64:10.0.20348.2113")
 	ctx := context.Background()
-	ref := reg.host + "/win/base:ltsc"
+	ref := reg.Host + "/win/base:ltsc"
 	for _, tc := range []struct{ want, pick string }{
 		{"windows/amd64:10.0.20348", "windows/amd64:10.0.20348.2113"},
 		{"windows/amd64:10.0.17763", "windows/amd64:10.0.17763.5122"},
@@ -95,9 +96,9 @@ func TestFromRegistryWindowsOSVersionPrefix(t *testing.T) {
 }
 
 func TestFromRegistryErrors(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	ctx := context.Background()
-	_, err := FromRegistry(ctx, reg.host+"/lib/missing:1", DefaultPlatform, remoteOpts()...)
+	_, err := FromRegistry(ctx, reg.Host+"/lib/missing:1", DefaultPlatform, remoteOpts()...)
 	if failure.ReasonOf(err) != failure.BaseNotFound {
 		t.Fatalf("missing base: %v", err)
 	}
@@ -105,18 +106,18 @@ func TestFromRegistryErrors(t *testing.T) {
 	if failure.ReasonOf(err) != failure.InvalidSpec {
 		t.Fatalf("bad reference: %v", err)
 	}
-	_, err = HeadDigest(ctx, reg.host+"/lib/missing:1", remoteOpts()...)
+	_, err = HeadDigest(ctx, reg.Host+"/lib/missing:1", remoteOpts()...)
 	if failure.ReasonOf(err) != failure.BaseNotFound {
 		t.Fatalf("HeadDigest of a missing base: %v", err)
 	}
-	if reg.count("PUT manifests")+reg.count("POST blobs") != 0 {
+	if reg.Count("PUT manifest")+reg.Count("POST blobs") != 0 {
 		t.Fatal("resolving a base wrote to the registry")
 	}
 	_ = http.MethodGet
 }
 
 // pushImage pushes one small image whose config has platform ps.
-func pushImage(t *testing.T, reg *countingRegistry, repo, ps string) string {
+func pushImage(t *testing.T, reg *testkit.Registry, repo, ps string) string {
 	t.Helper()
 	p, err := ParsePlatform(ps)
 	if err != nil {
@@ -126,7 +127,7 @@ func pushImage(t *testing.T, reg *countingRegistry, repo, ps string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(reg.host + "/" + repo)
+	ref, _ := name.ParseReference(reg.Host + "/" + repo)
 	if err := remote.Write(ref, img, remoteOpts()...); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func pushImage(t *testing.T, reg *countingRegistry, repo, ps string) string {
 }
 
 func TestFromRegistrySingleImagePlatformMustMatch(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	linux := pushImage(t, reg, "lib/linux:1", "linux/amd64")
 	win := pushImage(t, reg, "win/base:1", "windows/amd64:10.0.20348.2340")
 	arm := pushImage(t, reg, "lib/arm:1", "linux/arm64/v8")
@@ -170,9 +171,9 @@ func TestFromRegistrySingleImagePlatformMustMatch(t *testing.T) {
 }
 
 func TestFromRegistryIndexWithoutPlatformIsDefault(t *testing.T) {
-	reg := newRegistry(t)
+	reg := testkit.NewRegistry(t)
 	digests, _ := pushIndex(t, reg, "lib/multi:1", "linux/arm64/v8", "linux/amd64")
-	b, err := FromRegistry(context.Background(), reg.host+"/lib/multi:1", v1.Platform{}, remoteOpts()...)
+	b, err := FromRegistry(context.Background(), reg.Host+"/lib/multi:1", v1.Platform{}, remoteOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/blobstore"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // benchDockerSave is an uncompressed docker-save archive with one layer of
@@ -26,8 +27,8 @@ func benchDockerSave(b *testing.B, n int) []byte {
 		}
 	}
 	t := &testing.T{}
-	layer := tarOf(t, "blob", string(data))
-	cf := &v1.ConfigFile{OS: "linux", Architecture: "amd64", RootFS: v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{sha(layer)}}}
+	layer := testkit.Files(t, "blob", string(data))
+	cf := &v1.ConfigFile{OS: "linux", Architecture: "amd64", RootFS: v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{testkit.Hash(layer)}}}
 	raw, _ := json.Marshal(cf)
 	manifest := `[{"Config":"c.json","Layers":["l/layer.tar"]}]`
 	return writeTar(t, []tarEntry{{name: "l/layer.tar", data: layer}, {name: "c.json", data: raw}, {name: "manifest.json", data: []byte(manifest)}})
@@ -53,7 +54,7 @@ func BenchmarkAssemble100Layers(b *testing.B) {
 	var adds []Addition
 	for i := range 100 {
 		a := Addition{Name: fmt.Sprintf("l%d", i), SourceKind: "url", Size: 10, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
-			Digest: sha([]byte{byte(i)}), DiffID: sha([]byte{byte(i), 1}), Path: "/nonexistent"}
+			Digest: testkit.Hash([]byte{byte(i)}), DiffID: testkit.Hash([]byte{byte(i), 1}), Path: "/nonexistent"}
 		adds = append(adds, a)
 	}
 	s := Spec{Base: Scratch(DefaultPlatform), Additions: adds}

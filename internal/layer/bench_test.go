@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/compression"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // benchCorpus is ~64 MiB of rootfs-like tar content, generated
@@ -143,7 +144,7 @@ func BenchmarkPipeline(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			s := openStore(b)
 			in := c.inputs[tc.in]
-			inDigest := sha(in)
+			inDigest := testkit.Digest(in)
 			b.SetBytes(int64(len(c.tar)))
 			b.ResetTimer()
 			for range b.N {

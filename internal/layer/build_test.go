@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-build/kiln/internal/blobstore"
 	"github.com/kiln-build/kiln/internal/compression"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 func compress(t testing.TB, data []byte, alg compression.Algorithm) []byte {
@@ -113,8 +114,8 @@ func decompressBlob(t testing.TB, s *blobstore.Store, r Result) []byte {
 }
 
 func sampleTar(t testing.TB) []byte {
-	return mkTar(t, dir("etc/"), file("etc/os-release", "ID=kiln\n"), dir("bin/"),
-		file("bin/sh", strings.Repeat("\x7fELF binary ", 5000)), symlink("bin/ash", "sh"), hardlink("bin/bash", "bin/sh"))
+	return testkit.Tar(t, testkit.Dir("etc/"), testkit.File("etc/os-release", "ID=kiln\n"), testkit.Dir("bin/"),
+		testkit.File("bin/sh", strings.Repeat("\x7fELF binary ", 5000)), testkit.Symlink("bin/ash", "sh"), testkit.Hardlink("bin/bash", "bin/sh"))
 }
 
 // TestBuildSameDiffID: whatever the input compression, the DiffID is the
@@ -127,12 +128,12 @@ func TestBuildSameDiffID(t *testing.T) {
 			t.Run(string(alg)+"-"+string(out), func(t *testing.T) {
 				s := openStore(t)
 				in := compress(t, tarball, alg)
-				res, err := Build(context.Background(), bytes.NewReader(in), BuildOptions{Output: out, DiffID: sha(tarball)}, s)
+				res, err := Build(context.Background(), bytes.NewReader(in), BuildOptions{Output: out, DiffID: testkit.Digest(tarball)}, s)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if res.DiffID.String() != sha(tarball) {
-					t.Fatalf("DiffID %s, want %s", res.DiffID, sha(tarball))
+				if res.DiffID.String() != testkit.Digest(tarball) {
+					t.Fatalf("DiffID %s, want %s", res.DiffID, testkit.Digest(tarball))
 				}
 				if res.SourceCompression != alg || res.UncompressedSize != int64(len(tarball)) || res.Entries != 6 {
 					t.Errorf("result %+v", res)
@@ -140,7 +141,7 @@ func TestBuildSameDiffID(t *testing.T) {
 				if got := decompressBlob(t, s, res); !bytes.Equal(got, tarball) {
 					t.Fatal("blob does not decompress to the input tar")
 				}
-				if blob := blobBytes(t, s, res); sha(blob) != res.Digest.String() || int64(len(blob)) != res.Size {
+				if blob := blobBytes(t, s, res); testkit.Digest(blob) != res.Digest.String() || int64(len(blob)) != res.Size {
 					t.Fatal("digest or size does not match the blob")
 				}
 				// The fast path: the input's own bytes become the blob (the
@@ -157,7 +158,7 @@ func TestBuildSameDiffID(t *testing.T) {
 // TestBuildFastPathFallback: a gzip input that needs a change is re-read
 // from the spool and re-encoded; the result equals a plain-tar build.
 func TestBuildFastPathFallback(t *testing.T) {
-	tarball := mkTar(t, dir("a/"), file("a/x", strings.Repeat("y", 3<<20)), dir("a/"), file("b", "z"))
+	tarball := testkit.Tar(t, testkit.Dir("a/"), testkit.File("a/x", strings.Repeat("y", 3<<20)), testkit.Dir("a/"), testkit.File("b", "z"))
 	s := openStore(t)
 	res, err := Build(context.Background(), bytes.NewReader(compress(t, tarball, compression.Gzip)), BuildOptions{}, s)
 	if err != nil {
@@ -171,14 +172,14 @@ func TestBuildFastPathFallback(t *testing.T) {
 		t.Fatalf("got %+v, want %+v", res, want)
 	}
 	norm, _, _ := normalize(t, tarball, Options{})
-	if res.DiffID.String() != sha(norm) || !bytes.Equal(decompressBlob(t, s, res), norm) {
+	if res.DiffID.String() != testkit.Digest(norm) || !bytes.Equal(decompressBlob(t, s, res), norm) {
 		t.Fatal("DiffID is not the sha256 of the normalized tar")
 	}
 	assertClean(t, s, 1)
 }
 
 func TestBuildReproducibleAcrossGOMAXPROCS(t *testing.T) {
-	tarball := mkTar(t, file("big", strings.Repeat("kiln reproducible ", 1<<18)), file("small", "x"))
+	tarball := testkit.Tar(t, testkit.File("big", strings.Repeat("kiln reproducible ", 1<<18)), testkit.File("small", "x"))
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	for _, out := range []compression.Algorithm{compression.Gzip, compression.Zstd} {
 		var digests []string
@@ -207,22 +208,22 @@ func TestBuildErrors(t *testing.T) {
 		reason failure.Reason
 		want   string
 	}{
-		{"diffID mismatch", gz, BuildOptions{DiffID: sha(nil), Options: Options{LayerName: "app"}}, failure.DiffIDMismatch,
-			`layer "app": diffID mismatch: declared ` + sha(nil) + `, but the uncompressed tar is ` + sha(tarball)},
-		{"diffID mismatch slow path", tarball, BuildOptions{DiffID: sha(nil)}, failure.DiffIDMismatch,
-			`diffID mismatch: declared ` + sha(nil)},
+		{"diffID mismatch", gz, BuildOptions{DiffID: testkit.Digest(nil), Options: Options{LayerName: "app"}}, failure.DiffIDMismatch,
+			`layer "app": diffID mismatch: declared ` + testkit.Digest(nil) + `, but the uncompressed tar is ` + testkit.Digest(tarball)},
+		{"diffID mismatch slow path", tarball, BuildOptions{DiffID: testkit.Digest(nil)}, failure.DiffIDMismatch,
+			`diffID mismatch: declared ` + testkit.Digest(nil)},
 		{"bad diffID", tarball, BuildOptions{DiffID: "md5:x"}, failure.InvalidSpec, `declared diffID "md5:x"`},
 		{"declared mismatch", compress(t, tarball, compression.Xz), BuildOptions{Declared: compression.Gzip, Options: Options{LayerName: "rootfs"}},
 			failure.InvalidLayer, `layer "rootfs": declared compression gzip but the bytes are xz`},
 		{"truncated gzip", gz[:len(gz)/2], BuildOptions{}, failure.InvalidLayer, `gzip: unexpected EOF`},
 		{"truncated xz", func() []byte { b := compress(t, tarball, compression.Xz); return b[:len(b)-30] }(), BuildOptions{}, failure.InvalidLayer, `xz`},
-		{"escape in gzip", compress(t, mkTar(t, file("../x", "")), compression.Gzip), BuildOptions{Options: Options{LayerName: "l"}},
+		{"escape in gzip", compress(t, testkit.Tar(t, testkit.File("../x", "")), compression.Gzip), BuildOptions{Options: Options{LayerName: "l"}},
 			failure.InvalidLayer, `layer "l": entry 1 "../x": path escapes the layer root`},
-		{"escape late in gzip", compress(t, mkTar(t, dir("d/"), dir("d/"), file("../x", "")), compression.Gzip), BuildOptions{},
+		{"escape late in gzip", compress(t, testkit.Tar(t, testkit.Dir("d/"), testkit.Dir("d/"), testkit.File("../x", "")), compression.Gzip), BuildOptions{},
 			failure.InvalidLayer, `entry 3 "../x": path escapes the layer root`},
 		{"bad output", tarball, BuildOptions{Output: compression.Xz}, failure.InvalidSpec, `output compression "xz" is not supported`},
 		{"not a tar", []byte("<html>nope</html>"), BuildOptions{}, failure.InvalidLayer, `not a tar archive`},
-		{"ratio bomb", compress(t, mkTar(t, file("zeros", strings.Repeat("\x00", 64<<20))), compression.Zstd),
+		{"ratio bomb", compress(t, testkit.Tar(t, testkit.File("zeros", strings.Repeat("\x00", 64<<20))), compression.Zstd),
 			BuildOptions{Options: Options{Limits: Limits{MaxRatio: 100}}}, failure.LimitExceeded, `limit MaxRatio`},
 		// MaxDecoderMemory reaches the decoders, sequential and parallel.
 		// (A decoder's limit error does not name the layer here; the
@@ -296,7 +297,7 @@ func TestBuildConcurrentEmptyLayers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("build %d: %v", i, err)
 		}
-		if results[i].Digest != results[0].Digest || results[i].DiffID.String() != sha(empty) {
+		if results[i].Digest != results[0].Digest || results[i].DiffID.String() != testkit.Digest(empty) {
 			t.Fatalf("build %d: %+v", i, results[i])
 		}
 	}
@@ -312,7 +313,7 @@ func TestBuildWindowsAndReproducible(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := decompressBlob(t, s, res)
-	if sha(out) != res.DiffID.String() {
+	if testkit.Digest(out) != res.DiffID.String() {
 		t.Fatalf("result %+v", res)
 	}
 	if got := names(listTar(t, out)); strings.Join(got, " ") != "Files Hives Files/app.exe Files/conf Files/conf/a.ini" {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // FuzzNormalize: Normalize never panics or hangs; when it succeeds its
@@ -15,17 +16,17 @@ import (
 // changes nothing (so the DiffID Build records, the sha256 of the bytes
 // Normalize wrote, is stable), and an unchanged minimal pass is the input.
 func FuzzNormalize(f *testing.F) {
-	f.Add(mkTar(f, dir("a/"), file("a/b", "hello"), symlink("a/l", "/etc"), hardlink("a/h", "a/b")), uint8(0))
-	f.Add(mkTar(f, dir("./"), dir("./Files/"), file("./Files/app.exe", "MZ"), dir("./Hives/")), uint8(2))
-	f.Add(mkTar(f, dir("./"), file("./app.exe", "MZ"), dir("./sub/"), file("./sub/x", "1")), uint8(3))
-	f.Add(mkTar(f, dir("d/"), dir("./d"), file("d/x", "1"), file("./d/x", "2")), uint8(1))
-	f.Add(mkTar(f, file("a/.wh.b", ""), file("a/.wh..wh..opq", ""), file("/abs", "x")), uint8(1))
+	f.Add(testkit.Tar(f, testkit.Dir("a/"), testkit.File("a/b", "hello"), testkit.Symlink("a/l", "/etc"), testkit.Hardlink("a/h", "a/b")), uint8(0))
+	f.Add(testkit.Tar(f, testkit.Dir("./"), testkit.Dir("./Files/"), testkit.File("./Files/app.exe", "MZ"), testkit.Dir("./Hives/")), uint8(2))
+	f.Add(testkit.Tar(f, testkit.Dir("./"), testkit.File("./app.exe", "MZ"), testkit.Dir("./sub/"), testkit.File("./sub/x", "1")), uint8(3))
+	f.Add(testkit.Tar(f, testkit.Dir("d/"), testkit.Dir("./d"), testkit.File("d/x", "1"), testkit.File("./d/x", "2")), uint8(1))
+	f.Add(testkit.Tar(f, testkit.File("a/.wh.b", ""), testkit.File("a/.wh..wh..opq", ""), testkit.File("/abs", "x")), uint8(1))
 	f.Add(make([]byte, 1024), uint8(2))
-	f.Add(rawTar(meta('x', paxRec("path", "a/b")), meta('L', "a/b\x00"), blk{typ: '0', name: "x"}.bytes(),
-		meta('K', "t\x00"), blk{typ: '2', name: "l"}.bytes()), uint8(0))
-	f.Add(rawTar(blk{typ: '0', name: "f", magic: magicGNU, patch: map[int]string{345: "1"}}.bytes(),
-		blk{typ: 0, name: "d/"}.bytes(), blk{typ: '0', name: "f", patch: map[int]string{345: "d"}}.bytes()), uint8(1))
-	f.Add(mkTar(f, file("a/b/c", "1"), dir("a/"), file("a/.wh..", ""), file("CON.txt", ""), file("x:y", "")), uint8(2))
+	f.Add(testkit.RawTar(testkit.Meta('x', testkit.PAXRecord("path", "a/b")), testkit.Meta('L', "a/b\x00"), testkit.Block{Type: '0', Name: "x"}.Bytes(),
+		testkit.Meta('K', "t\x00"), testkit.Block{Type: '2', Name: "l"}.Bytes()), uint8(0))
+	f.Add(testkit.RawTar(testkit.Block{Type: '0', Name: "f", Magic: testkit.MagicGNU, Patch: map[int]string{345: "1"}}.Bytes(),
+		testkit.Block{Type: 0, Name: "d/"}.Bytes(), testkit.Block{Type: '0', Name: "f", Patch: map[int]string{345: "d"}}.Bytes()), uint8(1))
+	f.Add(testkit.Tar(f, testkit.File("a/b/c", "1"), testkit.Dir("a/"), testkit.File("a/.wh..", ""), testkit.File("CON.txt", ""), testkit.File("x:y", "")), uint8(2))
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
 		opts := Options{
 			Windows: mode&2 != 0,

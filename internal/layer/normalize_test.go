@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 func TestNormalizeRejects(t *testing.T) {
@@ -21,88 +22,88 @@ func TestNormalizeRejects(t *testing.T) {
 		reason  failure.Reason
 		wantErr string
 	}{
-		{"dotdot escape", mkTar(t, file("etc/../../x", "a")), Options{}, failure.InvalidLayer,
+		{"dotdot escape", testkit.Tar(t, testkit.File("etc/../../x", "a")), Options{}, failure.InvalidLayer,
 			`entry 1 "etc/../../x": path escapes the layer root`},
-		{"plain dotdot", mkTar(t, file("../x", "a")), Options{}, failure.InvalidLayer,
+		{"plain dotdot", testkit.Tar(t, testkit.File("../x", "a")), Options{}, failure.InvalidLayer,
 			`entry 1 "../x": path escapes the layer root`},
-		{"absolute dotdot", mkTar(t, file("/../x", "a")), Options{Mode: Reproducible}, failure.InvalidLayer,
+		{"absolute dotdot", testkit.Tar(t, testkit.File("/../x", "a")), Options{Mode: Reproducible}, failure.InvalidLayer,
 			`entry 1 "/../x": absolute path; entries must be relative to the layer root`},
-		{"absolute file", mkTar(t, dir("etc/"), file("/etc/x", "1")), Options{}, failure.InvalidLayer,
+		{"absolute file", testkit.Tar(t, testkit.Dir("etc/"), testkit.File("/etc/x", "1")), Options{}, failure.InvalidLayer,
 			`entry 2 "/etc/x": absolute path; entries must be relative to the layer root`},
-		{"absolute hardlink target", mkTar(t, file("etc/x", "1"), hardlink("etc/y", "/etc/x")), Options{}, failure.InvalidLayer,
+		{"absolute hardlink target", testkit.Tar(t, testkit.File("etc/x", "1"), testkit.Hardlink("etc/y", "/etc/x")), Options{}, failure.InvalidLayer,
 			`entry 2 "etc/y": hardlink target "/etc/x": absolute path; entries must be relative to the layer root`},
-		{"absolute windows name", mkTar(t, file("/Windows/x", "1")), Options{Windows: true}, failure.InvalidLayer,
+		{"absolute windows name", testkit.Tar(t, testkit.File("/Windows/x", "1")), Options{Windows: true}, failure.InvalidLayer,
 			`entry 1 "/Windows/x": absolute path; entries must be relative to the layer root`},
-		{"windows backslash escape", mkTar(t, file(`..\Hives\x`, "a")), Options{Windows: true}, failure.InvalidLayer,
+		{"windows backslash escape", testkit.Tar(t, testkit.File(`..\Hives\x`, "a")), Options{Windows: true}, failure.InvalidLayer,
 			`entry 1 "..\\Hives\\x": path escapes the layer root`},
-		{"windows ../Hives", mkTar(t, file("app.exe", "a"), file("../Hives/SYSTEM", "a")), Options{Windows: true}, failure.InvalidLayer,
+		{"windows ../Hives", testkit.Tar(t, testkit.File("app.exe", "a"), testkit.File("../Hives/SYSTEM", "a")), Options{Windows: true}, failure.InvalidLayer,
 			`entry 2 "../Hives/SYSTEM": path escapes the layer root`},
-		{"through symlink", mkTar(t, symlink("etc", "/tmp"), file("etc/passwd", "a")), Options{}, failure.InvalidLayer,
+		{"through symlink", testkit.Tar(t, testkit.Symlink("etc", "/tmp"), testkit.File("etc/passwd", "a")), Options{}, failure.InvalidLayer,
 			`entry 2 "etc/passwd": path goes through symlink "etc" (entry 1)`},
-		{"through symlink deep", mkTar(t, dir("a/"), symlink("./a/b", "../.."), dir("a/b/c/")), Options{}, failure.InvalidLayer,
+		{"through symlink deep", testkit.Tar(t, testkit.Dir("a/"), testkit.Symlink("./a/b", "../.."), testkit.Dir("a/b/c/")), Options{}, failure.InvalidLayer,
 			`entry 3 "a/b/c/": path goes through symlink "a/b" (entry 2)`},
-		{"parent is a file", mkTar(t, file("a", "x"), file("a/b", "y")), Options{}, failure.InvalidLayer,
+		{"parent is a file", testkit.Tar(t, testkit.File("a", "x"), testkit.File("a/b", "y")), Options{}, failure.InvalidLayer,
 			`entry 2 "a/b": parent "a" is not a directory (entry 1)`},
-		{"hardlink to missing", mkTar(t, hardlink("a", "b")), Options{}, failure.InvalidLayer,
+		{"hardlink to missing", testkit.Tar(t, testkit.Hardlink("a", "b")), Options{}, failure.InvalidLayer,
 			`entry 1 "a": hardlink target "b" is not an earlier entry of this layer`},
-		{"hardlink to later", mkTar(t, hardlink("a", "b"), file("b", "x")), Options{}, failure.InvalidLayer,
+		{"hardlink to later", testkit.Tar(t, testkit.Hardlink("a", "b"), testkit.File("b", "x")), Options{}, failure.InvalidLayer,
 			`entry 1 "a": hardlink target "b" is not an earlier entry of this layer`},
-		{"hardlink outside", mkTar(t, file("b", "x"), hardlink("a", "../b")), Options{}, failure.InvalidLayer,
+		{"hardlink outside", testkit.Tar(t, testkit.File("b", "x"), testkit.Hardlink("a", "../b")), Options{}, failure.InvalidLayer,
 			`entry 2 "a": hardlink target "../b": path escapes the layer root`},
-		{"hardlink to dir", mkTar(t, dir("d/"), hardlink("a", "d")), Options{}, failure.InvalidLayer,
+		{"hardlink to dir", testkit.Tar(t, testkit.Dir("d/"), testkit.Hardlink("a", "d")), Options{}, failure.InvalidLayer,
 			`entry 2 "a": hardlink target "d" is a directory`},
-		{"duplicate file", mkTar(t, file("./a", "1"), file("a", "2")), Options{}, failure.InvalidLayer,
+		{"duplicate file", testkit.Tar(t, testkit.File("./a", "1"), testkit.File("a", "2")), Options{}, failure.InvalidLayer,
 			`entry 2 "a": duplicate path "a", already written by entry 1`},
-		{"duplicate absolute", mkTar(t, file("etc/x", "1"), file("/etc/x", "2")), Options{}, failure.InvalidLayer,
+		{"duplicate absolute", testkit.Tar(t, testkit.File("etc/x", "1"), testkit.File("/etc/x", "2")), Options{}, failure.InvalidLayer,
 			`entry 2 "/etc/x": absolute path; entries must be relative to the layer root`},
-		{"dir then file", mkTar(t, dir("a/"), file("a", "2")), Options{}, failure.InvalidLayer,
+		{"dir then file", testkit.Tar(t, testkit.Dir("a/"), testkit.File("a", "2")), Options{}, failure.InvalidLayer,
 			`entry 2 "a": duplicate path "a", already written by entry 1`},
-		{"file then dir", mkTar(t, file("a", "2"), dir("a/")), Options{}, failure.InvalidLayer,
+		{"file then dir", testkit.Tar(t, testkit.File("a", "2"), testkit.Dir("a/")), Options{}, failure.InvalidLayer,
 			`entry 2 "a/": duplicate path "a", already written by entry 1`},
-		{"windows case-insensitive dup", mkTar(t, file("A.txt", "1"), file("a.TXT", "2")), Options{Windows: true}, failure.InvalidLayer,
+		{"windows case-insensitive dup", testkit.Tar(t, testkit.File("A.txt", "1"), testkit.File("a.TXT", "2")), Options{Windows: true}, failure.InvalidLayer,
 			`entry 2 "a.TXT": duplicate path "Files/a.TXT", already written by entry 1`},
-		{"windows Files as file", mkTar(t, file("Files", "1")), Options{Windows: true}, failure.InvalidLayer,
+		{"windows Files as file", testkit.Tar(t, testkit.File("Files", "1")), Options{Windows: true}, failure.InvalidLayer,
 			`entry 1 "Files": Files must be a directory in a Windows layer`},
-		{"root as file", mkTar(t, file(".", "")), Options{}, failure.InvalidLayer,
+		{"root as file", testkit.Tar(t, testkit.File(".", "")), Options{}, failure.InvalidLayer,
 			`entry 1 ".": the layer root must be a directory`},
-		{"whiteout alone", mkTar(t, file("a/.wh.", "")), Options{}, failure.InvalidLayer,
+		{"whiteout alone", testkit.Tar(t, testkit.File("a/.wh.", "")), Options{}, failure.InvalidLayer,
 			`entry 1 "a/.wh.": whiteout names no file`},
-		{"whiteout with content", mkTar(t, file(".wh.x", "data")), Options{}, failure.InvalidLayer,
+		{"whiteout with content", testkit.Tar(t, testkit.File(".wh.x", "data")), Options{}, failure.InvalidLayer,
 			`entry 1 ".wh.x": whiteout must be an empty regular file`},
-		{"whiteout dir", mkTar(t, dir(".wh.x/")), Options{}, failure.InvalidLayer,
+		{"whiteout dir", testkit.Tar(t, testkit.Dir(".wh.x/")), Options{}, failure.InvalidLayer,
 			`entry 1 ".wh.x/": whiteout must be an empty regular file`},
-		{"whiteout symlink", mkTar(t, symlink(".wh.x", "y")), Options{}, failure.InvalidLayer,
+		{"whiteout symlink", testkit.Tar(t, testkit.Symlink(".wh.x", "y")), Options{}, failure.InvalidLayer,
 			`entry 1 ".wh.x": whiteout must be an empty regular file`},
-		{"opaque at root", mkTar(t, file(".wh..wh..opq", "")), Options{}, failure.InvalidLayer,
+		{"opaque at root", testkit.Tar(t, testkit.File(".wh..wh..opq", "")), Options{}, failure.InvalidLayer,
 			`entry 1 ".wh..wh..opq": opaque whiteout must be inside a directory`},
-		{"opaque under file", mkTar(t, file("a", "x"), file("a/.wh..wh..opq", "")), Options{}, failure.InvalidLayer,
+		{"opaque under file", testkit.Tar(t, testkit.File("a", "x"), testkit.File("a/.wh..wh..opq", "")), Options{}, failure.InvalidLayer,
 			`entry 2 "a/.wh..wh..opq": parent "a" is not a directory (entry 1)`},
-		{"aufs meta", mkTar(t, file("a/.wh..wh.plnk", "")), Options{}, failure.InvalidLayer,
+		{"aufs meta", testkit.Tar(t, testkit.File("a/.wh..wh.plnk", "")), Options{}, failure.InvalidLayer,
 			`entry 1 "a/.wh..wh.plnk": unknown whiteout meta entry`},
 		{"sparse", sparseTar(t), Options{}, failure.InvalidLayer,
 			`entry 1 "sparse": sparse files are not supported`},
-		{"global path", mkTar(t, ent{name: "g", typ: tar.TypeXGlobalHeader, pax: map[string]string{"path": "evil"}}, file("a", "")),
+		{"global path", testkit.Tar(t, testkit.Entry{Name: "g", Type: tar.TypeXGlobalHeader, PAX: map[string]string{"path": "evil"}}, testkit.File("a", "")),
 			Options{}, failure.InvalidLayer, `entry 1 "evil": global PAX header sets "path" for later entries`},
 		{"not a tar", bytes.Repeat([]byte("hello world "), 100), Options{}, failure.InvalidLayer,
 			`entry 1: invalid tar header`},
 		{"empty", nil, Options{}, failure.InvalidLayer, `empty input: not a tar archive`},
-		{"truncated body", mkTar(t, file("a", strings.Repeat("x", 2000)))[:1024], Options{}, failure.InvalidLayer,
+		{"truncated body", testkit.Tar(t, testkit.File("a", strings.Repeat("x", 2000)))[:1024], Options{}, failure.InvalidLayer,
 			`entry 1: truncated: the layer ends inside the entry's content`},
-		{"truncated header", mkTar(t, file("a", "x"), file("b", "y"))[:1024+100], Options{}, failure.InvalidLayer,
+		{"truncated header", testkit.Tar(t, testkit.File("a", "x"), testkit.File("b", "y"))[:1024+100], Options{}, failure.InvalidLayer,
 			`entry 2: truncated tar header`},
-		{"max entries", mkTar(t, file("a", ""), file("b", ""), file("c", "")), Options{Limits: Limits{MaxEntries: 2}},
+		{"max entries", testkit.Tar(t, testkit.File("a", ""), testkit.File("b", ""), testkit.File("c", "")), Options{Limits: Limits{MaxEntries: 2}},
 			failure.LimitExceeded, `layer has more than 2 entries (limit MaxEntries)`},
-		{"max entries with implied directories", mkTar(t, file("a/b/c/d", ""), file("a/b/e", "")), Options{Limits: Limits{MaxEntries: 4}},
+		{"max entries with implied directories", testkit.Tar(t, testkit.File("a/b/c/d", ""), testkit.File("a/b/e", "")), Options{Limits: Limits{MaxEntries: 4}},
 			failure.LimitExceeded, `layer has more than 4 entries, counting the 3 parent directories implied by entries (limit MaxEntries)`},
-		{"max size", mkTar(t, file("a", strings.Repeat("x", 5000))), Options{Limits: Limits{MaxUncompressedBytes: 4096}},
+		{"max size", testkit.Tar(t, testkit.File("a", strings.Repeat("x", 5000))), Options{Limits: Limits{MaxUncompressedBytes: 4096}},
 			failure.LimitExceeded, `uncompressed size exceeds 4096 bytes (limit MaxUncompressedBytes)`},
-		{"max header", mkTar(t, file(long, "")), Options{Limits: Limits{MaxHeaderBytes: 1024}},
+		{"max header", testkit.Tar(t, testkit.File(long, "")), Options{Limits: Limits{MaxHeaderBytes: 1024}},
 			failure.LimitExceeded, `entry 1: header is larger than 1024 bytes (limit MaxHeaderBytes)`},
 		{"pax bomb", paxBomb(t), Options{},
 			failure.LimitExceeded, `entry 1: header is larger than 1048576 bytes (limit MaxHeaderBytes)`},
-		{"ratio", mkTar(t, file("a", strings.Repeat("\x00", 9<<20))), Options{CompressedBytes: func() int64 { return 1000 }},
+		{"ratio", testkit.Tar(t, testkit.File("a", strings.Repeat("\x00", 9<<20))), Options{CompressedBytes: func() int64 { return 1000 }},
 			failure.LimitExceeded, `decompresses to more than 1000 times its compressed size`},
-		{"layer name", mkTar(t, file("../x", "")), Options{LayerName: "rootfs"}, failure.InvalidLayer,
+		{"layer name", testkit.Tar(t, testkit.File("../x", "")), Options{LayerName: "rootfs"}, failure.InvalidLayer,
 			`layer "rootfs": entry 1 "../x": path escapes the layer root`},
 	}
 	for _, tc := range cases {
@@ -123,36 +124,19 @@ func TestNormalizeRejects(t *testing.T) {
 
 // paxBomb is a PAX extended header claiming 2 MiB of records.
 func paxBomb(t *testing.T) []byte {
-	b := mkTar(t, ent{name: "PaxHeaders/a", body: strings.Repeat("x", 2<<20)})
+	b := testkit.Tar(t, testkit.Entry{Name: "PaxHeaders/a", Body: strings.Repeat("x", 2<<20)})
 	b[156] = tar.TypeXHeader
-	fixChecksum(b[:512])
+	testkit.FixChecksum(b[:512])
 	return b
 }
 
 // sparseTar is a GNU old-format sparse file made by hand: archive/tar
 // cannot write one.
 func sparseTar(t *testing.T) []byte {
-	b := mkTar(t, ent{name: "sparse", body: "x", format: tar.FormatGNU})
+	b := testkit.Tar(t, testkit.Entry{Name: "sparse", Body: "x", Format: tar.FormatGNU})
 	b[156] = tar.TypeGNUSparse
-	fixChecksum(b[:512])
+	testkit.FixChecksum(b[:512])
 	return b
-}
-
-func fixChecksum(h []byte) {
-	copy(h[148:156], "        ")
-	var sum int64
-	for _, c := range h[:512] {
-		sum += int64(c)
-	}
-	copy(h[148:156], []byte(strings.Repeat("0", 6-len(octal(sum)))+octal(sum)+"\x00 "))
-}
-
-func octal(v int64) string {
-	s := ""
-	for ; v > 0; v /= 8 {
-		s = string(rune('0'+v%8)) + s
-	}
-	return s
 }
 
 func TestNormalizeNUL(t *testing.T) {
@@ -173,36 +157,36 @@ func TestNormalizeAccepts(t *testing.T) {
 		wantChanged bool
 		wantChanges map[string]int
 	}{
-		{"dot-dot inside", mkTar(t, dir("a/"), dir("b/"), file("./a/../b/x", "1")), Options{},
+		{"dot-dot inside", testkit.Tar(t, testkit.Dir("a/"), testkit.Dir("b/"), testkit.File("./a/../b/x", "1")), Options{},
 			[]string{"a/", "b/", "./a/../b/x"}, false, nil},
-		{"symlinks anywhere", mkTar(t, symlink("abs", "/etc/passwd"), symlink("up", "../../..")), Options{},
+		{"symlinks anywhere", testkit.Tar(t, testkit.Symlink("abs", "/etc/passwd"), testkit.Symlink("up", "../../..")), Options{},
 			[]string{"abs", "up"}, false, nil},
-		{"duplicate dirs merge, first kept", mkTar(t, dir("./a/"), file("a/x", "1"), ent{name: "a", typ: tar.TypeDir, mode: 0o700}), Options{},
+		{"duplicate dirs merge, first kept", testkit.Tar(t, testkit.Dir("./a/"), testkit.File("a/x", "1"), testkit.Entry{Name: "a", Type: tar.TypeDir, Mode: 0o700}), Options{},
 			[]string{"./a/", "a/x"}, true, map[string]int{ChangeMergedDirectories: 1}},
-		{"root kept in minimal", mkTar(t, dir("./"), file("./a", "1")), Options{},
+		{"root kept in minimal", testkit.Tar(t, testkit.Dir("./"), testkit.File("./a", "1")), Options{},
 			[]string{"./", "./a"}, false, nil},
-		{"root dropped in reproducible", mkTar(t, dir("./"), file("./a", "1")), Options{Mode: Reproducible, Created: testTime},
+		{"root dropped in reproducible", testkit.Tar(t, testkit.Dir("./"), testkit.File("./a", "1")), Options{Mode: Reproducible, Created: testkit.Time},
 			[]string{"a"}, true, map[string]int{ChangeDroppedRootEntries: 1, ChangeCleanedNames: 1, ChangeRewrittenHeaders: 1}},
-		{"whiteouts", mkTar(t, dir("a/"), file("a/.wh.b", ""), file("a/.wh..wh..opq", ""), file(".wh.c", "")), Options{},
+		{"whiteouts", testkit.Tar(t, testkit.Dir("a/"), testkit.File("a/.wh.b", ""), testkit.File("a/.wh..wh..opq", ""), testkit.File(".wh.c", "")), Options{},
 			[]string{"a/", "a/.wh.b", "a/.wh..wh..opq", ".wh.c"}, false, nil},
-		{"explicit directories stop counting as implied", mkTar(t, file("a/b/c", "1"), dir("a/"), dir("a/b/"), file("x", "")),
+		{"explicit directories stop counting as implied", testkit.Tar(t, testkit.File("a/b/c", "1"), testkit.Dir("a/"), testkit.Dir("a/b/"), testkit.File("x", "")),
 			Options{Limits: Limits{MaxEntries: 4}}, []string{"a/b/c", "a/", "a/b/", "x"}, false, nil},
-		{"hardlink to earlier", mkTar(t, file("./a", "1"), hardlink("b", "a")), Options{},
+		{"hardlink to earlier", testkit.Tar(t, testkit.File("./a", "1"), testkit.Hardlink("b", "a")), Options{},
 			[]string{"./a", "b"}, false, nil},
-		{"symlink size zeroed", mkTar(t, ent{name: "l", typ: tar.TypeSymlink, link: "x", size: 5}), Options{},
+		{"symlink size zeroed", testkit.Tar(t, testkit.Entry{Name: "l", Type: tar.TypeSymlink, Link: "x", Size: 5}), Options{},
 			[]string{"l"}, true, map[string]int{ChangeHeaderOnlySize: 1, ChangeRewrittenHeaders: 1}},
-		{"global header passes", mkTar(t, ent{name: "pax_global_header", typ: tar.TypeXGlobalHeader, pax: map[string]string{"comment": "git"}}, file("a", "1")), Options{},
+		{"global header passes", testkit.Tar(t, testkit.Entry{Name: "pax_global_header", Type: tar.TypeXGlobalHeader, PAX: map[string]string{"comment": "git"}}, testkit.File("a", "1")), Options{},
 			[]string{"pax_global_header", "a"}, false, nil},
-		{"reproducible clamps and cleans", mkTar(t, ent{name: "./a", body: "1", uname: "root",
-			mtime: time.Date(2030, 1, 1, 0, 0, 0, 5, time.UTC),
-			pax:   map[string]string{"SCHILY.xattr.security.capability": "cap", "LIBARCHIVE.creationtime": "1", "comment": "x"}, atime: testTime, format: tar.FormatPAX}),
+		{"reproducible clamps and cleans", testkit.Tar(t, testkit.Entry{Name: "./a", Body: "1", Uname: "root",
+			ModTime: time.Date(2030, 1, 1, 0, 0, 0, 5, time.UTC),
+			PAX:     map[string]string{"SCHILY.xattr.security.capability": "cap", "LIBARCHIVE.creationtime": "1", "comment": "x"}, AccessTime: testkit.Time, Format: tar.FormatPAX}),
 			Options{Mode: Reproducible, Created: created},
 			[]string{"a"}, true, map[string]int{ChangeClampedMtimes: 1, ChangeClearedOwnerNames: 1, ChangeDroppedPAXRecords: 1,
 				ChangeDroppedTimes: 1, ChangeCleanedNames: 1, ChangeRewrittenHeaders: 1}},
-		{"reproducible keeps older mtime", mkTar(t, ent{name: "a", mtime: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)}),
+		{"reproducible keeps older mtime", testkit.Tar(t, testkit.Entry{Name: "a", ModTime: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)}),
 			Options{Mode: Reproducible, Created: created},
 			[]string{"a"}, false, nil}, // archive/tar's USTAR is already canonical
-		{"reproducible drops global", mkTar(t, ent{name: "g", typ: tar.TypeXGlobalHeader, pax: map[string]string{"comment": "x"}}, file("a", "")),
+		{"reproducible drops global", testkit.Tar(t, testkit.Entry{Name: "g", Type: tar.TypeXGlobalHeader, PAX: map[string]string{"comment": "x"}}, testkit.File("a", "")),
 			Options{Mode: Reproducible, Created: created},
 			[]string{"a"}, true, map[string]int{ChangeDroppedGlobal: 1, ChangeClampedMtimes: 1, ChangeRewrittenHeaders: 1}},
 	}
@@ -240,9 +224,9 @@ func assertIdempotent(t *testing.T, out []byte, opts Options) {
 
 func TestReproducibleHeaders(t *testing.T) {
 	created := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
-	in := mkTar(t, ent{name: "./d", typ: tar.TypeDir, mtime: created.Add(time.Hour), uname: "u", format: tar.FormatGNU},
-		ent{name: "d/f", body: "abc", mode: 0o100755, mtime: created.Add(-time.Hour)},
-		ent{name: "d/cap", pax: map[string]string{"SCHILY.xattr.security.capability": "\x01"}})
+	in := testkit.Tar(t, testkit.Entry{Name: "./d", Type: tar.TypeDir, ModTime: created.Add(time.Hour), Uname: "u", Format: tar.FormatGNU},
+		testkit.Entry{Name: "d/f", Body: "abc", Mode: 0o100755, ModTime: created.Add(-time.Hour)},
+		testkit.Entry{Name: "d/cap", PAX: map[string]string{"SCHILY.xattr.security.capability": "\x01"}})
 	out, _, err := normalize(t, in, Options{Mode: Reproducible, Created: created})
 	if err != nil {
 		t.Fatal(err)
@@ -270,14 +254,14 @@ func TestWindowsShaping(t *testing.T) {
 		want  []string
 		rawsd int
 	}{
-		{"plain tree from tar -C dir .", mkTar(t, dir("./"), file("./app.exe", "MZ"), dir("./sub/"), file("./sub/x.dll", "MZ")),
+		{"plain tree from tar -C dir .", testkit.Tar(t, testkit.Dir("./"), testkit.File("./app.exe", "MZ"), testkit.Dir("./sub/"), testkit.File("./sub/x.dll", "MZ")),
 			Options{Windows: true}, []string{"Files", "Hives", "Files/app.exe", "Files/sub", "Files/sub/x.dll"}, 5},
-		{"shaped tree from tar -C dir .", mkTar(t, dir("./"), dir("./Files/"), file("./Files/app.exe", "MZ"), dir("./Hives/"), file("./Hives/SOFTWARE_BASE", "h")),
+		{"shaped tree from tar -C dir .", testkit.Tar(t, testkit.Dir("./"), testkit.Dir("./Files/"), testkit.File("./Files/app.exe", "MZ"), testkit.Dir("./Hives/"), testkit.File("./Hives/SOFTWARE_BASE", "h")),
 			Options{Windows: true}, []string{"Files", "Hives", "Files/app.exe", "Hives/SOFTWARE_BASE"}, 4},
-		{"already shaped, not prefixed twice", mkTar(t, dir("Files"), dir("Hives"), file("Files/a", "1")),
+		{"already shaped, not prefixed twice", testkit.Tar(t, testkit.Dir("Files"), testkit.Dir("Hives"), testkit.File("Files/a", "1")),
 			Options{Windows: true}, []string{"Files", "Hives", "Files/a"}, 3},
-		{"empty layer", mkTar(t), Options{Windows: true}, []string{"Files", "Hives"}, 2},
-		{"reproducible", mkTar(t, dir("./"), dir("./a/"), file("./a/b", "1")),
+		{"empty layer", testkit.Tar(t), Options{Windows: true}, []string{"Files", "Hives"}, 2},
+		{"reproducible", testkit.Tar(t, testkit.Dir("./"), testkit.Dir("./a/"), testkit.File("./a/b", "1")),
 			Options{Windows: true, Mode: Reproducible}, []string{"Files", "Hives", "Files/a", "Files/a/b"}, 4},
 	}
 	for _, tc := range cases {
@@ -342,9 +326,9 @@ func TestMinimalBytePreserving(t *testing.T) {
 	tree := writeTree(t, map[string]string{"etc/passwd": "root:x:0:0", "bin/": "", "usr/share/doc/" + strings.Repeat("long", 40): "x",
 		"app/big": strings.Repeat("0123456789", 10000)})
 	inputs := map[string][]byte{
-		"archive/tar": mkTar(t, dir("a/"), file("a/b", "hello"), symlink("a/l", "/etc"), hardlink("a/h", "a/b")),
-		"archive/tar pax": mkTar(t, ent{name: strings.Repeat("p", 150), body: "x", pax: map[string]string{"SCHILY.xattr.user.x": "1"}},
-			ent{name: "t", mtime: time.Date(2020, 1, 1, 0, 0, 0, 123, time.UTC), format: tar.FormatPAX}),
+		"archive/tar": testkit.Tar(t, testkit.Dir("a/"), testkit.File("a/b", "hello"), testkit.Symlink("a/l", "/etc"), testkit.Hardlink("a/h", "a/b")),
+		"archive/tar pax": testkit.Tar(t, testkit.Entry{Name: strings.Repeat("p", 150), Body: "x", PAX: map[string]string{"SCHILY.xattr.user.x": "1"}},
+			testkit.Entry{Name: "t", ModTime: time.Date(2020, 1, 1, 0, 0, 0, 123, time.UTC), Format: tar.FormatPAX}),
 		"gnu tar dot":   gnuTar(t, tree, "."),
 		"gnu tar names": gnuTar(t, tree, "etc", "usr", "app", "bin"),
 		"gnu tar pax":   gnuTar(t, tree, "--format=pax", "."),
@@ -370,7 +354,7 @@ func TestMinimalBytePreserving(t *testing.T) {
 }
 
 func TestTrailer(t *testing.T) {
-	body := mkTar(t, file("a", "1"))
+	body := testkit.Tar(t, testkit.File("a", "1"))
 	entries := body[:len(body)-1024]
 	cases := []struct {
 		name    string
@@ -388,7 +372,7 @@ func TestTrailer(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			out, st, err := normalize(t, tc.in, Options{Mode: tc.mode, Created: testTime})
+			out, st, err := normalize(t, tc.in, Options{Mode: tc.mode, Created: testkit.Time})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -401,7 +385,7 @@ func TestTrailer(t *testing.T) {
 }
 
 func TestStopOnChange(t *testing.T) {
-	in := mkTar(t, file("a", "1"), dir("d/"), dir("d/"), file("b", strings.Repeat("x", 1<<20)))
+	in := testkit.Tar(t, testkit.File("a", "1"), testkit.Dir("d/"), testkit.Dir("d/"), testkit.File("b", strings.Repeat("x", 1<<20)))
 	var out bytes.Buffer
 	_, err := Normalize(&out, bytes.NewReader(in), Options{stopOnChange: true})
 	if !errors.Is(err, errChanged) {
@@ -414,7 +398,7 @@ func TestStopOnChange(t *testing.T) {
 
 func TestSourceErrorKeepsClass(t *testing.T) {
 	boom := failure.Retryable(errors.New("connection reset"), 0)
-	in := mkTar(t, file("a", strings.Repeat("x", 4096)))
+	in := testkit.Tar(t, testkit.File("a", strings.Repeat("x", 4096)))
 	_, err := Normalize(io_Discard{}, &failingReader{data: in[:1000], err: boom}, Options{LayerName: "app"})
 	if !errors.Is(err, boom) || failure.IsPermanent(err) {
 		t.Fatalf("got %v, want the source error", err)

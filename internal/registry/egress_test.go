@@ -2,59 +2,25 @@ package registry
 
 import (
 	"context"
-	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/egress"
 	"github.com/kiln-build/kiln/internal/egress/egresstest"
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
-// hookedRegistry is go-containerregistry's registry behind hook, which may
-// answer a request itself; it counts the writes that reach the registry.
-type hookedRegistry struct {
-	host   string
-	hook   atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
-	writes atomic.Int64
-}
-
-func newHookedRegistry(t *testing.T) *hookedRegistry {
-	t.Helper()
-	h := &hookedRegistry{}
-	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if f := h.hook.Load(); f != nil && (*f)(w, r) {
-			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			h.writes.Add(1)
-		}
-		inner.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	h.host = strings.TrimPrefix(srv.URL, "http://")
-	return h
-}
-
-func (h *hookedRegistry) setHook(f func(w http.ResponseWriter, r *http.Request) bool) {
-	h.hook.Store(&f)
-}
-
 // A registry whose every unauthenticated request names realm.
-func realmRegistry(t *testing.T, realm string) *hookedRegistry {
+func realmRegistry(t *testing.T, realm string) *testkit.Registry {
 	t.Helper()
-	h := newHookedRegistry(t)
-	h.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+	h := testkit.NewRegistry(t)
+	h.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Header.Get("Authorization") != "" {
 			return false
 		}
@@ -110,10 +76,10 @@ func TestForbiddenRegistryHostsArePermanent(t *testing.T) {
 				o.Transport = &http.Transport{DialContext: dials.Dial}
 			}
 			target := tt.target
-			var reg *hookedRegistry
+			var reg *testkit.Registry
 			if tt.realm != "" {
 				reg = realmRegistry(t, tt.realm)
-				target = reg.host + "/team/app:1"
+				target = reg.Host + "/team/app:1"
 			}
 			_, err := Push(context.Background(), randomImage(t), target, []string{"v1"}, o)
 			assertFailure(t, err, failure.SourceForbidden, tt.want)
@@ -128,8 +94,8 @@ func TestForbiddenRegistryHostsArePermanent(t *testing.T) {
 					t.Fatalf("dialled forbidden addresses %v", got)
 				}
 			}
-			if reg != nil && reg.writes.Load() != 0 {
-				t.Fatalf("%d writes", reg.writes.Load())
+			if reg != nil && reg.Writes() != 0 {
+				t.Fatalf("%d writes", reg.Writes())
 			}
 			if strings.Contains(err.Error(), "scope=") {
 				t.Fatalf("error shows a request query: %v", err)
@@ -152,7 +118,7 @@ func TestRegistryPolicyAllowList(t *testing.T) {
 	o := testOptions(s)
 	p := egress.RegistryPolicy([]string{"registry.example"})
 	o.Policy = &p
-	if _, err := Push(context.Background(), randomImage(t), r.host+"/team/app:1", nil, o); err != nil {
+	if _, err := Push(context.Background(), randomImage(t), r.Host+"/team/app:1", nil, o); err != nil {
 		t.Fatalf("an unlisted, allowed registry was refused: %v", err)
 	}
 }
@@ -160,15 +126,15 @@ func TestRegistryPolicyAllowList(t *testing.T) {
 // A registry redirecting a blob download to a metadata address: refused at
 // the redirect, permanently, without contacting it.
 func TestBlobRedirectToForbiddenHost(t *testing.T) {
-	r := newHookedRegistry(t)
+	r := testkit.NewRegistry(t)
 	s := &sleeps{}
 	o := testOptions(s)
 	img := randomImage(t)
-	target := r.host + "/team/app:1"
+	target := r.Host + "/team/app:1"
 	if _, err := Push(context.Background(), img, target, nil, o); err != nil {
 		t.Fatal(err)
 	}
-	r.setHook(func(w http.ResponseWriter, req *http.Request) bool {
+	r.SetFault(func(w http.ResponseWriter, req *http.Request) bool {
 		if req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/blobs/") {
 			return false
 		}
@@ -187,7 +153,7 @@ func TestBlobRedirectToForbiddenHost(t *testing.T) {
 	}
 	_, err = pulled.ConfigFile() // the config blob is redirected
 	err = Classify(err, AccessBase, "base "+target)
-	assertFailure(t, err, failure.SourceForbidden, `redirect from http://`+r.host+`/v2/team/app/blobs/sha256:`)
+	assertFailure(t, err, failure.SourceForbidden, `redirect from http://`+r.Host+`/v2/team/app/blobs/sha256:`)
 	assertFailure(t, err, failure.SourceForbidden, `host "169.254.169.254" resolves to link-local`)
 	if strings.Contains(err.Error(), "s3cr3t") || len(dials.To("169.254.")) != 0 || len(s.d) != 0 {
 		t.Fatalf("err %v, dials %v, sleeps %v", err, dials.To("169.254."), s.d)
@@ -198,8 +164,8 @@ func TestBlobRedirectToForbiddenHost(t *testing.T) {
 // address would receive the layer bytes there: refused on arrival of the
 // Location, permanently, without contacting it.
 func TestUploadLocationToForbiddenHost(t *testing.T) {
-	r := newHookedRegistry(t)
-	r.setHook(func(w http.ResponseWriter, req *http.Request) bool {
+	r := testkit.NewRegistry(t)
+	r.SetFault(func(w http.ResponseWriter, req *http.Request) bool {
 		if req.Method != http.MethodPost || !strings.HasSuffix(req.URL.Path, "/blobs/uploads/") {
 			return false
 		}
@@ -211,10 +177,10 @@ func TestUploadLocationToForbiddenHost(t *testing.T) {
 	o := testOptions(s)
 	dials := &egresstest.DialLog{}
 	o.Transport = &http.Transport{DialContext: dials.Dial}
-	_, err := Push(context.Background(), randomImage(t), r.host+"/team/app:1", nil, o)
+	_, err := Push(context.Background(), randomImage(t), r.Host+"/team/app:1", nil, o)
 	assertFailure(t, err, failure.SourceForbidden,
-		`location http://169.254.169.254/upload named by http://`+r.host+`/v2/team/app/blobs/uploads/: host "169.254.169.254" resolves to link-local`)
-	if strings.Contains(err.Error(), "s3cr3t") || len(dials.To("169.254.")) != 0 || len(s.d) != 0 || r.writes.Load() != 0 {
-		t.Fatalf("err %v, dials %v, sleeps %v, writes %d", err, dials.To("169.254."), s.d, r.writes.Load())
+		`location http://169.254.169.254/upload named by http://`+r.Host+`/v2/team/app/blobs/uploads/: host "169.254.169.254" resolves to link-local`)
+	if strings.Contains(err.Error(), "s3cr3t") || len(dials.To("169.254.")) != 0 || len(s.d) != 0 || r.Writes() != 0 {
+		t.Fatalf("err %v, dials %v, sleeps %v, writes %d", err, dials.To("169.254."), s.d, r.Writes())
 	}
 }

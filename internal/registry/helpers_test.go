@@ -3,30 +3,24 @@ package registry
 import (
 	"context"
 	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
-// testRegistry is an in-process registry behind a handler that counts
-// requests and injects faults.
+// testRegistry is the test kit's registry with the faults these tests
+// inject, set as fields before a push.
 type testRegistry struct {
-	host string
-	srv  *httptest.Server
+	*testkit.Registry
 
-	mu     sync.Mutex
-	counts map[string]int // by method
-	seen   map[string]int // by method, including faulted ones
-
+	mu sync.Mutex
 	// fail503 makes the first n requests of each method answer 503.
 	fail503 int
 	// retryAfter is sent with injected 503s when set.
@@ -47,34 +41,16 @@ type testRegistry struct {
 
 func newTestRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	r := &testRegistry{counts: map[string]int{}, seen: map[string]int{}, perRequest: map[string]int{}}
-	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if r.fault(w, req) {
-			return
-		}
-		r.mu.Lock()
-		r.counts[req.Method]++
-		rewrite := r.manifestDigest
-		r.mu.Unlock()
-		if rewrite != nil && strings.Contains(req.URL.Path, "/manifests/") {
-			if v, ok := rewrite(req.Method); ok {
-				w = &digestWriter{ResponseWriter: w, digest: v}
-			}
-		}
-		inner.ServeHTTP(w, req)
-	}))
-	t.Cleanup(r.srv.Close)
-	r.host = strings.TrimPrefix(r.srv.URL, "http://")
+	r := &testRegistry{Registry: testkit.NewRegistry(t), perRequest: map[string]int{}}
+	r.SetFault(r.fault)
 	return r
 }
 
 func (r *testRegistry) fault(w http.ResponseWriter, req *http.Request) bool {
+	n := r.Attempts(req.Method)
 	r.mu.Lock()
-	r.seen[req.Method]++
-	n := r.seen[req.Method]
 	r.perRequest[req.Method+" "+req.URL.Path]++
-	status, ra := r.status, r.retryAfter
+	status, ra, rewrite := r.status, r.retryAfter, r.manifestDigest
 	fail := n <= r.fail503 || r.perRequest[req.Method+" "+req.URL.Path] <= r.fail503Each
 	reset := req.Method == http.MethodPatch && r.resetPatches > 0
 	if reset && !fail {
@@ -99,6 +75,11 @@ func (r *testRegistry) fault(w http.ResponseWriter, req *http.Request) bool {
 			conn.Close()
 		}
 		return true
+	case rewrite != nil && strings.Contains(req.URL.Path, "/manifests/"):
+		if v, ok := rewrite(req.Method); ok {
+			r.Serve(&digestWriter{ResponseWriter: w, digest: v}, req)
+			return true
+		}
 	}
 	return false
 }
@@ -118,28 +99,11 @@ func (d *digestWriter) WriteHeader(code int) {
 	d.ResponseWriter.WriteHeader(code)
 }
 
-// attempts is the number of requests of method that reached the server,
-// faulted ones included.
-func (r *testRegistry) attempts(method string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.seen[method]
-}
-
-func (r *testRegistry) count(method string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.counts[method]
-}
-
-func (r *testRegistry) writes() int {
-	return r.count(http.MethodPut) + r.count(http.MethodPost) + r.count(http.MethodPatch)
-}
-
 func (r *testRegistry) reset() {
+	r.Reset()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.counts, r.seen, r.perRequest = map[string]int{}, map[string]int{}, map[string]int{}
+	r.perRequest = map[string]int{}
 }
 
 // sleeps records the waits the retry transport asked for, without waiting.

@@ -19,7 +19,7 @@ func TestPushTwiceSecondIsUpToDate(t *testing.T) {
 	reg := newTestRegistry(t)
 	img := randomImage(t)
 	ctx := context.Background()
-	target := reg.host + "/team/app:1.0"
+	target := reg.Host + "/team/app:1.0"
 
 	res, err := Push(ctx, img, target, []string{"latest"}, testOptions(&sleeps{}))
 	if err != nil {
@@ -37,11 +37,11 @@ func TestPushTwiceSecondIsUpToDate(t *testing.T) {
 	if got := strings.Join(res.Tags, ","); got != "1.0,latest" {
 		t.Errorf("Tags = %q", got)
 	}
-	if want := reg.host + "/team/app@" + res.Digest.String(); res.Image != want {
+	if want := reg.Host + "/team/app@" + res.Digest.String(); res.Image != want {
 		t.Errorf("Image = %q, want %q", res.Image, want)
 	}
 	// Manifest PUTs: the target tag and the extra tag.
-	if got := reg.count(http.MethodPut); got != 4+2 {
+	if got := reg.Count(http.MethodPut); got != 4+2 {
 		t.Errorf("first push made %d PUTs, want 6 (4 blob commits + 2 manifests)", got)
 	}
 
@@ -53,7 +53,7 @@ func TestPushTwiceSecondIsUpToDate(t *testing.T) {
 	if !res.UpToDate || res.BlobsUploaded != 0 || res.BytesUploaded != 0 {
 		t.Fatalf("second push: %+v", res)
 	}
-	if n := reg.writes(); n != 0 {
+	if n := reg.Writes(); n != 0 {
 		t.Fatalf("second push made %d PUT/POST/PATCH requests, want 0", n)
 	}
 	if got := strings.Join(res.Tags, ","); got != "1.0,latest" {
@@ -67,7 +67,7 @@ func TestPushForceRewritesTheManifestOnly(t *testing.T) {
 	reg := newTestRegistry(t)
 	img := randomImage(t)
 	ctx := context.Background()
-	target := reg.host + "/team/app:1.0"
+	target := reg.Host + "/team/app:1.0"
 	if _, err := Push(ctx, img, target, []string{"latest"}, testOptions(&sleeps{})); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestPushForceRewritesTheManifestOnly(t *testing.T) {
 	if res.UpToDate || res.BlobsUploaded != 0 || res.Digest != digestOf(t, img) {
 		t.Fatalf("forced push: %+v", res)
 	}
-	if n, puts := reg.writes(), reg.count(http.MethodPut); n != 1 || puts != 1 {
+	if n, puts := reg.Writes(), reg.Count(http.MethodPut); n != 1 || puts != 1 {
 		t.Errorf("forced push made %d writes (%d PUTs), want exactly one manifest PUT", n, puts)
 	}
 }
@@ -90,7 +90,7 @@ func TestPushMovesOnlyMissingTags(t *testing.T) {
 	reg := newTestRegistry(t)
 	img := randomImage(t)
 	ctx := context.Background()
-	target := reg.host + "/team/app:1.0"
+	target := reg.Host + "/team/app:1.0"
 	if _, err := Push(ctx, img, target, nil, testOptions(&sleeps{})); err != nil {
 		t.Fatal(err)
 	}
@@ -102,13 +102,13 @@ func TestPushMovesOnlyMissingTags(t *testing.T) {
 	if !res.UpToDate {
 		t.Fatalf("want UpToDate: %+v", res)
 	}
-	if got := reg.count(http.MethodPut); got != 2 {
+	if got := reg.Count(http.MethodPut); got != 2 {
 		t.Errorf("%d PUTs, want 2 (one per new tag)", got)
 	}
-	if reg.count(http.MethodPost)+reg.count(http.MethodPatch) != 0 {
+	if reg.Count(http.MethodPost)+reg.Count(http.MethodPatch) != 0 {
 		t.Errorf("blob uploads on an up-to-date push")
 	}
-	ok, err := Exists(ctx, reg.host+"/team/app:stable", res.Digest, testOptions(&sleeps{}))
+	ok, err := Exists(ctx, reg.Host+"/team/app:stable", res.Digest, testOptions(&sleeps{}))
 	if err != nil || !ok {
 		t.Fatalf("Exists(stable) = %v, %v", ok, err)
 	}
@@ -118,12 +118,12 @@ func TestPushByDigestTarget(t *testing.T) {
 	reg := newTestRegistry(t)
 	img := randomImage(t)
 	d := digestOf(t, img)
-	res, err := Push(context.Background(), img, reg.host+"/team/app@"+d.String(), nil, testOptions(&sleeps{}))
+	res, err := Push(context.Background(), img, reg.Host+"/team/app@"+d.String(), nil, testOptions(&sleeps{}))
 	if err != nil || res.Digest != d || len(res.Tags) != 0 {
 		t.Fatalf("Push = %+v, %v", res, err)
 	}
 	other := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("a", 64)}
-	_, err = Push(context.Background(), img, reg.host+"/team/app@"+other.String(), nil, testOptions(&sleeps{}))
+	_, err = Push(context.Background(), img, reg.Host+"/team/app@"+other.String(), nil, testOptions(&sleeps{}))
 	assertFailure(t, err, failure.InvalidSpec, "pins digest sha256:aaaa")
 }
 
@@ -135,7 +135,7 @@ func TestPushSurvivesFaults(t *testing.T) {
 	reg.fail503 = 2
 	reg.resetPatches = 1
 	s := &sleeps{}
-	res, err := Push(context.Background(), img, reg.host+"/team/app:1.0", []string{"latest"}, testOptions(s))
+	res, err := Push(context.Background(), img, reg.Host+"/team/app:1.0", []string{"latest"}, testOptions(s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestPushSurvivesFaults(t *testing.T) {
 		}
 	}
 	// The registry holds the complete image.
-	ref, _ := name.ParseReference(reg.host + "/team/app:latest")
+	ref, _ := name.ParseReference(reg.Host + "/team/app:latest")
 	got, err := remote.Image(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	reg.fail503 = 1
 	reg.retryAfter = "7"
 	s := &sleeps{}
-	if _, err := Push(context.Background(), randomImage(t), reg.host+"/a/b:1", nil, testOptions(s)); err != nil {
+	if _, err := Push(context.Background(), randomImage(t), reg.Host+"/a/b:1", nil, testOptions(s)); err != nil {
 		t.Fatal(err)
 	}
 	found := false
@@ -190,7 +190,7 @@ func TestRetryAfterTooLongIsRetryableWithHint(t *testing.T) {
 	reg := newTestRegistry(t)
 	reg.fail503 = 1000
 	reg.retryAfter = "3600"
-	_, err := Push(context.Background(), randomImage(t), reg.host+"/a/b:1", nil, testOptions(&sleeps{}))
+	_, err := Push(context.Background(), randomImage(t), reg.Host+"/a/b:1", nil, testOptions(&sleeps{}))
 	if err == nil || failure.IsPermanent(err) {
 		t.Fatalf("want a retryable error, got %v", err)
 	}
@@ -206,9 +206,9 @@ func TestPushUnauthorized(t *testing.T) {
 	for _, code := range []int{http.StatusUnauthorized, http.StatusForbidden} {
 		reg := newTestRegistry(t)
 		reg.status = code
-		_, err := Push(context.Background(), randomImage(t), reg.host+"/a/b:1", nil, testOptions(&sleeps{}))
+		_, err := Push(context.Background(), randomImage(t), reg.Host+"/a/b:1", nil, testOptions(&sleeps{}))
 		assertFailure(t, err, failure.Unauthorized, "check the pull secrets of serviceAccountName")
-		if reg.writes() != 0 {
+		if reg.Writes() != 0 {
 			t.Fatal("writes reached the registry")
 		}
 	}
@@ -218,11 +218,11 @@ func TestPushServerErrorsExhaustRetries(t *testing.T) {
 	reg := newTestRegistry(t)
 	reg.fail503 = 1000
 	s := &sleeps{}
-	_, err := Push(context.Background(), randomImage(t), reg.host+"/a/b:1", nil, testOptions(s))
+	_, err := Push(context.Background(), randomImage(t), reg.Host+"/a/b:1", nil, testOptions(s))
 	if err == nil || failure.IsPermanent(err) {
 		t.Fatalf("want retryable, got %v", err)
 	}
-	if !strings.HasPrefix(err.Error(), "target "+reg.host+"/a/b:1: ") {
+	if !strings.HasPrefix(err.Error(), "target "+reg.Host+"/a/b:1: ") {
 		t.Fatalf("message %q does not name the target", err)
 	}
 	if len(s.d) != defaultRetries {
@@ -243,7 +243,7 @@ func TestPushCancelled(t *testing.T) {
 	reg.fail503 = 1000
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := Push(ctx, randomImage(t), reg.host+"/a/b:1", nil, Options{})
+	_, err := Push(ctx, randomImage(t), reg.Host+"/a/b:1", nil, Options{})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("want context.Canceled, got %v", err)
 	}
@@ -301,7 +301,7 @@ func TestPushConfirmsTheRegistryDigest(t *testing.T) {
 			}
 			img := randomImage(t)
 			want := digestOf(t, img)
-			res, err := Push(context.Background(), img, reg.host+"/team/app:1.0", []string{"latest"}, testOptions(&sleeps{}))
+			res, err := Push(context.Background(), img, reg.Host+"/team/app:1.0", []string{"latest"}, testOptions(&sleeps{}))
 			if tt.reason == "" {
 				if err != nil || res.Digest != want {
 					t.Fatalf("Push = %+v, %v; want digest %s", res, err, want)
@@ -313,7 +313,7 @@ func TestPushConfirmsTheRegistryDigest(t *testing.T) {
 				}
 			}
 			reg.manifestDigest = nil
-			_, herr := remote.Head(mustRef(t, reg.host+"/team/app:latest"))
+			_, herr := remote.Head(mustRef(t, reg.Host+"/team/app:latest"))
 			if moved := herr == nil; moved != tt.latest {
 				t.Fatalf("extra tag moved = %v (HEAD: %v), want %v", moved, herr, tt.latest)
 			}
@@ -348,7 +348,7 @@ func TestPushRetryBudget(t *testing.T) {
 	}{
 		{"persistent 503", func(r *testRegistry) { r.fail503 = 1 << 20 }, func(t *testing.T, reg *testRegistry, waits int) {
 			// The first request (the ping) is one chain of 1+Retries requests.
-			if n := reg.attempts(http.MethodGet); n != 1+defaultRetries || waits != defaultRetries {
+			if n := reg.Attempts(http.MethodGet); n != 1+defaultRetries || waits != defaultRetries {
 				t.Fatalf("%d GETs and %d waits, want %d and %d", n, waits, 1+defaultRetries, defaultRetries)
 			}
 		}},
@@ -362,7 +362,7 @@ func TestPushRetryBudget(t *testing.T) {
 		{"persistent reset of every PATCH", func(r *testRegistry) { r.resetPatches = 1 << 20 }, func(t *testing.T, reg *testRegistry, waits int) {
 			// Not retried per request (the registry may hold part of the
 			// chunk): each is a restart of the whole upload, i.e. a new POST.
-			posts, patches := reg.attempts(http.MethodPost), reg.attempts(http.MethodPatch)
+			posts, patches := reg.Attempts(http.MethodPost), reg.Attempts(http.MethodPatch)
 			if restarts := posts - 4; waits+restarts > budget || patches > 4*uploadBackoff.Steps || patches <= 4 {
 				t.Fatalf("%d waits, %d POSTs, %d PATCHes: want waits+restarts <= %d, 4 < PATCHes <= %d", waits, posts, patches, budget, 4*uploadBackoff.Steps)
 			}
@@ -373,7 +373,7 @@ func TestPushRetryBudget(t *testing.T) {
 			reg := newTestRegistry(t)
 			tt.setup(reg)
 			s := &sleeps{}
-			_, err := Push(context.Background(), img, reg.host+"/a/b:1", []string{"latest"}, testOptions(s))
+			_, err := Push(context.Background(), img, reg.Host+"/a/b:1", []string{"latest"}, testOptions(s))
 			if err == nil || failure.IsPermanent(err) {
 				t.Fatalf("want a retryable error, got %v", err)
 			}

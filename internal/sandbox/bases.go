@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // LinuxBasePath is the PATH of the synthetic Debian-like base, so a sample's
@@ -29,7 +30,7 @@ const WindowsBaseOSVersion = "10.0.20348.1"
 
 // gzipLayer turns generated entries into an OCI gzip layer whose blob is
 // exactly our deterministic gzip bytes (tarball keeps compressed input as is).
-func gzipLayer(es []entry) (v1.Layer, error) {
+func gzipLayer(es []testkit.Entry) (v1.Layer, error) {
 	t, err := writeTar(es)
 	if err != nil {
 		return nil, err
@@ -47,14 +48,14 @@ func gzipLayer(es []entry) (v1.Layer, error) {
 func baseImage(layer v1.Layer, cfg v1.ConfigFile, createdBy string) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	cfg.Created = v1.Time{Time: inputTime}
+	cfg.Created = v1.Time{Time: testkit.Time}
 	img, err := mutate.ConfigFile(img, &cfg)
 	if err != nil {
 		return nil, fmt.Errorf("setting base config: %w", err)
 	}
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer:   layer,
-		History: v1.History{Created: v1.Time{Time: inputTime}, CreatedBy: createdBy},
+		History: v1.History{Created: v1.Time{Time: testkit.Time}, CreatedBy: createdBy},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("appending base layer: %w", err)
@@ -64,15 +65,15 @@ func baseImage(layer v1.Layer, cfg v1.ConfigFile, createdBy string) (v1.Image, e
 
 // LinuxBase is a small linux/amd64 "debian" base: one layer, env PATH.
 func LinuxBase() (v1.Image, error) {
-	layer, err := gzipLayer([]entry{
-		dir("bin/", 0o755),
-		dir("etc/", 0o755),
-		file("etc/debian_version", 0o644, []byte("12.8\n")),
-		file("etc/os-release", 0o644, []byte("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n")),
-		dir("tmp/", 0o1777),
-		dir("usr/", 0o755),
-		dir("usr/bin/", 0o755),
-		dir("usr/lib/", 0o755),
+	layer, err := gzipLayer([]testkit.Entry{
+		testkit.Dir("bin/"),
+		testkit.Dir("etc/"),
+		testkit.File("etc/debian_version", "12.8\n"),
+		testkit.File("etc/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n"),
+		testkit.Dir("tmp/").WithMode(0o1777),
+		testkit.Dir("usr/"),
+		testkit.Dir("usr/bin/"),
+		testkit.Dir("usr/lib/"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the linux base layer: %w", err)
@@ -85,15 +86,15 @@ func LinuxBase() (v1.Image, error) {
 
 // windowsBaseImage is a Windows image with the Files/ + Hives/ layer layout.
 func windowsBaseImage(osVersion string) (v1.Image, error) {
-	layer, err := gzipLayer([]entry{
-		dir("Files/", 0o755),
-		dir("Files/Windows/", 0o755),
-		dir("Files/Windows/System32/", 0o755),
-		file("Files/Windows/System32/cmd.exe", 0o755, append([]byte("MZ\x90\x00"), pseudoBinary(4, 16<<10)...)),
-		dir("Hives/", 0o755),
-		file("Hives/DefaultUser_Delta", 0o644, []byte("regf")),
-		file("Hives/Software_Delta", 0o644, []byte("regf")),
-		file("Hives/System_Delta", 0o644, []byte("regf")),
+	layer, err := gzipLayer([]testkit.Entry{
+		testkit.Dir("Files/"),
+		testkit.Dir("Files/Windows/"),
+		testkit.Dir("Files/Windows/System32/"),
+		testkit.File("Files/Windows/System32/cmd.exe", string(append([]byte("MZ\x90\x00"), pseudoBinary(4, 16<<10)...))).WithMode(0o755),
+		testkit.Dir("Hives/"),
+		testkit.File("Hives/DefaultUser_Delta", "regf"),
+		testkit.File("Hives/Software_Delta", "regf"),
+		testkit.File("Hives/System_Delta", "regf"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the windows base layer: %w", err)

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"fmt"
@@ -10,8 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
+	"github.com/kiln-build/kiln/internal/testkit"
 	"github.com/ulikunitz/xz"
 )
 
@@ -22,30 +21,6 @@ const (
 	AppFile        = "app.tar.gz"
 	WindowsAppFile = "windows-app.tar.gz"
 )
-
-// inputTime is the mtime of every generated entry: fixed, so the inputs are
-// the same bytes on every run and machine.
-var inputTime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// entry is one tar entry of a generated tree.
-type entry struct {
-	name     string
-	typ      byte
-	mode     int64
-	body     []byte
-	linkname string
-}
-
-func dir(name string, mode int64) entry { return entry{name: name, typ: tar.TypeDir, mode: mode} }
-func file(name string, mode int64, body []byte) entry {
-	return entry{name: name, typ: tar.TypeReg, mode: mode, body: body}
-}
-func symlink(name, target string) entry {
-	return entry{name: name, typ: tar.TypeSymlink, mode: 0o777, linkname: target}
-}
-func hardlink(name, target string) entry {
-	return entry{name: name, typ: tar.TypeLink, mode: 0o755, linkname: target}
-}
 
 // busyboxApplets get a /bin/busybox symlink each, as busybox --install does.
 var busyboxApplets = []string{
@@ -80,72 +55,60 @@ func pseudoBinary(seed uint64, size int) []byte {
 
 // rootfsEntries is a small busybox-style root filesystem: applet symlinks to
 // an absolute /bin/busybox, a hardlink, a sticky /tmp and the usual /etc files.
-func rootfsEntries() []entry {
-	es := []entry{
-		dir("bin/", 0o755),
-		file("bin/busybox", 0o755, pseudoBinary(1, 2<<20)),
-		symlink("bin/sh", "busybox"),
-		dir("etc/", 0o755),
-		file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n")),
-		file("etc/hostname", 0o644, []byte("kiln-demo\n")),
-		file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nnonroot:x:65532:65532:nonroot:/home/nonroot:/bin/false\n")),
-		dir("home/", 0o755),
-		dir("home/nonroot/", 0o700),
-		dir("root/", 0o700),
-		dir("sbin/", 0o755),
-		hardlink("sbin/init", "bin/busybox"),
-		dir("tmp/", 0o1777),
-		dir("usr/", 0o755),
-		dir("usr/bin/", 0o755),
-		dir("var/", 0o755),
-		dir("var/log/", 0o755),
+func rootfsEntries() []testkit.Entry {
+	es := []testkit.Entry{
+		testkit.Dir("bin/"),
+		testkit.File("bin/busybox", string(pseudoBinary(1, 2<<20))).WithMode(0o755),
+		testkit.Symlink("bin/sh", "busybox"),
+		testkit.Dir("etc/"),
+		testkit.File("etc/group", "root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n"),
+		testkit.File("etc/hostname", "kiln-demo\n"),
+		testkit.File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nnonroot:x:65532:65532:nonroot:/home/nonroot:/bin/false\n"),
+		testkit.Dir("home/"),
+		testkit.Dir("home/nonroot/").WithMode(0o700),
+		testkit.Dir("root/").WithMode(0o700),
+		testkit.Dir("sbin/"),
+		testkit.Hardlink("sbin/init", "bin/busybox").WithMode(0o755),
+		testkit.Dir("tmp/").WithMode(0o1777),
+		testkit.Dir("usr/"),
+		testkit.Dir("usr/bin/"),
+		testkit.Dir("var/"),
+		testkit.Dir("var/log/"),
 	}
 	for _, a := range busyboxApplets {
-		es = append(es, symlink("usr/bin/"+a, "/bin/busybox"))
+		es = append(es, testkit.Symlink("usr/bin/"+a, "/bin/busybox"))
 	}
 	return es
 }
 
 // appEntries is the application layer: a server binary and its config.
-func appEntries() []entry {
-	return []entry{
-		dir("app/", 0o755),
-		dir("app/bin/", 0o755),
-		file("app/bin/server", 0o755, pseudoBinary(2, 96<<10)),
-		file("app/config.yaml", 0o644, []byte("listen: :8080\nlog:\n  level: info\n")),
+func appEntries() []testkit.Entry {
+	return []testkit.Entry{
+		testkit.Dir("app/"),
+		testkit.Dir("app/bin/"),
+		testkit.File("app/bin/server", string(pseudoBinary(2, 96<<10))).WithMode(0o755),
+		testkit.File("app/config.yaml", "listen: :8080\nlog:\n  level: info\n"),
 	}
 }
 
 // windowsAppEntries is what `tar -C dir .` writes for a Windows app: a "./"
 // root entry and "./"-prefixed names. crane append turned "./" into a second
 // "Files" entry ("duplicate file path: Files"); kiln must shape it.
-func windowsAppEntries() []entry {
-	return []entry{
-		dir("./", 0o755),
-		dir("./app/", 0o755),
-		file("./app/server.exe", 0o755, append([]byte("MZ\x90\x00"), pseudoBinary(3, 64<<10)...)),
-		file("./app/config.json", 0o644, []byte("{\"listen\": \":8080\"}\n")),
+func windowsAppEntries() []testkit.Entry {
+	return []testkit.Entry{
+		testkit.Dir("./"),
+		testkit.Dir("./app/"),
+		testkit.File("./app/server.exe", string(append([]byte("MZ\x90\x00"), pseudoBinary(3, 64<<10)...))).WithMode(0o755),
+		testkit.File("./app/config.json", "{\"listen\": \":8080\"}\n"),
 	}
 }
 
-// writeTar writes entries as a USTAR archive with fixed owners and times.
-func writeTar(es []entry) ([]byte, error) {
+// writeTar writes entries as a tar with fixed owners and times
+// (testkit.Time), so inputs are the same bytes on every run and machine.
+func writeTar(es []testkit.Entry) ([]byte, error) {
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range es {
-		hdr := &tar.Header{
-			Typeflag: e.typ, Name: e.name, Linkname: e.linkname, Mode: e.mode,
-			Size: int64(len(e.body)), ModTime: inputTime, Format: tar.FormatUSTAR,
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, fmt.Errorf("writing tar entry %q: %w", e.name, err)
-		}
-		if _, err := tw.Write(e.body); err != nil {
-			return nil, fmt.Errorf("writing tar entry %q: %w", e.name, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, fmt.Errorf("closing tar: %w", err)
+	if err := testkit.WriteTar(&buf, es...); err != nil {
+		return nil, err
 	}
 	return buf.Bytes(), nil
 }

@@ -12,12 +12,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // fileWithToken serves body like a static file server (ETag, Last-Modified,
@@ -119,9 +119,7 @@ func TestProveURLUnreachable(t *testing.T) {
 }
 
 func TestProveBlob(t *testing.T) {
-	reg := httptest.NewServer(registry.New(registry.Logger(nopLogger())))
-	t.Cleanup(reg.Close)
-	host := strings.TrimPrefix(reg.URL, "http://")
+	host := testkit.NewRegistry(t).Host
 	repo, err := name.NewRepository(host + "/team/artifacts")
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +138,7 @@ func TestProveBlob(t *testing.T) {
 	if got.Digest != d.String() || got.Length != int64(len(content)) {
 		t.Errorf("proof = %+v, want digest %s length %d", got, d, len(content))
 	}
-	missing := sha([]byte("missing"))
+	missing := testkit.Digest([]byte("missing"))
 	_, err = f.ProveBlob(context.Background(), Spec{Name: "a", Blob: repo.String() + "@" + missing})
 	assertErr(t, err, failure.SourceNotFound, true, `layer "a": HEAD blob `+repo.String()+"@"+missing)
 
@@ -178,7 +176,7 @@ func TestHeadersID(t *testing.T) {
 }
 
 func TestCredentialID(t *testing.T) {
-	blob := "registry.example/team/a@" + sha([]byte("x"))
+	blob := "registry.example/team/a@" + testkit.Digest([]byte("x"))
 	id := func(kc authn.Keychain) string {
 		t.Helper()
 		f, _ := fetcher(Options{Keychain: kc})

@@ -3,8 +3,6 @@ package source
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,19 +16,14 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/kiln-build/kiln/internal/failure"
 	"github.com/kiln-build/kiln/internal/retry"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
-
-func sha(b []byte) string {
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
 
 // recordingSleep records the waits instead of waiting.
 type recordingSleep struct {
@@ -104,14 +97,14 @@ func TestURLSuccess(t *testing.T) {
 		}
 		w.Write(body)
 	})
-	for _, digest := range []string{"", sha(body)} {
+	for _, digest := range []string{"", testkit.Digest(body)} {
 		f, rs := fetcher(Options{})
 		got, st, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL + "/x.tar", Digest: digest,
 			Headers: map[string]string{"Authorization": "Bearer t0k"}})
 		if err != nil {
 			t.Fatalf("digest %q: %v", digest, err)
 		}
-		if !bytes.Equal(got, body) || st.Digest().String() != sha(body) || st.Size() != int64(len(body)) || st.Kind() != KindURL {
+		if !bytes.Equal(got, body) || st.Digest().String() != testkit.Digest(body) || st.Size() != int64(len(body)) || st.Kind() != KindURL {
 			t.Fatalf("got %d bytes, digest %s, size %d, kind %s", len(got), st.Digest(), st.Size(), st.Kind())
 		}
 		if len(rs.got()) != 0 {
@@ -126,10 +119,10 @@ func TestURLSuccess(t *testing.T) {
 func TestURLDigestMismatch(t *testing.T) {
 	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write([]byte("actual")) })
 	f, _ := fetcher(Options{})
-	want := sha([]byte("declared"))
+	want := testkit.Digest([]byte("declared"))
 	_, st, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL, Digest: want})
 	assertErr(t, err, failure.DigestMismatch, true,
-		fmt.Sprintf(`layer "rootfs": fetched bytes have digest %s, spec declares %s`, sha([]byte("actual")), want))
+		fmt.Sprintf(`layer "rootfs": fetched bytes have digest %s, spec declares %s`, testkit.Digest([]byte("actual")), want))
 	if _, err2 := st.Read(make([]byte, 1)); err2 != err {
 		t.Fatalf("error not sticky: %v", err2)
 	}
@@ -306,10 +299,12 @@ func stallingServer(t *testing.T, stallOn func(n int) bool, prefix []byte) (*htt
 
 func TestURLStallMidBody(t *testing.T) {
 	srv, count := stallingServer(t, func(int) bool { return true }, []byte("some"))
-	f, rs := fetcher(Options{ReadTimeout: 50 * time.Millisecond})
+	// The timeout is short enough for a quick test, long enough that a
+	// loaded machine does not stall a healthy read.
+	f, rs := fetcher(Options{ReadTimeout: 500 * time.Millisecond})
 	got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL})
 	assertErr(t, err, failure.Transient, false, `layer "rootfs": reading http://`)
-	assertErr(t, err, failure.Transient, false, "no data received for 50ms (after 4 bytes)")
+	assertErr(t, err, failure.Transient, false, "no data received for 500ms (after 4 bytes)")
 	if string(got) != "some" || count.Load() != 1 || len(rs.got()) != 0 {
 		t.Fatalf("got %q, requests %d, sleeps %v: a stall after bytes were handed out must not be retried", got, count.Load(), rs.got())
 	}
@@ -317,7 +312,7 @@ func TestURLStallMidBody(t *testing.T) {
 
 func TestURLStallBeforeFirstByteIsRetried(t *testing.T) {
 	srv, count := stallingServer(t, func(n int) bool { return n == 1 }, nil)
-	f, rs := fetcher(Options{ReadTimeout: 50 * time.Millisecond})
+	f, rs := fetcher(Options{ReadTimeout: 500 * time.Millisecond})
 	got, _, err := readAll(t, f, Spec{Name: "rootfs", URL: srv.URL})
 	if err != nil || len(got) != 100 || count.Load() != 2 || len(rs.got()) != 1 {
 		t.Fatalf("got %d bytes, %v, requests %d, sleeps %v", len(got), err, count.Load(), rs.got())
@@ -328,7 +323,9 @@ func TestURLStallBeforeFirstByteIsRetried(t *testing.T) {
 func TestURLSlowConsumer(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 3*bodyBuffer)
 	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write(body) })
-	f, _ := fetcher(Options{ReadTimeout: 20 * time.Millisecond})
+	// Pauses longer than the timeout, which is generous enough that the
+	// (buffered, loopback) reads themselves never come near it under load.
+	f, _ := fetcher(Options{ReadTimeout: 300 * time.Millisecond})
 	st, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -337,7 +334,7 @@ func TestURLSlowConsumer(t *testing.T) {
 	buf := make([]byte, bodyBuffer)
 	var n int
 	for {
-		time.Sleep(40 * time.Millisecond)
+		time.Sleep(400 * time.Millisecond)
 		m, err := st.Read(buf)
 		n += m
 		if err == io.EOF {
@@ -442,7 +439,7 @@ func TestURLHostPolicy(t *testing.T) {
 		t.Run(tt.url, func(t *testing.T) {
 			count.Store(0)
 			f, _ := fetcher(Options{AllowedHosts: tt.allowed, Retries: -1,
-				HTTPClient: &http.Client{Timeout: 200 * time.Millisecond}})
+				HTTPClient: &http.Client{Timeout: 10 * time.Second}})
 			st, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: tt.url})
 			if tt.fragment == "" {
 				if err != nil {
@@ -469,13 +466,13 @@ func TestDataSources(t *testing.T) {
 		fragment string
 	}{
 		{spec: Spec{Name: "app", Data: data, DataKind: KindConfigMap, DataRef: "configMap app-files key app.tar.gz"}, kind: KindConfigMap},
-		{spec: Spec{Name: "app", Data: data, DataKind: KindSecret, DataRef: "secret creds key layer.tar", Digest: sha(data)}, kind: KindSecret},
+		{spec: Spec{Name: "app", Data: data, DataKind: KindSecret, DataRef: "secret creds key layer.tar", Digest: testkit.Digest(data)}, kind: KindSecret},
 		{spec: Spec{Name: "app", Data: data}, kind: KindBytes},
 		// The kind is what the caller says, never read from the message.
 		{spec: Spec{Name: "ref", Data: data, DataRef: "secret s key k"}, kind: KindBytes},
 		{spec: Spec{Name: "empty", Data: []byte{}, DataKind: KindConfigMap, DataRef: "configMap c key k"}, kind: KindConfigMap},
-		{spec: Spec{Name: "app", Data: data, DataRef: "configMap app-files key app.tar.gz", Digest: sha([]byte("x"))},
-			reason: failure.DigestMismatch, fragment: `layer "app": fetched bytes have digest ` + sha(data) + ", spec declares " + sha([]byte("x"))},
+		{spec: Spec{Name: "app", Data: data, DataRef: "configMap app-files key app.tar.gz", Digest: testkit.Digest([]byte("x"))},
+			reason: failure.DigestMismatch, fragment: `layer "app": fetched bytes have digest ` + testkit.Digest(data) + ", spec declares " + testkit.Digest([]byte("x"))},
 		{spec: Spec{Name: "big", Data: make([]byte, 101), DataRef: "configMap big key k"},
 			reason: failure.LimitExceeded, fragment: `layer "big": configMap big key k is larger than the limit of 100 bytes (100 B)`},
 	}
@@ -489,7 +486,7 @@ func TestDataSources(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got, tt.spec.Data) || st.Kind() != tt.kind || st.Digest().String() != sha(tt.spec.Data) {
+			if !bytes.Equal(got, tt.spec.Data) || st.Kind() != tt.kind || st.Digest().String() != testkit.Digest(tt.spec.Data) {
 				t.Fatalf("got %q kind %s digest %s", got, st.Kind(), st.Digest())
 			}
 		})
@@ -511,9 +508,9 @@ func TestSpecValidation(t *testing.T) {
 		{Spec{Name: "l", Data: []byte("x"), Digest: "sha256:xyz"}, failure.InvalidSpec, "is not a sha256 digest"},
 		{Spec{Name: "l", URL: "http://[::1"}, failure.InvalidSpec, `layer "l": invalid URL`},
 		{Spec{Name: "l", Blob: "registry.example/repo:latest"}, failure.InvalidSpec, `blob "registry.example/repo:latest" is not a digest reference`},
-		{Spec{Name: "l", Blob: "registry.example/repo@" + sha([]byte("a")), Digest: sha([]byte("b"))}, failure.InvalidSpec,
-			"spec declares digest " + sha([]byte("b")) + " but blob reference pins " + sha([]byte("a"))},
-		{Spec{Name: "l", Blob: "169.254.169.254/repo@" + sha([]byte("a"))}, failure.SourceForbidden, "refusing blob 169.254.169.254/repo@"},
+		{Spec{Name: "l", Blob: "registry.example/repo@" + testkit.Digest([]byte("a")), Digest: testkit.Digest([]byte("b"))}, failure.InvalidSpec,
+			"spec declares digest " + testkit.Digest([]byte("b")) + " but blob reference pins " + testkit.Digest([]byte("a"))},
+		{Spec{Name: "l", Blob: "169.254.169.254/repo@" + testkit.Digest([]byte("a"))}, failure.SourceForbidden, "refusing blob 169.254.169.254/repo@"},
 	}
 	for _, tt := range tests {
 		_, err := f.Open(context.Background(), tt.spec)
@@ -552,9 +549,7 @@ func TestStreamContextCancelled(t *testing.T) {
 }
 
 func TestBlobSource(t *testing.T) {
-	reg := httptest.NewServer(registry.New(registry.Logger(nopLogger())))
-	t.Cleanup(reg.Close)
-	host := strings.TrimPrefix(reg.URL, "http://")
+	host := testkit.NewRegistry(t).Host
 	repo, err := name.NewRepository(host + "/team/artifacts")
 	if err != nil {
 		t.Fatal(err)
@@ -575,7 +570,7 @@ func TestBlobSource(t *testing.T) {
 		t.Fatalf("got %d bytes, digest %s, kind %s", len(got), st.Digest(), st.Kind())
 	}
 
-	missing := sha([]byte("missing"))
+	missing := testkit.Digest([]byte("missing"))
 	_, err = f.Open(context.Background(), Spec{Name: "artifacts", Blob: repo.String() + "@" + missing})
 	assertErr(t, err, failure.SourceNotFound, true, `layer "artifacts": GET blob `+repo.String()+"@"+missing)
 	if len(rs.got()) != 0 {
@@ -592,10 +587,10 @@ func TestBlobSourceCorrupt(t *testing.T) {
 		w.Write([]byte("tampered"))
 	})
 	host := strings.TrimPrefix(srv.URL, "http://")
-	want := sha([]byte("original"))
+	want := testkit.Digest([]byte("original"))
 	f, _ := fetcher(Options{Transport: http.DefaultTransport})
 	_, _, err := readAll(t, f, Spec{Name: "artifacts", Blob: host + "/repo@" + want})
-	assertErr(t, err, failure.DigestMismatch, true, "fetched bytes have digest "+sha([]byte("tampered"))+", spec declares "+want)
+	assertErr(t, err, failure.DigestMismatch, true, "fetched bytes have digest "+testkit.Digest([]byte("tampered"))+", spec declares "+want)
 }
 
 func BenchmarkStreamData(b *testing.B) {
@@ -620,7 +615,7 @@ func BenchmarkStreamHTTP(b *testing.B) {
 	buf := make([]byte, 1<<20)
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
-		st, err := f.Open(context.Background(), Spec{Name: "b", URL: srv.URL, Digest: sha(data)})
+		st, err := f.Open(context.Background(), Spec{Name: "b", URL: srv.URL, Digest: testkit.Digest(data)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -669,7 +664,7 @@ func TestConditionalGet(t *testing.T) {
 // a metadata address: one permanent SourceForbidden naming the host, no
 // retry, with the caller's transport and with the default one.
 func TestBlobSourceForbiddenRealmAndRedirect(t *testing.T) {
-	digest := sha([]byte("blob"))
+	digest := testkit.Digest([]byte("blob"))
 	tests := []struct {
 		name    string
 		handler func(w http.ResponseWriter, r *http.Request)

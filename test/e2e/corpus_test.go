@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +24,8 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // badCase is one row of the bad-input corpus: a broken ImageBuild and what
@@ -147,13 +148,13 @@ func (h *hangListener) close() {
 // corpus returns the rows. Layer bytes are generated here, deterministically.
 func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, windowsBase string) []badCase {
 	// A tar big enough that truncation and corruption land inside the data.
-	payload := tarOf(t,
-		dirE("data/", 0o755),
-		entry{name: "data/blob", typ: tar.TypeReg, mode: 0o644, body: noise(7, 256<<10)},
-		fileE("data/text", 0o644, string(pseudoText(8, 256<<10))),
+	payload := testkit.Tar(t,
+		testkit.Dir("data/"),
+		testkit.File("data/blob", string(noise(7, 256<<10))),
+		testkit.File("data/text", string(pseudoText(8, 256<<10))),
 	)
 	compressed := map[string][]byte{
-		"gzip": gzipOf(t, payload), "xz": xzOf(t, payload), "zstd": zstdOf(t, payload), "bzip2": bzip2Of(t, payload),
+		"gzip": testkit.Gzip(t, payload), "xz": testkit.Xz(t, payload), "zstd": testkit.Zstd(t, payload), "bzip2": testkit.Bzip2(t, payload),
 	}
 	serve := func(name string, b []byte) string { return s.serveFile(t, "corpus/"+name, b) }
 	layerFrom := func(name string, b []byte) func(testing.TB, *kilnv1.ImageBuild) {
@@ -162,10 +163,10 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", url)}
 		}
 	}
-	tarLayer := func(name string, es ...entry) func(testing.TB, *kilnv1.ImageBuild) {
-		return layerFrom(name+".tar.gz", gzipOf(t, tarOf(t, es...)))
+	tarLayer := func(name string, es ...testkit.Entry) func(testing.TB, *kilnv1.ImageBuild) {
+		return layerFrom(name+".tar.gz", testkit.Gzip(t, testkit.Tar(t, es...)))
 	}
-	okGz := gzipOf(t, tarOf(t, dirE("ok/", 0o755), fileE("ok/file", 0o644, "fine\n")))
+	okGz := testkit.Gzip(t, testkit.Tar(t, testkit.Dir("ok/"), testkit.File("ok/file", "fine\n")))
 	okURL := serve("ok.tar.gz", okGz)
 
 	var rows []badCase
@@ -188,33 +189,33 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 		badCase{name: "empty-file", spec: layerFrom("empty.bin", nil),
 			reason: "InvalidLayer", msg: []string{`"bad"`}},
 		badCase{name: "wrong-digest", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, Digest: digestOf([]byte("something else"))}}
-		}, reason: "DigestMismatch", msg: []string{`"bad"`, digestOf([]byte("something else")), digestOf(okGz)}},
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, Digest: testkit.Digest([]byte("something else"))}}
+		}, reason: "DigestMismatch", msg: []string{`"bad"`, testkit.Digest([]byte("something else")), testkit.Digest(okGz)}},
 		badCase{name: "wrong-diffid", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, DiffID: digestOf([]byte("something else"))}}
-		}, reason: "DiffIDMismatch", msg: []string{`"bad"`, digestOf([]byte("something else"))}},
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, DiffID: testkit.Digest([]byte("something else"))}}
+		}, reason: "DiffIDMismatch", msg: []string{`"bad"`, testkit.Digest([]byte("something else"))}},
 		badCase{name: "gzip-declared-on-xz", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: serve("declared.xz", compressed["xz"])}, Compression: kilnv1.CompressionGzip}}
 		}, reason: "InvalidLayer", msg: []string{`"bad"`, "gzip", "xz"}},
 		badCase{name: "zstd-declared-on-gzip", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, Compression: kilnv1.CompressionZstd}}
 		}, reason: "InvalidLayer", msg: []string{`"bad"`, "zstd", "gzip"}},
-		badCase{name: "dotdot-traversal", spec: tarLayer("dotdot", dirE("a/", 0o755), fileE("a/../../escape", 0o644, "x")),
+		badCase{name: "dotdot-traversal", spec: tarLayer("dotdot", testkit.Dir("a/"), testkit.File("a/../../escape", "x")),
 			reason: "InvalidLayer", msg: []string{`"bad"`, "escape"}},
-		badCase{name: "absolute-path", spec: tarLayer("absolute", fileE("/etc/passwd", 0o644, "root::0:0::/:/bin/sh\n")),
+		badCase{name: "absolute-path", spec: tarLayer("absolute", testkit.File("/etc/passwd", "root::0:0::/:/bin/sh\n")),
 			reason: "InvalidLayer", msg: []string{`"bad"`, "/etc/passwd", "absolute"}},
-		badCase{name: "through-symlink", spec: tarLayer("through", dirE("a/", 0o755), symE("a/etc", "/etc"), fileE("a/etc/passwd", 0o644, "x")),
+		badCase{name: "through-symlink", spec: tarLayer("through", testkit.Dir("a/"), testkit.Symlink("a/etc", "/etc"), testkit.File("a/etc/passwd", "x")),
 			reason: "InvalidLayer", msg: []string{`"bad"`, "a/etc", "symlink"}},
-		badCase{name: "hardlink-missing", spec: tarLayer("hl-missing", dirE("a/", 0o755), linkE("a/link", "a/nowhere")),
+		badCase{name: "hardlink-missing", spec: tarLayer("hl-missing", testkit.Dir("a/"), testkit.Hardlink("a/link", "a/nowhere")),
 			reason: "InvalidLayer", msg: []string{`"bad"`, "a/nowhere"}},
-		badCase{name: "hardlink-outside", spec: tarLayer("hl-outside", dirE("a/", 0o755), linkE("a/link", "../../etc/shadow")),
+		badCase{name: "hardlink-outside", spec: tarLayer("hl-outside", testkit.Dir("a/"), testkit.Hardlink("a/link", "../../etc/shadow")),
 			reason: "InvalidLayer", msg: []string{`"bad"`, "a/link"}},
-		badCase{name: "duplicate-file", spec: tarLayer("dup", dirE("a/", 0o755), fileE("a/x", 0o644, "1"), fileE("./a/x", 0o644, "2")),
+		badCase{name: "duplicate-file", spec: tarLayer("dup", testkit.Dir("a/"), testkit.File("a/x", "1"), testkit.File("./a/x", "2")),
 			reason: "InvalidLayer", msg: []string{`"bad"`, "a/x", "duplicate"}},
-		badCase{name: "malformed-whiteout", spec: tarLayer("wh", dirE("a/", 0o755), fileE("a/.wh..wh.bogus", 0o644, "")),
+		badCase{name: "malformed-whiteout", spec: tarLayer("wh", testkit.Dir("a/"), testkit.File("a/.wh..wh.bogus", "")),
 			reason: "InvalidLayer", msg: []string{`"bad"`, ".wh..wh.bogus"}},
 		badCase{name: "windows-hives-escape", spec: func(t testing.TB, ib *kilnv1.ImageBuild) {
-			tarLayer("hives", dirE("app/", 0o755), fileE("../Hives/Software_Delta", 0o644, "regf"))(t, ib)
+			tarLayer("hives", testkit.Dir("app/"), testkit.File("../Hives/Software_Delta", "regf"))(t, ib)
 			ib.Spec.Base = &kilnv1.Base{Image: windowsBase, Platform: "windows/amd64"}
 		}, reason: "InvalidLayer", msg: []string{`"bad"`, "Hives"}},
 		badCase{name: "over-size-limit", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
@@ -222,7 +223,7 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 		}, reason: "LimitExceeded", msg: []string{`"bad"`, "limit"}},
 		badCase{name: "ratio-bomb", spec: layerFrom("bomb.tar.zst", zstdBomb(t, 64<<20)),
 			reason: "LimitExceeded", msg: []string{`"bad"`, "1000 times", "MaxRatio"}},
-		badCase{name: "pax-header-bomb", spec: layerFrom("pax.tar.gz", gzipOf(t, paxBomb(t, 2<<20))),
+		badCase{name: "pax-header-bomb", spec: layerFrom("pax.tar.gz", testkit.Gzip(t, paxBomb(t, 2<<20))),
 			reason: "LimitExceeded", msg: []string{`"bad"`, "header"}},
 		badCase{name: "url-404", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", s.files.URL("corpus/does-not-exist.tar.gz"))}
@@ -270,14 +271,14 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 // archive/tar alone would not see, Windows names, forbidden hosts, slow
 // sources, platform mismatches and base-archive bombs. Each must stall (or
 // keep retrying) with a message naming the problem, and push nothing.
-func securityRows(t testing.TB, serve func(string, []byte) string, tarLayer func(string, ...entry) func(testing.TB, *kilnv1.ImageBuild),
+func securityRows(t testing.TB, serve func(string, []byte) string, tarLayer func(string, ...testkit.Entry) func(testing.TB, *kilnv1.ImageBuild),
 	okURL string, bad *badServer, windowsBase string) []badCase {
 	rawLayer := func(name string, b []byte) func(testing.TB, *kilnv1.ImageBuild) {
 		url := serve(name, b)
 		return func(_ testing.TB, ib *kilnv1.ImageBuild) { ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", url)} }
 	}
 	paxPath := func(p string) []byte {
-		return rawTarOf(rawMeta('x', paxRecord("path", p)), rawHeader('0', "x", "", 0, "", nil))
+		return testkit.RawTar(testkit.Meta('x', testkit.PAXRecord("path", p)), testkit.Block{Type: '0', Name: "x", Link: "", Size: 0, Magic: "", Patch: nil}.Bytes())
 	}
 	onWindows := func(mk func(testing.TB, *kilnv1.ImageBuild)) func(testing.TB, *kilnv1.ImageBuild) {
 		return func(t testing.TB, ib *kilnv1.ImageBuild) {
@@ -293,25 +294,25 @@ func securityRows(t testing.TB, serve func(string, []byte) string, tarLayer func
 	return []badCase{
 		// What archive/tar reads is not the only reading: GNU tar and
 		// Python take the long name, Go the PAX path.
-		invalid("pax-vs-gnu-longname", rawLayer("pax-gnu.tar", rawTarOf(rawMeta('x', paxRecord("path", "benign")),
-			rawMeta('L', "../../x\x00"), rawHeader('0', "benign", "", 0, "", nil))), "PAX path", "GNU long name", "disagree"),
+		invalid("pax-vs-gnu-longname", rawLayer("pax-gnu.tar", testkit.RawTar(testkit.Meta('x', testkit.PAXRecord("path", "benign")),
+			testkit.Meta('L', "../../x\x00"), testkit.Block{Type: '0', Name: "benign", Link: "", Size: 0, Magic: "", Patch: nil}.Bytes())), "PAX path", "GNU long name", "disagree"),
 		// Python reads a GNU header's atime/ctime as a ustar prefix.
-		invalid("gnu-times-as-prefix", rawLayer("gnu-times.tar", rawTarOf(rawHeader('0', "d/f", "", 0, "ustar  \x00", map[int]string{345: "15303732233"}))),
+		invalid("gnu-times-as-prefix", rawLayer("gnu-times.tar", testkit.RawTar(testkit.Block{Type: '0', Name: "d/f", Link: "", Size: 0, Magic: "ustar  \x00", Patch: map[int]string{345: "15303732233"}}.Bytes())),
 			"prefix field", "15303732233"),
-		invalid("whiteout-dotdot", tarLayer("wh-dotdot", dirE("a/", 0o755), fileE("a/.wh...", 0o644, "")), `whiteout target ".."`),
-		invalid("whiteout-dot", tarLayer("wh-dot", dirE("a/", 0o755), fileE("a/.wh..", 0o644, "")), `whiteout target "."`),
-		invalid("unknown-typeflag", tarLayer("typeflag", entry{name: "z", typ: 'Z', mode: 0o644}), "unsupported entry type 'Z'"),
-		invalid("implicit-dir-replaced", tarLayer("implicit", fileE("a/b", 0o644, "x"), fileE("a", 0o644, "y")),
+		invalid("whiteout-dotdot", tarLayer("wh-dotdot", testkit.Dir("a/"), testkit.File("a/.wh...", "")), `whiteout target ".."`),
+		invalid("whiteout-dot", tarLayer("wh-dot", testkit.Dir("a/"), testkit.File("a/.wh..", "")), `whiteout target "."`),
+		invalid("unknown-typeflag", tarLayer("typeflag", testkit.Entry{Name: "z", Type: 'Z'}), "unsupported entry type 'Z'"),
+		invalid("implicit-dir-replaced", tarLayer("implicit", testkit.File("a/b", "x"), testkit.File("a", "y")),
 			`"a" is a directory`, "cannot be replaced"),
 		invalid("path-too-long", rawLayer("long-path.tar", paxPath(strings.Repeat(strings.Repeat("x", 200)+"/", 20)+strings.Repeat("y", 100))),
 			"longer than 4096 (PATH_MAX)"),
 		invalid("component-too-long", rawLayer("long-component.tar", paxPath(strings.Repeat("c", 256))), "longer than 255 (NAME_MAX)"),
 		// A 512 KiB path once cost seconds of CPU in path bookkeeping.
 		invalid("deep-path", rawLayer("deep.tar", paxPath(strings.Repeat("a/", 262144))), "longer than 4096 (PATH_MAX)"),
-		invalid("windows-drive-letter", onWindows(tarLayer("drive", fileE(`C:\Windows\System32\evil.dll`, 0o644, "MZ"))), `drive letter "C:"`),
-		invalid("windows-alternate-stream", onWindows(tarLayer("ads", fileE("readme.txt:evil.exe", 0o644, "MZ"))), "character ':'", "readme.txt:evil.exe"),
-		invalid("windows-reserved-name", onWindows(tarLayer("reserved", dirE("app/", 0o755), fileE("app/CON.txt", 0o644, "x"))), "CON.txt", "reserved Windows device name"),
-		invalid("windows-trailing-dot", onWindows(tarLayer("trailing", fileE("app.exe.", 0o644, "MZ"))), "app.exe.", "Windows strips"),
+		invalid("windows-drive-letter", onWindows(tarLayer("drive", testkit.File(`C:\Windows\System32\evil.dll`, "MZ"))), `drive letter "C:"`),
+		invalid("windows-alternate-stream", onWindows(tarLayer("ads", testkit.File("readme.txt:evil.exe", "MZ"))), "character ':'", "readme.txt:evil.exe"),
+		invalid("windows-reserved-name", onWindows(tarLayer("reserved", testkit.Dir("app/"), testkit.File("app/CON.txt", "x"))), "CON.txt", "reserved Windows device name"),
+		invalid("windows-trailing-dot", onWindows(tarLayer("trailing", testkit.File("app.exe.", "MZ"))), "app.exe.", "Windows strips"),
 		{name: "base-on-metadata-address", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}
 			ib.Spec.Base = &kilnv1.Base{Image: "169.254.169.254/team/base:1.0"}
@@ -359,92 +360,16 @@ func pushSingleWindowsImage(t testing.TB, ref string) {
 	}
 }
 
-// rawHeader is one ustar header block written by hand, for the headers
-// archive/tar refuses to write (conflicting names, odd prefix fields).
-func rawHeader(typ byte, name, link string, size int, magic string, patch map[int]string) []byte {
-	h := make([]byte, 512)
-	copy(h[0:], name)
-	copy(h[100:], "0000644\x00")
-	copy(h[108:], "0000000\x00")
-	copy(h[116:], "0000000\x00")
-	copy(h[124:], fmt.Sprintf("%011o\x00", size))
-	copy(h[136:], "14621234567\x00")
-	h[156] = typ
-	copy(h[157:], link)
-	if magic == "" {
-		magic = "ustar\x0000"
-	}
-	copy(h[257:], magic)
-	for off, v := range patch {
-		copy(h[off:], v)
-	}
-	copy(h[148:156], "        ")
-	sum := 0
-	for _, c := range h {
-		sum += int(c)
-	}
-	copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
-	return h
-}
-
-// rawMeta is a metadata pseudo-entry ('x' PAX, 'g' global, 'L'/'K' GNU
-// long name/link) with its body and padding.
-func rawMeta(typ byte, body string) []byte {
-	b := append(rawHeader(typ, "././@meta", "", len(body), "", nil), body...)
-	return append(b, make([]byte, (512-len(body)%512)%512)...)
-}
-
-// paxRecord is "<len> key=value\n", the length counting itself.
-func paxRecord(k, v string) string {
-	n := len(k) + len(v) + 3
-	n += len(strconv.Itoa(n))
-	if len(strconv.Itoa(n)) != len(strconv.Itoa(n-1)) {
-		n++
-	}
-	return fmt.Sprintf("%d %s=%s\n", n, k, v)
-}
-
-// rawTarOf concatenates header blocks and ends the archive.
-func rawTarOf(parts ...[]byte) []byte {
-	var out []byte
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return append(out, make([]byte, 1024)...)
-}
-
 // paxBomb is a tar whose first entry carries a PAX extended header of size
 // bytes (archive/tar refuses to write one over 1 MiB, so it is made by hand).
 func paxBomb(t testing.TB, size int) []byte {
 	t.Helper()
-	value := strings.Repeat("x", size)
-	body := " SCHILY.xattr.user.bomb=" + value + "\n"
-	// A PAX record starts with its own length in decimal, that length included.
-	l := len(body) + len(strconv.Itoa(len(body)))
-	if len(strconv.Itoa(l)) != len(strconv.Itoa(len(body))) {
-		l++
-	}
-	rec := strconv.Itoa(l) + body
-	var hdr [512]byte
-	copy(hdr[0:], "PaxHeaders/a")
-	copy(hdr[100:], "0000644\x00")
-	copy(hdr[108:], "0000000\x00")
-	copy(hdr[116:], "0000000\x00")
-	copy(hdr[124:], fmt.Sprintf("%011o\x00", len(rec)))
-	copy(hdr[136:], fmt.Sprintf("%011o\x00", fixtureTime.Unix()))
-	hdr[156] = tar.TypeXHeader
-	copy(hdr[257:], "ustar\x0000")
-	copy(hdr[148:], "        ")
-	sum := 0
-	for _, b := range hdr {
-		sum += int(b)
-	}
-	copy(hdr[148:], fmt.Sprintf("%06o\x00 ", sum))
+	rec := testkit.PAXRecord("SCHILY.xattr.user.bomb", strings.Repeat("x", size))
 	var buf bytes.Buffer
-	buf.Write(hdr[:])
+	buf.Write(testkit.Block{Type: tar.TypeXHeader, Name: "PaxHeaders/a", Size: len(rec)}.Bytes())
 	buf.WriteString(rec)
-	buf.Write(make([]byte, (512-len(rec)%512)%512))
-	buf.Write(tarOf(t, fileE("a", 0o644, "after the bomb\n")))
+	buf.Write(make([]byte, testkit.Padding(len(rec))))
+	buf.Write(testkit.Tar(t, testkit.File("a", "after the bomb\n")))
 	// Sanity: the standard reader must see the record, or the row tests nothing.
 	if _, err := tar.NewReader(bytes.NewReader(buf.Bytes())).Next(); !errors.Is(err, tar.ErrFieldTooLong) {
 		t.Fatalf("pax bomb fixture: archive/tar reads it with error %v, want %v", err, tar.ErrFieldTooLong)
@@ -462,7 +387,7 @@ func zstdBomb(t testing.TB, size int64) []byte {
 		t.Fatal(err)
 	}
 	tw := tar.NewWriter(zw)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Mode: 0o644, Size: size, ModTime: fixtureTime}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Mode: 0o644, Size: size, ModTime: testkit.Time}); err != nil {
 		t.Fatal(err)
 	}
 	zeros := make([]byte, 1<<20)
@@ -483,7 +408,7 @@ func zstdBomb(t testing.TB, size int64) []byte {
 // The bad-input corpus: every row created at once, next to a healthy build
 // that must still become Ready.
 func TestBadInputCorpus(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	bad := startBadServer(t)
 	authProxy, err := startProxy(s.reg.Addr())
 	if err != nil {
@@ -493,10 +418,9 @@ func TestBadInputCorpus(t *testing.T) {
 	defer authProxy.close()
 	windowsBase := s.reg.Addr() + "/corpus/windows-base:ltsc2022"
 	pushWindowsBase(t, windowsBase)
-	create(t,
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "corpus-files"}, BinaryData: map[string][]byte{"present.tar": tarOf(t)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "corpus-secret"}, Data: map[string][]byte{"present.tar": tarOf(t)}},
-	)
+	kube.Create(t, s.k8s,
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "corpus-files"}, BinaryData: map[string][]byte{"present.tar": testkit.Tar(t)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "corpus-secret"}, Data: map[string][]byte{"present.tar": testkit.Tar(t)}})
 
 	rows := corpus(t, ns, bad, authProxy, windowsBase)
 	if len(rows) < 30 {
@@ -506,10 +430,10 @@ func TestBadInputCorpus(t *testing.T) {
 	for _, row := range rows {
 		ib := imageBuild(ns, row.name, "corpus/"+row.name)
 		row.spec(t, ib)
-		create(t, ib)
+		kube.Create(t, s.k8s, ib)
 	}
 	healthy, healthyWant := healthyBuild(t, ns)
-	create(t, healthy)
+	kube.Create(t, s.k8s, healthy)
 	done()
 	t.Cleanup(func() {
 		// Transient and external rows retry forever; stop them so later scenarios get the
@@ -561,10 +485,10 @@ func waitSettled(ns string, row badCase, timeout time.Duration) *kilnv1.ImageBui
 		ib := &kilnv1.ImageBuild{}
 		if err := s.k8s.Get(context.Background(), keyOf(ns, row.name), ib); err == nil {
 			last = ib
-			if c := condition(ib, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
+			if c := kube.Condition(ib, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
 				return ib
 			}
-			if c := condition(ib, kilnv1.ReadyCondition); c != nil && c.Status == metav1.ConditionTrue {
+			if c := kube.Condition(ib, kilnv1.ReadyCondition); c != nil && c.Status == metav1.ConditionTrue {
 				return ib
 			}
 			if (row.transient || row.external) && ib.Status.Failures > 0 {
@@ -580,19 +504,19 @@ func checkBadRow(t *testing.T, row badCase, ib *kilnv1.ImageBuild) {
 	if ib == nil {
 		t.Fatalf("never read back")
 	}
-	ready := condition(ib, kilnv1.ReadyCondition)
-	stalled := condition(ib, kilnv1.StalledCondition)
-	reconciling := condition(ib, kilnv1.ReconcilingCondition)
+	ready := kube.Condition(ib, kilnv1.ReadyCondition)
+	stalled := kube.Condition(ib, kilnv1.StalledCondition)
+	reconciling := kube.Condition(ib, kilnv1.ReconcilingCondition)
 	if ready == nil || ready.Status == metav1.ConditionTrue {
-		t.Fatalf("Ready should be False; conditions: %s", conditions(ib))
+		t.Fatalf("Ready should be False; conditions: %s", kube.Describe(ib))
 	}
 	var msg string
 	if row.transient {
 		if stalled != nil && stalled.Status == metav1.ConditionTrue {
-			t.Fatalf("a transient problem must keep retrying, not stall; conditions: %s", conditions(ib))
+			t.Fatalf("a transient problem must keep retrying, not stall; conditions: %s", kube.Describe(ib))
 		}
 		if reconciling == nil || reconciling.Status != metav1.ConditionTrue || ib.Status.Failures == 0 {
-			t.Fatalf("want Reconciling=True with a failed attempt recorded (failures=%d); conditions: %s", ib.Status.Failures, conditions(ib))
+			t.Fatalf("want Reconciling=True with a failed attempt recorded (failures=%d); conditions: %s", ib.Status.Failures, kube.Describe(ib))
 		}
 		msg = ready.Message // Reconciling says it retries; Ready carries the error
 		if reconciling.Reason != "TransientError" || ready.Reason != "TransientError" {
@@ -600,10 +524,10 @@ func checkBadRow(t *testing.T, row badCase, ib *kilnv1.ImageBuild) {
 		}
 	} else if row.external {
 		if stalled != nil && stalled.Status == metav1.ConditionTrue {
-			t.Fatalf("an external problem must heal by itself, not stall; conditions: %s", conditions(ib))
+			t.Fatalf("an external problem must heal by itself, not stall; conditions: %s", kube.Describe(ib))
 		}
 		if reconciling == nil || reconciling.Status != metav1.ConditionTrue || ib.Status.Failures == 0 {
-			t.Fatalf("want Reconciling=True with a failed attempt recorded (failures=%d); conditions: %s", ib.Status.Failures, conditions(ib))
+			t.Fatalf("want Reconciling=True with a failed attempt recorded (failures=%d); conditions: %s", ib.Status.Failures, kube.Describe(ib))
 		}
 		msg = ready.Message
 		if ready.Reason != row.reason {
@@ -611,7 +535,7 @@ func checkBadRow(t *testing.T, row badCase, ib *kilnv1.ImageBuild) {
 		}
 	} else {
 		if stalled == nil || stalled.Status != metav1.ConditionTrue {
-			t.Fatalf("want Stalled=True reason %s; conditions: %s", row.reason, conditions(ib))
+			t.Fatalf("want Stalled=True reason %s; conditions: %s", row.reason, kube.Describe(ib))
 		}
 		msg = stalled.Message
 		if stalled.Reason != row.reason || ready.Reason != row.reason {
@@ -635,11 +559,11 @@ func healthyBuild(t testing.TB, ns string) (*kilnv1.ImageBuild, wantImage) {
 	}
 	app := appLayer(t)
 	ib := imageBuild(ns, "healthy", "corpus/healthy",
-		urlLayer("rootfs", s.serveFile(t, "corpus/healthy/rootfs.tar.xz", xzOf(t, rootfs))),
-		urlLayer("app", s.serveFile(t, "corpus/healthy/app.tar.gz", gzipOf(t, app))))
+		urlLayer("rootfs", s.serveFile(t, "corpus/healthy/rootfs.tar.xz", testkit.Xz(t, rootfs))),
+		urlLayer("app", s.serveFile(t, "corpus/healthy/app.tar.gz", testkit.Gzip(t, app))))
 	ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "HEALTHY", Value: "yes"}}}
 	return ib, wantImage{
 		tree: expectedTree(t, rootfs, app), env: []string{"HEALTHY=yes"}, os: "linux", arch: "amd64",
-		diffIDs: []string{digestOf(rootfs), digestOf(app)},
+		diffIDs: []string{testkit.Digest(rootfs), testkit.Digest(app)},
 	}
 }

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,6 +22,8 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // planDigest computes the manifest digest of ib with `kiln plan`: a
@@ -79,7 +80,7 @@ func deleteAfter(t testing.TB, ibs ...*kilnv1.ImageBuild) {
 // still ends Ready with the fault-free digest, umoci unpacks it, the tags
 // point at it and no manifest references a missing blob.
 func TestRegistryFaults(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	proxy, err := startProxy(s.reg.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -95,18 +96,18 @@ func TestRegistryFaults(t *testing.T) {
 
 	rootfs := busyboxRootfs(t)
 	app := appLayer(t)
-	layers := []kilnv1.Layer{urlLayer("rootfs", s.serveFile(t, "faults/rootfs.tar.gz", gzipOf(t, rootfs)))}
+	layers := []kilnv1.Layer{urlLayer("rootfs", s.serveFile(t, "faults/rootfs.tar.gz", testkit.Gzip(t, rootfs)))}
 	tars := [][]byte{rootfs}
 	for i := 0; i < 3; i++ {
-		data := tarOf(t, dirE("data/", 0o755), entry{name: fmt.Sprintf("data/blob-%d", i), typ: tar.TypeReg, mode: 0o644, body: noise(uint64(300+i), 4<<20)})
+		data := testkit.Tar(t, testkit.Dir("data/"), testkit.File(fmt.Sprintf("data/blob-%d", i), string(noise(uint64(300+i), 4<<20))))
 		layers = append(layers, urlLayer(fmt.Sprintf("data-%d", i), s.serveFile(t, fmt.Sprintf("faults/data-%d.tar", i), data)))
 		tars = append(tars, data)
 	}
-	layers = append(layers, urlLayer("app", s.serveFile(t, "faults/app.tar.zst", zstdOf(t, app))))
+	layers = append(layers, urlLayer("app", s.serveFile(t, "faults/app.tar.zst", testkit.Zstd(t, app))))
 	tars = append(tars, app)
 	var diffIDs []string
 	for _, tb := range tars {
-		diffIDs = append(diffIDs, digestOf(tb))
+		diffIDs = append(diffIDs, testkit.Digest(tb))
 	}
 
 	ib := imageBuild(ns, "faulty", "faults/app", layers...)
@@ -121,7 +122,7 @@ func TestRegistryFaults(t *testing.T) {
 		forced: []string{"503", "429", "500"}, resetFirstUpload: true,
 	})
 	done := step(t, "build through the fault proxy")
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	deleteAfter(t, ib)
 	ib = waitReady(t, ns, "faulty", 6*time.Minute)
 	done()
@@ -165,7 +166,7 @@ func tagDigest(t testing.TB, repo, tag string) string {
 // proxy so "the middle" is certain), start it again: the build completes
 // with the fault-free digest and the cache holds no temp files.
 func TestManagerKilledMidUpload(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	proxy, err := startProxy(s.reg.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +187,7 @@ func TestManagerKilledMidUpload(t *testing.T) {
 
 	const rate = 4 << 20 // bytes/s: the ~45 MB blob takes ~10 s to upload
 	proxy.throttle.Store(rate)
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	deleteAfter(t, ib)
 	done = step(t, "wait for the upload to be in flight")
 	deadline := time.Now().Add(3 * time.Minute)
@@ -197,7 +198,7 @@ func TestManagerKilledMidUpload(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	done()
-	if got := get(t, ns, "crash"); condition(got, kilnv1.ReadyCondition) != nil && condition(got, kilnv1.ReadyCondition).Status == metav1.ConditionTrue {
+	if got := kube.Get(t, s.k8s, ns, "crash"); kube.Condition(got, kilnv1.ReadyCondition) != nil && kube.Condition(got, kilnv1.ReadyCondition).Status == metav1.ConditionTrue {
 		t.Fatalf("build finished before the kill; the throttle did not hold it mid-upload")
 	}
 	t.Logf("SIGKILL with %d MiB of the blob uploaded", proxy.uploaded.Load()>>20)
@@ -224,7 +225,7 @@ func TestManagerKilledMidUpload(t *testing.T) {
 // back. The proxy is the registry's address for this build, so closing its
 // port is the registry going down as kiln sees it.
 func TestRegistryDownForAMinute(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	proxy, err := startProxy(s.reg.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -234,35 +235,35 @@ func TestRegistryDownForAMinute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ib := imageBuild(ns, "waits", "down/app", urlLayer("rootfs", s.serveFile(t, "down/rootfs.tar.xz", xzOf(t, rootfs))))
+	ib := imageBuild(ns, "waits", "down/app", urlLayer("rootfs", s.serveFile(t, "down/rootfs.tar.xz", testkit.Xz(t, rootfs))))
 	ib.Spec.Target.Image = proxy.addr + "/down/app:e2e"
 	if err := proxy.down(); err != nil {
 		t.Fatal(err)
 	}
 	downAt := time.Now()
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	deleteAfter(t, ib)
 	got := waitFor(t, ns, "waits", 2*time.Minute, "Reconciling with the registry's error", func(ib *kilnv1.ImageBuild) (bool, error) {
-		if c := condition(ib, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
+		if c := kube.Condition(ib, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
 			return false, fmt.Errorf("stalled on a transient outage: %s", c.Message)
 		}
 		// Reconciling says it retries; Ready carries the error.
-		c, ready := condition(ib, kilnv1.ReconcilingCondition), condition(ib, kilnv1.ReadyCondition)
+		c, ready := kube.Condition(ib, kilnv1.ReconcilingCondition), kube.Condition(ib, kilnv1.ReadyCondition)
 		return ib.Status.Failures > 0 && c != nil && c.Status == metav1.ConditionTrue &&
 			ready != nil && strings.Contains(ready.Message, "connection refused"), nil
 	})
-	t.Logf("after %s: %s", time.Since(downAt).Round(time.Second), condition(got, kilnv1.ReconcilingCondition).Message)
+	t.Logf("after %s: %s", time.Since(downAt).Round(time.Second), kube.Condition(got, kilnv1.ReconcilingCondition).Message)
 	for time.Since(downAt) < time.Minute {
-		cur := get(t, ns, "waits")
-		if c := condition(cur, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
+		cur := kube.Get(t, s.k8s, ns, "waits")
+		if c := kube.Condition(cur, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
 			t.Fatalf("stalled while the registry was down: %s", c.Message)
 		}
-		if c := condition(cur, kilnv1.ReadyCondition); c != nil && c.Status == metav1.ConditionTrue {
+		if c := kube.Condition(cur, kilnv1.ReadyCondition); c != nil && c.Status == metav1.ConditionTrue {
 			t.Fatalf("Ready while the registry was down?")
 		}
 		time.Sleep(time.Second)
 	}
-	failures := get(t, ns, "waits").Status.Failures
+	failures := kube.Get(t, s.k8s, ns, "waits").Status.Failures
 	if err := proxy.up(); err != nil {
 		t.Fatal(err)
 	}
@@ -271,23 +272,23 @@ func TestRegistryDownForAMinute(t *testing.T) {
 	t.Logf("down %s, %d failed attempts, Ready %s after the registry came back",
 		upAt.Sub(downAt).Round(time.Second), failures, time.Since(upAt).Round(100*time.Millisecond))
 	checkImage(t, viaRegistry(digestRef(t, ib), proxy.addr), wantImage{
-		tree: expectedTree(t, rootfs), os: "linux", arch: "amd64", diffIDs: []string{digestOf(rootfs)},
+		tree: expectedTree(t, rootfs), os: "linux", arch: "amd64", diffIDs: []string{testkit.Digest(rootfs)},
 	})
 }
 
 // The same ImageBuild built by two separate manager processes, each with an
 // empty cache (and different GOMAXPROCS), gives the same digests.
 func TestReproducibleAcrossManagers(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	rootfs, err := sandbox.RootfsTar()
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := appLayer(t)
-	data := tarOf(t, dirE("data/", 0o755), fileE("data/text", 0o644, string(pseudoText(9, 3<<20))))
+	data := testkit.Tar(t, testkit.Dir("data/"), testkit.File("data/text", string(pseudoText(9, 3<<20))))
 	layers := []kilnv1.Layer{
-		urlLayer("rootfs", s.serveFile(t, "repro/rootfs.tar.xz", xzOf(t, rootfs))),
-		{Name: "app", Source: kilnv1.Source{URL: s.serveFile(t, "repro/app.tar.gz", gzipOf(t, app))}, Normalize: kilnv1.NormalizeReproducible},
+		urlLayer("rootfs", s.serveFile(t, "repro/rootfs.tar.xz", testkit.Xz(t, rootfs))),
+		{Name: "app", Source: kilnv1.Source{URL: s.serveFile(t, "repro/app.tar.gz", testkit.Gzip(t, app))}, Normalize: kilnv1.NormalizeReproducible},
 		urlLayer("data", s.serveFile(t, "repro/data.tar", data)),
 	}
 	main := s.mgr.cfg
@@ -309,7 +310,7 @@ func TestReproducibleAcrossManagers(t *testing.T) {
 		}
 		ib := imageBuild(ns, "repro-"+r.name, "repro/"+r.name, layers...)
 		ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:/bin"}}, Entrypoint: []string{"/app/bin/server"}}
-		create(t, ib)
+		kube.Create(t, s.k8s, ib)
 		built = append(built, waitReady(t, ns, ib.Name, 3*time.Minute))
 		done()
 	}

@@ -5,133 +5,18 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
-
-// fixtureTime is the mtime of every generated entry: inputs are the same
-// bytes on every run.
-var fixtureTime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// entry is one tar entry of a generated layer.
-type entry struct {
-	name     string
-	typ      byte
-	mode     int64
-	body     []byte
-	linkname string
-}
-
-func dirE(name string, mode int64) entry { return entry{name: name, typ: tar.TypeDir, mode: mode} }
-func fileE(name string, mode int64, body string) entry {
-	return entry{name: name, typ: tar.TypeReg, mode: mode, body: []byte(body)}
-}
-func symE(name, target string) entry {
-	return entry{name: name, typ: tar.TypeSymlink, mode: 0o777, linkname: target}
-}
-func linkE(name, target string) entry {
-	return entry{name: name, typ: tar.TypeLink, mode: 0o644, linkname: target}
-}
-
-// tarOf writes entries as a USTAR tar.
-func tarOf(t testing.TB, es ...entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range es {
-		hdr := &tar.Header{
-			Typeflag: e.typ, Name: e.name, Linkname: e.linkname, Mode: e.mode,
-			Size: int64(len(e.body)), ModTime: fixtureTime, Format: tar.FormatUSTAR,
-		}
-		if e.typ != tar.TypeReg {
-			hdr.Size = 0
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatalf("writing tar entry %q: %v", e.name, err)
-		}
-		if _, err := tw.Write(e.body); err != nil {
-			t.Fatalf("writing tar entry %q: %v", e.name, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatalf("closing tar: %v", err)
-	}
-	return buf.Bytes()
-}
-
-func gzipOf(t testing.TB, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func xzOf(t testing.TB, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw, err := xz.NewWriter(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func zstdOf(t testing.TB, b []byte) []byte {
-	t.Helper()
-	zw, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zw.Close()
-	return zw.EncodeAll(b, nil)
-}
-
-// bzip2Of shells out to bzip2(1): the standard library only decodes bzip2.
-// hack/e2e-deps.sh checks that the command exists.
-func bzip2Of(t testing.TB, b []byte) []byte {
-	t.Helper()
-	cmd := exec.Command("bzip2", "-c", "-9")
-	cmd.Stdin = bytes.NewReader(b)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bzip2: %v", err)
-	}
-	return out
-}
-
-func sha256Hex(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
-func digestOf(b []byte) string { return "sha256:" + sha256Hex(b) }
 
 // pseudoText is deterministic, compressible-but-not-trivially bytes: words
 // from a small vocabulary with random-ish numbers, like logs or source code.
@@ -237,7 +122,7 @@ func (t tree) apply(tb testing.TB, layerTar []byte) {
 			if err != nil {
 				tb.Fatalf("reading fixture entry %q: %v", hdr.Name, err)
 			}
-			t[p] = node{Type: "file", Mode: mode, SHA256: sha256Hex(body), Size: int64(len(body))}
+			t[p] = node{Type: "file", Mode: mode, SHA256: testkit.Hex(body), Size: int64(len(body))}
 		case tar.TypeSymlink:
 			t[p] = node{Type: "symlink", Target: hdr.Linkname}
 		case tar.TypeLink:
@@ -308,26 +193,24 @@ func diffTrees(want, got tree, max int) []string {
 func dockerSaveArchive(tb testing.TB, repoTag string, cfg map[string]any, layers ...[]byte) []byte {
 	tb.Helper()
 	var diffIDs, layerPaths []string
-	var files []entry
+	var files []testkit.Entry
 	for _, l := range layers {
-		d := sha256Hex(l)
+		d := testkit.Hex(l)
 		diffIDs = append(diffIDs, "sha256:"+d)
 		layerPaths = append(layerPaths, d+"/layer.tar")
-		files = append(files, dirE(d+"/", 0o755), entry{name: d + "/layer.tar", typ: tar.TypeReg, mode: 0o644, body: l})
+		files = append(files, testkit.Dir(d+"/"), testkit.File(d+"/layer.tar", string(l)))
 	}
 	cfg["rootfs"] = map[string]any{"type": "layers", "diff_ids": diffIDs}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfgName := sha256Hex(cfgJSON) + ".json"
+	cfgName := testkit.Hex(cfgJSON) + ".json"
 	manifest, err := json.Marshal([]map[string]any{{"Config": cfgName, "RepoTags": []string{repoTag}, "Layers": layerPaths}})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	all := append([]entry{
-		{name: cfgName, typ: tar.TypeReg, mode: 0o644, body: cfgJSON},
-	}, files...)
-	all = append(all, entry{name: "manifest.json", typ: tar.TypeReg, mode: 0o644, body: manifest})
-	return tarOf(tb, all...)
+	all := append([]testkit.Entry{testkit.File(cfgName, string(cfgJSON))}, files...)
+	all = append(all, testkit.File("manifest.json", string(manifest)))
+	return testkit.Tar(tb, all...)
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // hostCABundle is the bundle the e2e host (Debian, see hack/e2e-deps.sh)
@@ -46,10 +48,10 @@ func TestManagerFromKilnImage(t *testing.T) {
 	if err := s.restartManager(context.Background(), fromImage, false); err != nil {
 		t.Fatal(err)
 	}
-	ns := namespace(t)
-	app := tarOf(t, dirE("app/", 0o755), fileE("app/hello", 0o644, "built by kiln from kiln's image\n"))
-	ib := imageBuild(ns, "from-image", "from-image/app", urlLayer("app", s.serveFile(t, "from-image/app.tar.gz", gzipOf(t, app))))
-	create(t, ib)
+	ns := kube.Namespace(t, s.k8s)
+	app := testkit.Tar(t, testkit.Dir("app/"), testkit.File("app/hello", "built by kiln from kiln's image\n"))
+	ib := imageBuild(ns, "from-image", "from-image/app", urlLayer("app", s.serveFile(t, "from-image/app.tar.gz", testkit.Gzip(t, app))))
+	kube.Create(t, s.k8s, ib)
 	built := waitReady(t, ns, ib.Name, time.Minute)
 	done()
 	checkImage(t, digestRef(t, built), wantImage{tree: expectedTree(t, app), os: "linux", arch: "amd64"})

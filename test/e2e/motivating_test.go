@@ -15,28 +15,30 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // The five reports kiln exists for, end to end through the API server.
 
 // appLayer is a small app layer used by several scenarios.
 func appLayer(t testing.TB) []byte {
-	return tarOf(t,
-		dirE("app/", 0o755),
-		dirE("app/bin/", 0o755),
-		fileE("app/bin/server", 0o755, "#!/bin/sh\necho serving\n"),
-		fileE("app/config.yaml", 0o644, "listen: :8080\n"),
-		dirE("app/data/", 0o700),
-		symE("app/current", "/app/bin"),
+	return testkit.Tar(t,
+		testkit.Dir("app/"),
+		testkit.Dir("app/bin/"),
+		testkit.File("app/bin/server", "#!/bin/sh\necho serving\n").WithMode(0o755),
+		testkit.File("app/config.yaml", "listen: :8080\n"),
+		testkit.Dir("app/data/").WithMode(0o700),
+		testkit.Symlink("app/current", "/app/bin"),
 	)
 }
 
 // Report 4: from scratch, a layer and env need one tool and one manifest
 // push (crane needs append, then mutate: two pushes).
 func TestScratchLayerEnvOneManifestPush(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	app := appLayer(t)
-	url := s.serveFile(t, "scratch/app.tar.gz", gzipOf(t, app))
+	url := s.serveFile(t, "scratch/app.tar.gz", testkit.Gzip(t, app))
 	ib := imageBuild(ns, "app", "scratch/app", urlLayer("app", url))
 	ib.Spec.Config = &kilnv1.ImageConfig{
 		Env:        []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:/usr/bin:/bin"}, {Name: "APP_ENV", Value: "production"}},
@@ -46,7 +48,7 @@ func TestScratchLayerEnvOneManifestPush(t *testing.T) {
 		User:       "65532:65532",
 		Labels:     map[string]string{"team": "a", "org.opencontainers.image.title": "app"},
 	}
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	ib = waitReady(t, ns, "app", 2*time.Minute)
 
 	reqs := registryRequests(t, "scratch/app")
@@ -60,65 +62,65 @@ func TestScratchLayerEnvOneManifestPush(t *testing.T) {
 		workingDir: "/app", user: "65532:65532",
 		labels: map[string]string{"team": "a", "org.opencontainers.image.title": "app"},
 		os:     "linux", arch: "amd64",
-		diffIDs: []string{digestOf(app)},
+		diffIDs: []string{testkit.Digest(app)},
 	})
 }
 
 // Report 5: an xz rootfs. podman import and crane append record the hash of
 // the xz bytes as DiffID; umoci then refuses the image ("diffid mismatch").
 func TestXzRootfsDiffID(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	rootfs, err := sandbox.RootfsTar()
 	if err != nil {
 		t.Fatal(err)
 	}
-	xzBytes := xzOf(t, rootfs)
+	xzBytes := testkit.Xz(t, rootfs)
 	url := s.serveFile(t, "xz/rootfs.tar.xz", xzBytes)
 	ib := imageBuild(ns, "rootfs", "xz/rootfs", kilnv1.Layer{
 		Name: "rootfs", Source: kilnv1.Source{URL: url},
-		Digest: digestOf(xzBytes), DiffID: digestOf(rootfs),
+		Digest: testkit.Digest(xzBytes), DiffID: testkit.Digest(rootfs),
 	})
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	ib = waitReady(t, ns, "rootfs", 2*time.Minute)
 
 	l := ib.Status.Layers
-	if len(l) != 1 || l[0].DiffID != digestOf(rootfs) || l[0].SourceCompression != "xz" || l[0].SourceDigest != digestOf(xzBytes) {
+	if len(l) != 1 || l[0].DiffID != testkit.Digest(rootfs) || l[0].SourceCompression != "xz" || l[0].SourceDigest != testkit.Digest(xzBytes) {
 		t.Errorf("status.layers = %s; want one layer with diffID %s (sha256 of the uncompressed tar, not of the xz bytes %s), sourceCompression xz",
-			mustJSON(l), digestOf(rootfs), digestOf(xzBytes))
+			mustJSON(l), testkit.Digest(rootfs), testkit.Digest(xzBytes))
 	}
 	checkImage(t, digestRef(t, ib), wantImage{
 		tree: expectedTree(t, rootfs), os: "linux", arch: "amd64",
-		diffIDs: []string{digestOf(rootfs)},
+		diffIDs: []string{testkit.Digest(rootfs)},
 	})
 }
 
 // Report 3: `docker save | gzip` as the base (crane push: "invalid tar header").
 func TestGzipDockerSaveBase(t *testing.T) {
-	ns := namespace(t)
-	baseLayer := tarOf(t,
-		dirE("etc/", 0o755),
-		fileE("etc/os-release", 0o644, "ID=e2e\n"),
-		dirE("usr/", 0o755), dirE("usr/bin/", 0o755),
-		fileE("usr/bin/tool", 0o755, "tool v1\n"),
-		symE("usr/bin/tool-link", "tool"),
+	ns := kube.Namespace(t, s.k8s)
+	baseLayer := testkit.Tar(t,
+		testkit.Dir("etc/"),
+		testkit.File("etc/os-release", "ID=e2e\n"),
+		testkit.Dir("usr/"), testkit.Dir("usr/bin/"),
+		testkit.File("usr/bin/tool", "tool v1\n").WithMode(0o755),
+		testkit.Symlink("usr/bin/tool-link", "tool"),
 	)
-	baseLayer2 := tarOf(t,
-		dirE("usr/", 0o755), dirE("usr/bin/", 0o755),
-		fileE("usr/bin/tool", 0o755, "tool v2\n"), // replaces the first layer's
-		fileE("usr/bin/.wh.tool-link", 0o644, ""), // and removes the link
+	baseLayer2 := testkit.Tar(t,
+		testkit.Dir("usr/"), testkit.Dir("usr/bin/"),
+		testkit.File("usr/bin/tool", "tool v2\n").WithMode(0o755),
+		testkit.File("usr/bin/.wh.tool-link", ""),
 	)
-	archive := gzipOf(t, dockerSaveArchive(t, "e2e/base:1", map[string]any{
+	archive := testkit.Gzip(t, dockerSaveArchive(t, "e2e/base:1", map[string]any{
 		"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
 		"config": map[string]any{"Env": []string{"PATH=/usr/bin:/bin", "BASE=1"}, "Cmd": []string{"/usr/bin/tool"}},
 	}, baseLayer, baseLayer2))
 	archiveURL := s.serveFile(t, "docker-save/base.tar.gz", archive)
 	app := appLayer(t)
-	appURL := s.serveFile(t, "docker-save/app.tar.gz", gzipOf(t, app))
+	appURL := s.serveFile(t, "docker-save/app.tar.gz", testkit.Gzip(t, app))
 
 	ib := imageBuild(ns, "on-archive", "docker-save/app", urlLayer("app", appURL))
-	ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: archiveURL}, Digest: digestOf(archive)}}
+	ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: archiveURL}, Digest: testkit.Digest(archive)}}
 	ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}}}
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	ib = waitReady(t, ns, "on-archive", 2*time.Minute)
 
 	checkImage(t, digestRef(t, ib), wantImage{
@@ -126,14 +128,14 @@ func TestGzipDockerSaveBase(t *testing.T) {
 		env:  []string{"PATH=/app/bin:/usr/bin:/bin", "BASE=1"},
 		cmd:  []string{"/usr/bin/tool"},
 		os:   "linux", arch: "amd64",
-		diffIDs: []string{digestOf(baseLayer), digestOf(baseLayer2), digestOf(app)},
+		diffIDs: []string{testkit.Digest(baseLayer), testkit.Digest(baseLayer2), testkit.Digest(app)},
 	})
 }
 
 // Report 1: a `tar -C dir .` layer on a Windows base. crane append turned the
 // "./" root entry into a second "Files": "duplicate file path: Files".
 func TestWindowsTarCDirLayer(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	ref := s.reg.Addr() + "/windows/nanoserver:ltsc2022"
 	pushWindowsBase(t, ref)
 	layer, err := sandbox.WindowsAppTar()
@@ -143,11 +145,11 @@ func TestWindowsTarCDirLayer(t *testing.T) {
 	if paths := tarPaths(t, layer); paths[0] != "./" {
 		t.Fatalf("fixture is not `tar -C dir .` shaped: first entry %q", paths[0])
 	}
-	url := s.serveFile(t, "windows/app.tar.gz", gzipOf(t, layer))
+	url := s.serveFile(t, "windows/app.tar.gz", testkit.Gzip(t, layer))
 	ib := imageBuild(ns, "win", "windows/app", urlLayer("app", url))
 	ib.Spec.Base = &kilnv1.Base{Image: ref, Platform: "windows/amd64"}
 	ib.Spec.Config = &kilnv1.ImageConfig{Entrypoint: []string{`C:\app\server.exe`}}
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	ib = waitReady(t, ns, "win", 2*time.Minute)
 
 	// umoci refuses Windows images ("unsupported OS: windows"); check the layers with
@@ -211,8 +213,8 @@ func pushWindowsBase(t testing.TB, ref string) {
 // Report 2: identical (empty) layers written concurrently collided on rename.
 // Eight ImageBuilds at once, each with three identical empty layers.
 func TestEightBuildsIdenticalEmptyLayers(t *testing.T) {
-	ns := namespace(t)
-	empty := tarOf(t) // the 1024 zero bytes of an empty tar
+	ns := kube.Namespace(t, s.k8s)
+	empty := testkit.Tar(t) // the 1024 zero bytes of an empty tar
 	url := s.serveFile(t, "empty/empty.tar", empty)
 	names := make([]string, 8)
 	for i := range names {
@@ -221,7 +223,7 @@ func TestEightBuildsIdenticalEmptyLayers(t *testing.T) {
 			urlLayer("a", url), urlLayer("b", url), urlLayer("c", url))
 		// A distinct env per build: eight different images sharing one blob.
 		ib.Spec.Config = &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "N", Value: fmt.Sprint(i)}}}
-		create(t, ib)
+		kube.Create(t, s.k8s, ib)
 	}
 	var mu sync.Mutex
 	layerDigests := map[string]bool{}
@@ -233,8 +235,8 @@ func TestEightBuildsIdenticalEmptyLayers(t *testing.T) {
 			mu.Lock()
 			layerDigests[l.Digest] = true
 			mu.Unlock()
-			if l.DiffID != digestOf(empty) {
-				t.Errorf("%s layer %s: diffID %s, want %s", n, l.Name, l.DiffID, digestOf(empty))
+			if l.DiffID != testkit.Digest(empty) {
+				t.Errorf("%s layer %s: diffID %s, want %s", n, l.Name, l.DiffID, testkit.Digest(empty))
 			}
 		}
 	}
@@ -248,7 +250,7 @@ func TestEightBuildsIdenticalEmptyLayers(t *testing.T) {
 	for i, ref := range refs {
 		checkImage(t, ref, wantImage{
 			tree: tree{}, env: []string{"N=" + fmt.Sprint(i)}, os: "linux", arch: "amd64",
-			diffIDs: []string{digestOf(empty), digestOf(empty), digestOf(empty)},
+			diffIDs: []string{testkit.Digest(empty), testkit.Digest(empty), testkit.Digest(empty)},
 		})
 	}
 }

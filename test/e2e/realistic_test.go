@@ -17,6 +17,8 @@ import (
 	"time"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // busyboxRootfs is a root filesystem around Debian's busybox-static: the
@@ -32,21 +34,21 @@ func busyboxRootfs(t testing.TB) []byte {
 	if err != nil {
 		t.Fatalf("%s --list-full: %v", busyboxPath, err)
 	}
-	es := []entry{
-		dirE("bin/", 0o755),
-		{name: "bin/busybox", typ: tar.TypeReg, mode: 0o755, body: bin},
-		dirE("etc/", 0o755),
-		fileE("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
-		fileE("etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n"),
-		fileE("etc/hostname", 0o644, "busybox\n"),
-		dirE("root/", 0o700),
-		dirE("sbin/", 0o755),
-		dirE("tmp/", 0o1777),
-		dirE("usr/", 0o755),
-		dirE("usr/bin/", 0o755),
-		dirE("usr/sbin/", 0o755),
-		dirE("var/", 0o755),
-		dirE("var/run/", 0o755),
+	es := []testkit.Entry{
+		testkit.Dir("bin/"),
+		testkit.File("bin/busybox", string(bin)).WithMode(0o755),
+		testkit.Dir("etc/"),
+		testkit.File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+		testkit.File("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+		testkit.File("etc/hostname", "busybox\n"),
+		testkit.Dir("root/").WithMode(0o700),
+		testkit.Dir("sbin/"),
+		testkit.Dir("tmp/").WithMode(0o1777),
+		testkit.Dir("usr/"),
+		testkit.Dir("usr/bin/"),
+		testkit.Dir("usr/sbin/"),
+		testkit.Dir("var/"),
+		testkit.Dir("var/run/"),
 	}
 	applets := strings.Fields(string(out))
 	if len(applets) < 100 {
@@ -56,19 +58,19 @@ func busyboxRootfs(t testing.TB) []byte {
 		if a == "bin/busybox" {
 			continue
 		}
-		es = append(es, symE(a, "/bin/busybox"))
+		es = append(es, testkit.Symlink(a, "/bin/busybox"))
 	}
-	return tarOf(t, es...)
+	return testkit.Tar(t, es...)
 }
 
 // A real busybox rootfs (zstd input) plus an app layer (bzip2 input), with a
 // full config: the image a person would run.
 func TestBusyboxRootfsAndApp(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	rootfs := busyboxRootfs(t)
 	app := appLayer(t)
-	rootfsURL := s.serveFile(t, "busybox/rootfs.tar.zst", zstdOf(t, rootfs))
-	appURL := s.serveFile(t, "busybox/app.tar.bz2", bzip2Of(t, app))
+	rootfsURL := s.serveFile(t, "busybox/rootfs.tar.zst", testkit.Zstd(t, rootfs))
+	appURL := s.serveFile(t, "busybox/app.tar.bz2", testkit.Bzip2(t, app))
 	ib := imageBuild(ns, "busybox", "busybox/app", urlLayer("rootfs", rootfsURL), urlLayer("app", appURL))
 	ib.Spec.Config = &kilnv1.ImageConfig{
 		Env:        []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:/bin:/usr/bin:/sbin:/usr/sbin"}, {Name: "HOME", Value: "/root"}},
@@ -78,7 +80,7 @@ func TestBusyboxRootfsAndApp(t *testing.T) {
 		User:       "0:0",
 		Labels:     map[string]string{"org.opencontainers.image.title": "busybox-app"},
 	}
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	ib = waitReady(t, ns, "busybox", 2*time.Minute)
 	checkImage(t, digestRef(t, ib), wantImage{
 		tree:       expectedTree(t, rootfs, app),
@@ -87,47 +89,47 @@ func TestBusyboxRootfsAndApp(t *testing.T) {
 		workingDir: "/app", user: "0:0",
 		labels: map[string]string{"org.opencontainers.image.title": "busybox-app"},
 		os:     "linux", arch: "amd64",
-		diffIDs: []string{digestOf(rootfs), digestOf(app)},
+		diffIDs: []string{testkit.Digest(rootfs), testkit.Digest(app)},
 	})
 }
 
 // Ten layers in every input compression, replacing, whiting out and
 // opaquing each other's paths, pushed with zstd output (an OCI image).
 func TestTenLayers(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	compress := []struct {
 		ext string
 		fn  func(testing.TB, []byte) []byte
 	}{
 		{"tar", func(_ testing.TB, b []byte) []byte { return b }},
-		{"tar.gz", gzipOf}, {"tar.xz", xzOf}, {"tar.zst", zstdOf}, {"tar.bz2", bzip2Of},
+		{"tar.gz", testkit.Gzip}, {"tar.xz", testkit.Xz}, {"tar.zst", testkit.Zstd}, {"tar.bz2", testkit.Bzip2},
 	}
 	var tars [][]byte
 	var layers []kilnv1.Layer
 	var diffIDs []string
 	for i := 0; i < 10; i++ {
-		es := []entry{
-			dirE("data/", 0o755),
-			fileE(fmt.Sprintf("data/layer-%d", i), 0o644, strings.Repeat(fmt.Sprintf("layer %d\n", i), 100+i)),
-			fileE("data/shared", 0o644, fmt.Sprintf("written by layer %d\n", i)), // replaced by each layer
-			dirE("opt/", 0o755),
-			dirE(fmt.Sprintf("opt/l%d/", i), 0o750),
-			{name: fmt.Sprintf("opt/l%d/blob", i), typ: tar.TypeReg, mode: 0o600, body: noise(uint64(100+i), 64<<10)},
+		es := []testkit.Entry{
+			testkit.Dir("data/"),
+			testkit.File(fmt.Sprintf("data/layer-%d", i), strings.Repeat(fmt.Sprintf("layer %d\n", i), 100+i)),
+			testkit.File("data/shared", fmt.Sprintf("written by layer %d\n", i)),
+			testkit.Dir("opt/"),
+			testkit.Dir(fmt.Sprintf("opt/l%d/", i)).WithMode(0o750),
+			testkit.File(fmt.Sprintf("opt/l%d/blob", i), string(noise(uint64(100+i), 64<<10))).WithMode(0o600),
 		}
 		switch i {
 		case 4: // whiteout of a file from layer 1
-			es = append(es, fileE("data/.wh.layer-1", 0o644, ""))
+			es = append(es, testkit.File("data/.wh.layer-1", ""))
 		case 6: // opaque directory: opt/l2 loses everything from below
-			es = append(es, dirE("opt/l2/", 0o750), fileE("opt/l2/.wh..wh..opq", 0o644, ""), fileE("opt/l2/new", 0o644, "after opaque\n"))
+			es = append(es, testkit.Dir("opt/l2/").WithMode(0o750), testkit.File("opt/l2/.wh..wh..opq", ""), testkit.File("opt/l2/new", "after opaque\n"))
 		case 8:
-			es = append(es, symE("data/latest", fmt.Sprintf("layer-%d", i)), linkE("data/hard", "data/layer-8"))
+			es = append(es, testkit.Symlink("data/latest", fmt.Sprintf("layer-%d", i)), testkit.Hardlink("data/hard", "data/layer-8"))
 		}
-		tb := tarOf(t, es...)
+		tb := testkit.Tar(t, es...)
 		tars = append(tars, tb)
 		c := compress[i%len(compress)]
 		url := s.serveFile(t, fmt.Sprintf("ten/layer-%d.%s", i, c.ext), c.fn(t, tb))
 		layers = append(layers, urlLayer(fmt.Sprintf("l%d", i), url))
-		diffIDs = append(diffIDs, digestOf(tb))
+		diffIDs = append(diffIDs, testkit.Digest(tb))
 	}
 	// gzip output is unpacked by umoci; umoci 0.4 cannot read zstd layers
 	// ("blob is not correct mediatype"), so the zstd image is checked with
@@ -135,7 +137,7 @@ func TestTenLayers(t *testing.T) {
 	gz := imageBuild(ns, "ten-gzip", "ten/gzip", layers...)
 	zs := imageBuild(ns, "ten-zstd", "ten/zstd", layers...)
 	zs.Spec.Output = &kilnv1.Output{Compression: kilnv1.OutputZstd}
-	create(t, gz, zs)
+	kube.Create(t, s.k8s, gz, zs)
 	want := expectedTree(t, tars...)
 
 	gz = waitReady(t, ns, "ten-gzip", 2*time.Minute)
@@ -172,14 +174,14 @@ func writeBigLayer(t testing.TB, path string, size int64, seed uint64) (tree, st
 	tw := tar.NewWriter(bw)
 	text, rnd := pseudoText(seed, 1<<20), noise(seed+1, 1<<20)
 	want := tree{"big": {Type: "dir", Mode: 0o755}}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "big/", Mode: 0o755, ModTime: fixtureTime}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "big/", Mode: 0o755, ModTime: testkit.Time}); err != nil {
 		t.Fatal(err)
 	}
 	const fileSize = 64 << 20
 	chunk := make([]byte, 1<<20)
 	for i := 0; int64(i+1)*fileSize <= size-(1<<20); i++ {
 		name := fmt.Sprintf("big/part-%02d.bin", i)
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: fileSize, ModTime: fixtureTime}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: fileSize, ModTime: testkit.Time}); err != nil {
 			t.Fatal(err)
 		}
 		fh := sha256.New()
@@ -212,7 +214,7 @@ func writeBigLayer(t testing.TB, path string, size int64, seed uint64) (tree, st
 // One layer of at least 512 MiB, generated on the fly, served as a plain tar
 // (kiln compresses it) and unpacked by umoci.
 func TestLargeLayer512MiB(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	done := step(t, "generate 512 MiB layer")
 	path := filepath.Join(s.filesDir, "big", "layer.tar")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -226,7 +228,7 @@ func TestLargeLayer512MiB(t *testing.T) {
 	}
 	ib := imageBuild(ns, "big", "big/layer", urlLayer("big", s.files.URL("big/layer.tar")))
 	done = step(t, "build and push 512 MiB layer")
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	ib = waitReady(t, ns, "big", 8*time.Minute)
 	done()
 	l := ib.Status.Layers[0]

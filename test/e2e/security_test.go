@@ -28,6 +28,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/testkit"
+	kube "github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // The security scenarios of issue 10, each against the real manager, the
@@ -41,8 +43,8 @@ import (
 func TestSecurityCrossTenantCacheReuse(t *testing.T) {
 	nsA, nsB := tenantNamespace(t, "team-a"), tenantNamespace(t, "team-b")
 	marker := fmt.Sprintf("TEAM-A-SECRET-%016x", rand.Uint64())
-	secretTar := tarOf(t, dirE("secret/", 0o755), fileE("secret/key", 0o600, marker+"\n"))
-	create(t, &corev1.Secret{
+	secretTar := testkit.Tar(t, testkit.Dir("secret/"), testkit.File("secret/key", marker+"\n").WithMode(0o600))
+	kube.Create(t, s.k8s, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "private-layer"},
 		Data:       map[string][]byte{"layer.tar": secretTar},
 	})
@@ -50,7 +52,7 @@ func TestSecurityCrossTenantCacheReuse(t *testing.T) {
 	done := step(t, "team-a builds from its Secret")
 	a := imageBuild(nsA, "private", "security/team-a",
 		kilnv1.Layer{Name: "private", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "private-layer", Key: "layer.tar"}}})
-	create(t, a)
+	kube.Create(t, s.k8s, a)
 	readyA := waitReady(t, nsA, a.Name, 90*time.Second)
 	done()
 	if len(readyA.Status.Layers) != 1 {
@@ -62,27 +64,27 @@ func TestSecurityCrossTenantCacheReuse(t *testing.T) {
 	// The DiffID is shown by design (issue 10 §1: "secret:<name>/<key> and
 	// the DiffID only"); for an uncompressed tar kept as is it equals the
 	// sha256 of the Secret's bytes. Nothing else may carry that sha256.
-	secretDigest := digestOf(secretTar)
+	secretDigest := testkit.Digest(secretTar)
 	withoutDiffIDs := readyA.Status.DeepCopy()
 	for i := range withoutDiffIDs.Layers {
 		withoutDiffIDs.Layers[i].DiffID = ""
 	}
-	if st := mustJSON(withoutDiffIDs); strings.Contains(st, sha256Hex(secretTar)) {
+	if st := mustJSON(withoutDiffIDs); strings.Contains(st, testkit.Hex(secretTar)) {
 		t.Errorf("team-a: status carries the sha256 of the Secret's bytes (%s) outside diffID: %s", secretDigest, st)
 	}
 
 	done = step(t, "team-b pins team-a's digest behind a dead URL")
 	b := imageBuild(nsB, "thief", "security/team-b",
 		kilnv1.Layer{Name: "stolen", Source: kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: secretDigest})
-	create(t, b)
+	kube.Create(t, s.k8s, b)
 	deleteAfter(t, b) // a transient failure retries forever; free the worker
 	settled := waitFailed(t, nsB, b.Name, 90*time.Second)
 	done()
-	if c := condition(settled, kilnv1.ReadyCondition); c == nil || c.Status == metav1.ConditionTrue {
-		t.Fatalf("team-b: Ready must be False, it obtained team-a's layer through the cache; conditions: %s", conditions(settled))
+	if c := kube.Condition(settled, kilnv1.ReadyCondition); c == nil || c.Status == metav1.ConditionTrue {
+		t.Fatalf("team-b: Ready must be False, it obtained team-a's layer through the cache; conditions: %s", kube.Describe(settled))
 	}
 	for _, l := range settled.Status.Layers {
-		if l.DiffID == digestOf(secretTar) || l.SourceDigest == secretDigest {
+		if l.DiffID == testkit.Digest(secretTar) || l.SourceDigest == secretDigest {
 			t.Errorf("team-b: status.layers records team-a's layer: %s", mustJSON(l))
 		}
 	}
@@ -91,7 +93,7 @@ func TestSecurityCrossTenantCacheReuse(t *testing.T) {
 			t.Errorf("team-b: condition %s carries team-a's secret content: %s", c.Type, c.Message)
 		}
 	}
-	t.Logf("team-b: %s", conditions(settled))
+	t.Logf("team-b: %s", kube.Describe(settled))
 	noPushes(t, "security/team-b")
 	noManifest(t, "security/team-b", "e2e")
 }
@@ -101,9 +103,9 @@ func TestSecurityCrossTenantCacheReuse(t *testing.T) {
 // the status, events or the manager's log, and rotating the signature must
 // not change the image.
 func TestSecurityNoCredentialsInImage(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	const user, pass = "kilnuser", "pass"
-	layer := gzipOf(t, tarOf(t, dirE("signed/", 0o755), fileE("signed/file", 0o644, "from a presigned URL\n")))
+	layer := testkit.Gzip(t, testkit.Tar(t, testkit.Dir("signed/"), testkit.File("signed/file", "from a presigned URL\n")))
 	var mu sync.Mutex
 	var queries []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -129,7 +131,7 @@ func TestSecurityNoCredentialsInImage(t *testing.T) {
 
 	done := step(t, "build from a URL with userinfo and signature")
 	first := imageBuild(ns, "signed", "security/signed", urlLayer("signed", signedURL("SECRETSIG")))
-	create(t, first)
+	kube.Create(t, s.k8s, first)
 	ib := waitReady(t, ns, first.Name, 90*time.Second)
 	done()
 	mu.Lock()
@@ -167,7 +169,7 @@ func TestSecurityNoCredentialsInImage(t *testing.T) {
 
 	done = step(t, "same layer, rotated signature")
 	second := imageBuild(ns, "rotated", "security/rotated", urlLayer("signed", signedURL("OTHERSIG")))
-	create(t, second)
+	kube.Create(t, s.k8s, second)
 	rotated := waitReady(t, ns, second.Name, 90*time.Second)
 	done()
 	if rotated.Status.Digest != ib.Status.Digest {
@@ -181,9 +183,9 @@ func TestSecurityNoCredentialsInImage(t *testing.T) {
 // redirect, nor may a Referer holding A's query, so the build stalls on B's
 // 401.
 func TestSecurityHeadersFromNotForwardedAcrossHosts(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	token := fmt.Sprintf("tok-%016x", rand.Uint64())
-	layer := gzipOf(t, tarOf(t, fileE("token-only", 0o644, "only with the token\n")))
+	layer := testkit.Gzip(t, testkit.Tar(t, testkit.File("token-only", "only with the token\n")))
 
 	var mu sync.Mutex
 	var seenA, seenB []http.Header
@@ -206,14 +208,15 @@ func TestSecurityHeadersFromNotForwardedAcrossHosts(t *testing.T) {
 	}))
 	t.Cleanup(srvA.Close)
 
-	create(t, &corev1.Secret{
+	kube.Create(t, s.k8s, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api-token"},
 		Data:       map[string][]byte{"X-Api-Token": []byte(token)},
 	})
+
 	ib := imageBuild(ns, "redirected", "security/redirected", kilnv1.Layer{Name: "redirected", Source: kilnv1.Source{
 		URL: srvA.URL + "/layer.tar.gz?sig=REFERERSIG", HeadersFrom: &kilnv1.LocalObjectReference{Name: "api-token"},
 	}})
-	create(t, ib)
+	kube.Create(t, s.k8s, ib)
 	deleteAfter(t, ib)
 	done := step(t, "redirect to another host without the token")
 	stalled := waitFailed(t, ns, ib.Name, 60*time.Second)
@@ -221,17 +224,17 @@ func TestSecurityHeadersFromNotForwardedAcrossHosts(t *testing.T) {
 
 	// A 401 is an external problem (a token can be fixed): Ready=False with
 	// the reason and retried, not Stalled.
-	c := condition(stalled, kilnv1.ReadyCondition)
+	c := kube.Condition(stalled, kilnv1.ReadyCondition)
 	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Unauthorized" {
-		t.Errorf("want Ready=False reason Unauthorized (B's 401); conditions: %s", conditions(stalled))
+		t.Errorf("want Ready=False reason Unauthorized (B's 401); conditions: %s", kube.Describe(stalled))
 	}
-	if st := condition(stalled, kilnv1.StalledCondition); st != nil && st.Status == metav1.ConditionTrue {
-		t.Errorf("a 401 must not stall; conditions: %s", conditions(stalled))
+	if st := kube.Condition(stalled, kilnv1.StalledCondition); st != nil && st.Status == metav1.ConditionTrue {
+		t.Errorf("a 401 must not stall; conditions: %s", kube.Describe(stalled))
 	}
 	if c != nil && strings.Contains(c.Message, token) {
 		t.Errorf("the Ready message carries the token: %s", c.Message)
 	}
-	t.Logf("conditions: %s", conditions(stalled))
+	t.Logf("conditions: %s", kube.Describe(stalled))
 	mu.Lock()
 	defer mu.Unlock()
 	if len(seenA) == 0 || seenA[0].Get("X-Api-Token") != token {
@@ -255,9 +258,9 @@ func TestSecurityHeadersFromNotForwardedAcrossHosts(t *testing.T) {
 // what the API server refuses (two layers named app, a layer named Not_DNS)
 // with the server's message, before anything is fetched or pushed.
 func TestSecurityCLIRefusesInvalidSpec(t *testing.T) {
-	ns := namespace(t)
+	ns := kube.Namespace(t, s.k8s)
 	repo := "security/cli-invalid"
-	okURL := s.serveFile(t, "security/cli-ok.tar.gz", gzipOf(t, tarOf(t, fileE("ok", 0o644, "fine\n"))))
+	okURL := s.serveFile(t, "security/cli-ok.tar.gz", testkit.Gzip(t, testkit.Tar(t, testkit.File("ok", "fine\n"))))
 	ib := imageBuild(ns, "invalid", repo,
 		urlLayer("app", okURL), urlLayer("app", okURL), urlLayer("Not_DNS", okURL))
 
@@ -305,10 +308,10 @@ func tenantNamespace(t testing.TB, tenant string) string {
 func waitFailed(t testing.TB, ns, name string, timeout time.Duration) *kilnv1.ImageBuild {
 	t.Helper()
 	return waitFor(t, ns, name, timeout, "failed", func(ib *kilnv1.ImageBuild) (bool, error) {
-		if c := condition(ib, kilnv1.ReadyCondition); c != nil && c.Status == metav1.ConditionTrue {
+		if c := kube.Condition(ib, kilnv1.ReadyCondition); c != nil && c.Status == metav1.ConditionTrue {
 			return false, fmt.Errorf("became Ready (status.layers %s)", mustJSON(ib.Status.Layers))
 		}
-		if c := condition(ib, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
+		if c := kube.Condition(ib, kilnv1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue {
 			return true, nil
 		}
 		return ib.Status.Failures > 0, nil

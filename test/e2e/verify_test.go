@@ -23,6 +23,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/kiln-build/kiln/internal/testkit"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -233,7 +234,7 @@ func (p *pulled) layerTar(t testing.TB, i int) []byte {
 	if err != nil {
 		t.Fatalf("layer %d: decompressing: %v", i, err)
 	}
-	if got, want := "sha256:"+sha256Hex(b), p.config.RootFS.DiffIDs[i].String(); got != want {
+	if got, want := "sha256:"+testkit.Hex(b), p.config.RootFS.DiffIDs[i].String(); got != want {
 		t.Fatalf("layer %d: sha256 of the uncompressed tar is %s, config's diff_id is %s", i, got, want)
 	}
 	return b
