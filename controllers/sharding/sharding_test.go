@@ -3,7 +3,6 @@ package sharding_test
 import (
 	"context"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
@@ -282,25 +280,7 @@ func waitReady(t *testing.T, c client.Client, name string) {
 
 func startControlPlane(t *testing.T) (*rest.Config, client.Client) {
 	t.Helper()
-	te := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assetsDir(),
-	}
-	cfg, err := te.Start()
-	if err != nil {
-		t.Fatalf("starting envtest control plane (run `make envtest-assets`): %v", err)
-	}
-	t.Cleanup(func() { _ = te.Stop() })
-	scheme, err := controllers.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg, admin
+	return kube.StartControlPlane(t, filepath.Join("..", ".."))
 }
 
 func mustParse(t *testing.T, s string) labels.Selector {
@@ -310,11 +290,4 @@ func mustParse(t *testing.T, s string) labels.Selector {
 		t.Fatal(err)
 	}
 	return sel
-}
-
-func assetsDir() string {
-	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "..", "bin", "k8s")
 }

@@ -35,12 +35,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/controllers"
 	"github.com/kiln-build/kiln/internal/engine"
 	kregistry "github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/testkit/kube"
 )
 
 // BenchmarkCapacityBuild builds scratch + the ~300 MiB rootfs of `make
@@ -138,24 +138,7 @@ func BenchmarkCapacityNoopReconcile(b *testing.B) {
 	ctx := context.Background()
 	n := envInt(b, "CAPACITY_OBJECTS", 300)
 	reg := capacityRegistry(b)
-	te := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: envOr("KUBEBUILDER_ASSETS", filepath.Join("..", "..", "bin", "k8s")),
-	}
-	cfg, err := te.Start()
-	if err != nil {
-		b.Fatalf("starting envtest (make envtest-assets): %v", err)
-	}
-	b.Cleanup(func() { _ = te.Stop() })
-	scheme, err := controllers.NewScheme()
-	if err != nil {
-		b.Fatal(err)
-	}
-	k8s, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg, k8s := kube.StartControlPlane(b, filepath.Join("..", ".."))
 	const ns = "capacity"
 	create := func(obj client.Object) {
 		if err := k8s.Create(ctx, obj); err != nil {
