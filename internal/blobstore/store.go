@@ -19,8 +19,6 @@
 package blobstore
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -55,9 +53,6 @@ type Store struct {
 	pins  map[v1.Hash]int
 
 	evictMu sync.Mutex
-
-	flightMu sync.Mutex
-	flights  map[string]*flight
 }
 
 const (
@@ -78,12 +73,11 @@ func Open(root string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening blob store %q: %w", root, err)
 	}
 	s := &Store{
-		root:    abs,
-		opts:    opts,
-		now:     time.Now,
-		rename:  os.Rename,
-		pins:    map[v1.Hash]int{},
-		flights: map[string]*flight{},
+		root:   abs,
+		opts:   opts,
+		now:    time.Now,
+		rename: os.Rename,
+		pins:   map[v1.Hash]int{},
 	}
 	for _, dir := range []string{s.blobDir(), s.tmpDir(), s.metaDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -214,66 +208,4 @@ func (s *Store) pinned(d v1.Hash) bool {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
 	return s.pins[d] > 0
-}
-
-// Do runs fn once per key among concurrent callers in this process; callers
-// arriving while it runs wait and receive the same result, with shared set.
-// It is not a cache: a call after fn has returned runs fn again (use
-// PutMeta/GetMeta to remember results across builds).
-//
-// A waiting caller whose ctx ends returns ctx.Err() without affecting the
-// run. When the run fails only because its own caller's context ended, a
-// waiter whose context is still live runs fn itself instead of inheriting
-// somebody else's cancellation. A panic in fn is returned as an error.
-func (s *Store) Do(ctx context.Context, key string, fn func() (any, error)) (v any, shared bool, err error) {
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, false, err
-		}
-		s.flightMu.Lock()
-		f, running := s.flights[key]
-		if !running {
-			f = &flight{done: make(chan struct{})}
-			s.flights[key] = f
-			s.flightMu.Unlock()
-			s.runFlight(key, f, fn)
-			return f.val, false, f.err
-		}
-		f.waiters++
-		s.flightMu.Unlock()
-
-		select {
-		case <-ctx.Done():
-			return nil, false, ctx.Err()
-		case <-f.done:
-		}
-		if isContextErr(f.err) && ctx.Err() == nil {
-			continue // the leader was cancelled, we were not: try again
-		}
-		return f.val, true, f.err
-	}
-}
-
-type flight struct {
-	done    chan struct{}
-	val     any
-	err     error
-	waiters int // callers that joined; read by tests
-}
-
-func (s *Store) runFlight(key string, f *flight, fn func() (any, error)) {
-	defer func() {
-		if r := recover(); r != nil {
-			f.val, f.err = nil, fmt.Errorf("blob store: Do(%q): panic: %v", key, r)
-		}
-		s.flightMu.Lock()
-		delete(s.flights, key)
-		s.flightMu.Unlock()
-		close(f.done)
-	}()
-	f.val, f.err = fn()
-}
-
-func isContextErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

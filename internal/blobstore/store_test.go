@@ -2,7 +2,6 @@ package blobstore
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -482,135 +480,6 @@ func TestCommitAndPin(t *testing.T) {
 	}
 	if s.Has(d) {
 		t.Fatal("blob kept after release")
-	}
-}
-
-func TestDoSingleFlight(t *testing.T) {
-	s := newStore(t, Options{})
-	const callers = 16
-	var runs atomic.Int32
-	unblock := make(chan struct{})
-	fn := func() (any, error) {
-		runs.Add(1)
-		<-unblock
-		return "result", nil
-	}
-	var wg sync.WaitGroup
-	var shared atomic.Int32
-	results := make([]any, callers)
-	for i := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			v, sh, err := s.Do(context.Background(), "layer/x", fn)
-			if err != nil {
-				t.Error(err)
-			}
-			if sh {
-				shared.Add(1)
-			}
-			results[i] = v
-		}()
-	}
-	waitForWaiters(t, s, "layer/x", callers-1)
-	close(unblock)
-	wg.Wait()
-	if runs.Load() != 1 || shared.Load() != callers-1 {
-		t.Fatalf("runs = %d, shared = %d", runs.Load(), shared.Load())
-	}
-	for i, v := range results {
-		if v != "result" {
-			t.Fatalf("caller %d got %v", i, v)
-		}
-	}
-	// Not a cache: a later call runs again.
-	if _, sh, _ := s.Do(context.Background(), "layer/x", func() (any, error) { return nil, nil }); sh {
-		t.Fatal("later call shared a finished result")
-	}
-}
-
-// waitForWaiters polls until n callers joined key's flight. It bounds the
-// loop by iterations, not time: each step yields to the other goroutines.
-func waitForWaiters(t *testing.T, s *Store, key string, n int) {
-	t.Helper()
-	for range 100000 {
-		s.flightMu.Lock()
-		f := s.flights[key]
-		joined := f != nil && f.waiters >= n
-		s.flightMu.Unlock()
-		if joined {
-			return
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-	t.Fatalf("callers never joined flight %q", key)
-}
-
-func TestDoCancellation(t *testing.T) {
-	s := newStore(t, Options{})
-
-	// A waiter whose context ends stops waiting.
-	unblock := make(chan struct{})
-	go s.Do(context.Background(), "k", func() (any, error) { <-unblock; return 1, nil })
-	for range 100000 {
-		s.flightMu.Lock()
-		_, started := s.flights["k"]
-		s.flightMu.Unlock()
-		if started {
-			break
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { _, _, err := s.Do(ctx, "k", nil); done <- err }()
-	waitForWaiters(t, s, "k", 1)
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled waiter got %v", err)
-	}
-	close(unblock)
-
-	// A leader failing with its own cancellation does not hand it to a live waiter.
-	leaderCtx, cancelLeader := context.WithCancel(context.Background())
-	started := make(chan struct{})
-	leaderDone := make(chan error)
-	go func() {
-		_, _, err := s.Do(leaderCtx, "j", func() (any, error) {
-			close(started)
-			<-leaderCtx.Done()
-			return nil, fmt.Errorf("fetching: %w", leaderCtx.Err())
-		})
-		leaderDone <- err
-	}()
-	<-started
-	waiter := make(chan any)
-	go func() {
-		v, _, err := s.Do(context.Background(), "j", func() (any, error) { return "mine", nil })
-		if err != nil {
-			t.Error(err)
-		}
-		waiter <- v
-	}()
-	waitForWaiters(t, s, "j", 1)
-	cancelLeader()
-	if err := <-leaderDone; !errors.Is(err, context.Canceled) {
-		t.Fatalf("leader got %v", err)
-	}
-	if v := <-waiter; v != "mine" {
-		t.Fatalf("waiter got %v, want its own run", v)
-	}
-}
-
-func TestDoPanic(t *testing.T) {
-	s := newStore(t, Options{})
-	_, _, err := s.Do(context.Background(), "p", func() (any, error) { panic("boom") })
-	if err == nil || !strings.Contains(err.Error(), `Do("p"): panic: boom`) {
-		t.Fatalf("err = %v", err)
-	}
-	// The key is usable again.
-	if v, _, err := s.Do(context.Background(), "p", func() (any, error) { return 2, nil }); v != 2 || err != nil {
-		t.Fatalf("after panic: %v, %v", v, err)
 	}
 }
 

@@ -33,6 +33,9 @@ import (
 type Engine struct {
 	// Store is the blob cache shared by every build.
 	Store *blobstore.Store
+	// flights shares in-flight layer productions among concurrent builds
+	// presenting the same identity.
+	flights flightGroup
 	// Source configures fetching (HTTP client, size cap, allowed hosts).
 	Source source.Options
 	// Registry configures pulls and pushes (transport, retries).

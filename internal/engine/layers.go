@@ -117,7 +117,7 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 	if err != nil {
 		return nil, err
 	}
-	v, _, err := e.Store.Do(ctx, key, func() (any, error) {
+	v, _, err := e.flights.do(ctx, key, func() (any, error) {
 		return e.obtain(ctx, f, src, bo, opts, progress)
 	})
 	if err != nil {
@@ -150,7 +150,7 @@ type produced struct {
 }
 
 // handoff passes a pin to one owner: the fetch may be shared by concurrent
-// builds (Store.Do), and whichever finishes first keeps the fetch's pin
+// builds (flightGroup), and whichever finishes first keeps the fetch's pin
 // while the others take their own.
 type handoff struct {
 	once    sync.Once

@@ -79,7 +79,7 @@ func pinnedDigest(src source.Spec) string {
 // made with (a hash of the URL headers, of the resolved registry
 // credentials, or of the bytes themselves). Two builds only share a fetch
 // when they present the same identity. The key is hashed because it may be
-// shown (Store.Do names it in errors) and URLs and headers carry secrets.
+// shown (flightGroup names it in a panic error) and URLs and headers carry secrets.
 func flightKey(ctx context.Context, f *source.Fetcher, src source.Spec, opts string) (string, error) {
 	var who string
 	switch src.Kind() {
