@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/iox"
 )
 
 // linuxArch maps an ELF machine to the OCI architecture of a Go binary.
@@ -75,7 +77,7 @@ func pack(path string, files []file, mtime time.Time) (packed, error) {
 		return packed{}, fmt.Errorf("creating %s: %w", path, err)
 	}
 	h := sha256.New()
-	cw := &countingWriter{w: io.MultiWriter(out, h)}
+	cw := iox.NewWriter(io.MultiWriter(out, h))
 	tw := tar.NewWriter(cw)
 	for _, f := range files {
 		if err := addFile(tw, f, mtime); err != nil {
@@ -86,7 +88,7 @@ func pack(path string, files []file, mtime time.Time) (packed, error) {
 	if err := errors.Join(tw.Close(), out.Close()); err != nil {
 		return packed{}, fmt.Errorf("writing %s: %w", path, err)
 	}
-	return packed{path: path, digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), size: cw.n}, nil
+	return packed{path: path, digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), size: cw.Count()}, nil
 }
 
 func addFile(tw *tar.Writer, f file, mtime time.Time) error {
@@ -115,17 +117,6 @@ func addFile(tw *tar.Writer, f file, mtime time.Time) error {
 	// counts), instead of giving a tarball that disagrees with its header.
 	_, err = io.Copy(tw, src)
 	return err
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // caBundles are where Linux distributions keep the system's PEM bundle, in

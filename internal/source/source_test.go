@@ -326,15 +326,24 @@ func TestURLSlowConsumer(t *testing.T) {
 	// Pauses longer than the timeout, which is generous enough that the
 	// (buffered, loopback) reads themselves never come near it under load.
 	f, _ := fetcher(Options{ReadTimeout: 300 * time.Millisecond})
-	st, err := f.Open(context.Background(), Spec{Name: "rootfs", URL: srv.URL})
+	readSlowly(t, f, srv.URL, bodyBuffer, 400*time.Millisecond, len(body))
+}
+
+// readSlowly opens url and reads it with a pause before every Read of up
+// to chunk bytes: a consumer slower than the fetcher's timers, whose time
+// between Reads must not count against the source. The whole body (want
+// bytes) must arrive without error.
+func readSlowly(t *testing.T, f *Fetcher, url string, chunk int, pause time.Duration, want int) {
+	t.Helper()
+	st, err := f.Open(t.Context(), Spec{Name: "rootfs", URL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	buf := make([]byte, bodyBuffer)
-	var n int
+	buf := make([]byte, chunk)
+	n := 0
 	for {
-		time.Sleep(400 * time.Millisecond)
+		time.Sleep(pause)
 		m, err := st.Read(buf)
 		n += m
 		if err == io.EOF {
@@ -344,8 +353,8 @@ func TestURLSlowConsumer(t *testing.T) {
 			t.Fatalf("after %d bytes: %v", n, err)
 		}
 	}
-	if n != len(body) {
-		t.Fatalf("read %d bytes", n)
+	if n != want {
+		t.Fatalf("read %d bytes, want %d", n, want)
 	}
 }
 

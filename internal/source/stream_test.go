@@ -3,7 +3,6 @@ package source
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -102,25 +101,5 @@ func TestURLRateCountsOnlyNetworkTime(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), bodyBuffer+bodyBuffer/2)
 	srv, _ := server(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Write(body) })
 	f, _ = fetcher(Options{MinRate: 8 << 20, MinRateWindow: time.Second})
-	st, err := f.Open(t.Context(), Spec{Name: "app", URL: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	buf := make([]byte, 192<<10)
-	n := 0
-	for {
-		time.Sleep(1100 * time.Millisecond)
-		m, err := st.Read(buf)
-		n += m
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("after %d bytes: %v", n, err)
-		}
-	}
-	if n != len(body) {
-		t.Fatalf("read %d bytes", n)
-	}
+	readSlowly(t, f, srv.URL, 192<<10, 1100*time.Millisecond, len(body))
 }
