@@ -94,7 +94,7 @@ func (e *Engine) buildLayers(ctx context.Context, spec *kilnv1.ImageBuildSpec, i
 }
 
 func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, windows bool, o registry.Options, progress func(Progress)) (*builtLayer, error) {
-	src, err := sourceSpec(l.Name, &l.Source, l.Digest, in)
+	src, err := sourceSpec(l.Name, l.Source, l.Digest, in)
 	if err != nil {
 		return nil, err
 	}
@@ -319,16 +319,16 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 	}
 	return &builtLayer{
 		addition: image.Addition{
-			Name: l.Name, SourceKind: sourceKind(&l.Source), Digest: d, DiffID: diffID,
+			Name: l.Name, SourceKind: sourceKind(l.Source), Digest: d, DiffID: diffID,
 			Size: c.Size, MediaType: types.MediaType(c.MediaType), Path: e.Store.Path(d),
 		},
 		status: kilnv1.LayerStatus{
 			Name: l.Name, Digest: c.Digest, DiffID: c.DiffID, Size: c.Size,
 			UncompressedSize: c.UncompressedSize, MediaType: c.MediaType,
-			SourceDigest: shownSourceDigest(&l.Source, c), SourceCompression: c.SourceCompression,
+			SourceDigest: shownSourceDigest(l.Source, c), SourceCompression: c.SourceCompression,
 			Entries: int64(c.Entries), Changes: changes,
 		},
-		input:   inputOf(&l.Source, c),
+		input:   inputOf(l.Source, c),
 		bytesIn: bytesIn,
 		cached:  cached,
 		release: release,

@@ -111,7 +111,7 @@ func (r Rewriter) Rewrite(ib *kilnv1.ImageBuild) error {
 		}
 	}
 	for i := range ib.Spec.Layers {
-		check(fmt.Sprintf("spec.layers[%d].source", i), r.source(&ib.Spec.Layers[i].Source))
+		check(fmt.Sprintf("spec.layers[%d].source", i), r.source(ib.Spec.Layers[i].Source))
 	}
 	check("spec.target.image", r.setRef(&ib.Spec.Target.Image))
 	return errors.Join(errs...)
@@ -209,7 +209,7 @@ func ConfigMapsFor(builds []*kilnv1.ImageBuild, namespace string, files map[stri
 			}
 		}
 		for i := range ib.Spec.Layers {
-			if err := add(ib, &ib.Spec.Layers[i].Source); err != nil {
+			if err := add(ib, ib.Spec.Layers[i].Source); err != nil {
 				return nil, err
 			}
 		}

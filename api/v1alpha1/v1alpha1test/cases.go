@@ -28,10 +28,10 @@ func ValidBuild(name string) *kilnv1.ImageBuild {
 		Spec: kilnv1.ImageBuildSpec{
 			Base: &kilnv1.Base{Image: "scratch", Platform: "linux/arm64/v8"},
 			Layers: []kilnv1.Layer{
-				{Name: "rootfs", Source: kilnv1.Source{URL: "https://example.com/rootfs.tar.xz"}, Digest: Digest, DiffID: Digest, Compression: kilnv1.CompressionXz},
-				{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "app", Key: "app.tar.gz"}}, Normalize: kilnv1.NormalizeReproducible},
-				{Name: "creds", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "layer.tar"}}},
-				{Name: "blob", Source: kilnv1.Source{Blob: "registry.example/team/artifacts@" + Digest}},
+				{Name: "rootfs", Source: &kilnv1.Source{URL: "https://example.com/rootfs.tar.xz"}, Digest: Digest, DiffID: Digest, Compression: kilnv1.CompressionXz},
+				{Name: "app", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "app", Key: "app.tar.gz"}}, Normalize: kilnv1.NormalizeReproducible},
+				{Name: "creds", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "layer.tar"}}},
+				{Name: "blob", Source: &kilnv1.Source{Blob: "registry.example/team/artifacts@" + Digest}},
 			},
 			Config:   &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}}},
 			Output:   &kilnv1.Output{Compression: kilnv1.OutputZstd},
@@ -103,7 +103,7 @@ func InvalidCases() []Case {
 			ib.Spec.Layers[0].Source.Blob = "r.example/x@" + Digest
 		}, Want: "spec.layers[0].source: Invalid value: exactly one of url, configMap, secret or blob must be set"},
 		{Name: "no source", Mutate: func(ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers[0].Source = kilnv1.Source{}
+			ib.Spec.Layers[0].Source = &kilnv1.Source{}
 		}, Want: "exactly one of url, configMap, secret or blob must be set"},
 		{Name: "bad digest", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = "sha256:abc" },
 			Want: `spec.layers[0].digest: Invalid value: "sha256:abc"`},
@@ -160,7 +160,7 @@ func InvalidCases() []Case {
 func numberedLayers(n int) []kilnv1.Layer {
 	layers := make([]kilnv1.Layer, n)
 	for i := range layers {
-		layers[i] = kilnv1.Layer{Name: fmt.Sprintf("l%d", i), Source: kilnv1.Source{URL: fmt.Sprintf("https://example.com/%d.tar", i)}}
+		layers[i] = kilnv1.Layer{Name: fmt.Sprintf("l%d", i), Source: &kilnv1.Source{URL: fmt.Sprintf("https://example.com/%d.tar", i)}}
 	}
 	return layers
 }
