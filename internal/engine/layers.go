@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -67,30 +68,101 @@ type cachedLayer struct {
 	Changes           map[string]int `json:"changes,omitempty"`
 }
 
-// buildLayers produces every layer of the spec, in order, at most
-// layerParallelism at a time.
-func (e *Engine) buildLayers(ctx context.Context, spec *kilnv1.ImageBuildSpec, in Inputs, windows bool, o registry.Options, progress func(Progress)) ([]*builtLayer, error) {
-	out := make([]*builtLayer, len(spec.Layers))
+// layerSet is every layer of a build, produced once per distinct
+// definition and shaping: a layer shared by several platforms of an index
+// is one job, whatever the number of images it goes into.
+type layerSet struct {
+	// layers are each child's layers, in its order (entries shared).
+	layers [][]*builtLayer
+	// jobs are the distinct layers, each pinned once.
+	jobs                []*builtLayer
+	bytesIn             int64
+	cacheHits, encoded int
+}
+
+func (s *layerSet) release() { releaseAll(s.jobs) }
+
+// all returns the distinct layers (for mounts and push records).
+func (s *layerSet) all() []*builtLayer { return s.jobs }
+
+// layerJob is one distinct layer to produce.
+type layerJob struct {
+	spec    *kilnv1.ImageBuildSpec
+	layer   *kilnv1.Layer
+	windows bool
+	// platforms that use it (requested names; none for a single image).
+	platforms []string
+}
+
+// buildLayerSet produces the layers of every child, at most
+// layerParallelism at a time across the whole build. Two children share a
+// job when their layer is defined the same (variant resolved) and shaped
+// the same (Windows or not): its bytes are fetched and encoded once.
+func (e *Engine) buildLayerSet(ctx context.Context, children []child, bases []*image.Base, in Inputs, o registry.Options, progress func(Progress)) (*layerSet, error) {
+	var jobs []*layerJob
+	byKey := map[string]int{}
+	refs := make([][]int, len(children))
+	for i, c := range children {
+		windows := bases[i].Windows() || c.platform.OS == "windows"
+		for j := range c.spec.Layers {
+			l := &c.spec.Layers[j]
+			k := jobKey(l, windows)
+			n, ok := byKey[k]
+			if !ok {
+				n, byKey[k] = len(jobs), len(jobs)
+				jobs = append(jobs, &layerJob{spec: c.spec, layer: l, windows: windows})
+			}
+			if c.requested != "" {
+				jobs[n].platforms = append(jobs[n].platforms, c.requested)
+			}
+			refs[i] = append(refs[i], n)
+		}
+	}
+	built := make([]*builtLayer, len(jobs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(layerParallelism)
-	for i := range spec.Layers {
-		l := &spec.Layers[i]
+	for n, jb := range jobs {
 		g.Go(func() error {
-			b, err := e.buildLayer(gctx, spec, l, in, windows, o, progress)
+			b, err := e.buildLayer(gctx, jb.spec, jb.layer, in, jb.windows, o, progress)
 			if err != nil {
 				// Source, pipeline and verification errors already carry
 				// the layer's name (failure.LayerError); the rest get it.
-				return failure.InLayer(l.Name, err)
+				return inPlatforms(jb.spec, jb.platforms, failure.InLayer(jb.layer.Name, err))
 			}
-			out[i] = b
+			built[n] = b
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		releaseAll(out)
+		releaseAll(built)
 		return nil, err
 	}
-	return out, nil
+	set := &layerSet{jobs: built, layers: make([][]*builtLayer, len(children))}
+	for i := range children {
+		set.layers[i] = make([]*builtLayer, len(refs[i]))
+		for j, n := range refs[i] {
+			set.layers[i][j] = built[n]
+		}
+	}
+	for _, b := range built {
+		set.bytesIn += b.bytesIn
+		if b.cached {
+			set.cacheHits++
+		} else {
+			set.encoded++
+		}
+	}
+	return set, nil
+}
+
+// jobKey identifies a layer's definition (with its variant resolved) and
+// shaping: equal keys produce equal bytes.
+func jobKey(l *kilnv1.Layer, windows bool) string {
+	raw, err := json.Marshal(l)
+	if err != nil {
+		panic(fmt.Sprintf("marshalling a layer: %v", err)) // plain data
+	}
+	return fmt.Sprintf("%t %s", windows, raw)
 }
 
 func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, windows bool, o registry.Options, progress func(Progress)) (*builtLayer, error) {
