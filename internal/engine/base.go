@@ -49,7 +49,7 @@ func (e *Engine) resolveBases(ctx context.Context, spec *kilnv1.ImageBuildSpec, 
 		total += n
 		if err != nil {
 			release()
-			return nil, total, inPlatforms(spec, requestedOf(children, idx), err)
+			return nil, total, inPlatforms(requestedOf(children, idx), err)
 		}
 		for j, i := range idx {
 			out[i] = bs[j]
@@ -83,9 +83,10 @@ func requestedOf(children []child, idx []int) []string {
 }
 
 // inPlatforms names the platforms an error of a multi-platform build
-// belongs to; a single-platform build's errors are left as they are.
-func inPlatforms(spec *kilnv1.ImageBuildSpec, platforms []string, err error) error {
-	if len(spec.Platforms) == 0 || len(platforms) == 0 {
+// belongs to; a single-platform build (whose child has no requested
+// platform, so platforms is empty) keeps its errors as they are.
+func inPlatforms(platforms []string, err error) error {
+	if len(platforms) == 0 {
 		return err
 	}
 	word := "platform"

@@ -23,7 +23,7 @@ func (e *Engine) assembleIndex(spec *kilnv1.ImageBuildSpec, children []child, ba
 	for i, c := range children {
 		asm, err := e.assemble(c.spec, bases[i], layers[i])
 		if err != nil {
-			return nil, st, inPlatforms(spec, []string{c.requested}, err)
+			return nil, st, inPlatforms([]string{c.requested}, err)
 		}
 		asms[i] = asm
 		ms, err := manifestStatus(c, bases[i], layers[i], asm)

@@ -127,7 +127,7 @@ func (e *Engine) buildLayerSet(ctx context.Context, children []child, bases []*i
 			if err != nil {
 				// Source, pipeline and verification errors already carry
 				// the layer's name (failure.LayerError); the rest get it.
-				return inPlatforms(jb.spec, jb.platforms, failure.InLayer(jb.layer.Name, err))
+				return inPlatforms(jb.platforms, failure.InLayer(jb.layer.Name, err))
 			}
 			built[n] = b
 			return nil

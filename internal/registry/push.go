@@ -330,7 +330,7 @@ func withMounts(a Artifact, ref name.Reference, o Options) Artifact {
 	case v1.Image:
 		return &mountingImage{Image: t, target: ref.Context(), o: o}
 	case v1.ImageIndex:
-		return &mountingIndex{ImageIndex: t, target: ref.Context(), o: o}
+		return &mountingIndex{imageIndex: t, target: ref.Context(), o: o}
 	}
 	return a
 }
@@ -340,16 +340,21 @@ func isIndex(a Artifact) bool {
 	return ok
 }
 
+// imageIndex names the embedded index of mountingIndex: embedded as
+// v1.ImageIndex, the field would be called ImageIndex and hide the
+// interface's ImageIndex method, so *mountingIndex would not be an index.
+type imageIndex = v1.ImageIndex
+
 // mountingIndex hands out its children wrapped by withMounts, which is how
 // go-containerregistry's Push reaches them.
 type mountingIndex struct {
-	v1.ImageIndex
+	imageIndex
 	target name.Repository
 	o      Options
 }
 
 func (m *mountingIndex) Image(d v1.Hash) (v1.Image, error) {
-	img, err := m.ImageIndex.Image(d)
+	img, err := m.imageIndex.Image(d)
 	if err != nil {
 		return nil, err
 	}
