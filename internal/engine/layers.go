@@ -75,8 +75,8 @@ type layerSet struct {
 	// layers are each child's layers, in its order (entries shared).
 	layers [][]*builtLayer
 	// jobs are the distinct layers, each pinned once.
-	jobs                []*builtLayer
-	bytesIn             int64
+	jobs               []*builtLayer
+	bytesIn            int64
 	cacheHits, encoded int
 }
 

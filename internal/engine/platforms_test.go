@@ -308,9 +308,13 @@ func TestOverlayConfig(t *testing.T) {
 				return len(c.Env) == 3 && c.Env[1].Value == "3" && c.Env[2].Name == "C" && c.Cmd[0] == "serve"
 			}},
 		{"entrypoint clears cmd", &kilnv1.ImageConfig{Entrypoint: []string{`C:\app.exe`}},
-			func(c *kilnv1.ImageConfig) bool { return c.Entrypoint[0] == `C:\app.exe` && c.Cmd == nil && c.User == "1000" }},
+			func(c *kilnv1.ImageConfig) bool {
+				return c.Entrypoint[0] == `C:\app.exe` && c.Cmd == nil && c.User == "1000"
+			}},
 		{"labels merged", &kilnv1.ImageConfig{Labels: map[string]string{"b": "2"}, User: "ContainerUser"},
-			func(c *kilnv1.ImageConfig) bool { return c.Labels["a"] == "1" && c.Labels["b"] == "2" && c.User == "ContainerUser" }},
+			func(c *kilnv1.ImageConfig) bool {
+				return c.Labels["a"] == "1" && c.Labels["b"] == "2" && c.User == "ContainerUser"
+			}},
 	} {
 		got := overlayConfig(base, tc.over)
 		if !tc.want(got) {
