@@ -18,6 +18,8 @@ type Index struct {
 	Digest v1.Hash
 	// Children maps each platform as given to PushIndex to its image digest.
 	Children map[string]v1.Hash
+	// Images maps each platform to its image (for IndexOptions.Reuse).
+	Images map[string]v1.Image
 }
 
 // IndexOptions shape PushIndex's index.
@@ -27,6 +29,9 @@ type IndexOptions struct {
 	Attestation bool
 	// Docker makes a Docker manifest list of Docker schema 2 images.
 	Docker bool
+	// Reuse takes these platforms' images instead of new random ones: an
+	// index that moved for the other platforms only.
+	Reuse map[string]v1.Image
 }
 
 // PushIndex pushes to ref (host/repo:tag) an index with one small random
@@ -34,14 +39,18 @@ type IndexOptions struct {
 // config recording its platform as a real base's does.
 func PushIndex(t testing.TB, ref string, opts IndexOptions, platforms ...string) Index {
 	t.Helper()
-	out := Index{Ref: ref, Children: map[string]v1.Hash{}}
+	out := Index{Ref: ref, Children: map[string]v1.Hash{}, Images: map[string]v1.Image{}}
 	var adds []mutate.IndexAddendum
 	for _, ps := range platforms {
 		p, err := v1.ParsePlatform(ps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		img := platformImage(t, *p, opts.Docker)
+		img, ok := opts.Reuse[ps]
+		if !ok {
+			img = platformImage(t, *p, opts.Docker)
+		}
+		out.Images[ps] = img
 		out.Children[ps], _ = img.Digest()
 		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: p}})
 	}
