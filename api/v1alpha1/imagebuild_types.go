@@ -86,8 +86,8 @@ type ImageBuildSpec struct {
 	// be: the child of an index base matching the platform (or the
 	// platform's own base), the layers that apply to it (layers[].platforms,
 	// layers[].variants), spec.config with the platform's config on top.
-	// A layer shared by several platforms is fetched and encoded once per
-	// distinct shaping (Windows layers are shaped differently). Nothing is
+	// A layer shared by several platforms is fetched once and encoded once
+	// per distinct shaping (Windows layers are shaped differently). Nothing is
 	// pushed unless every platform builds. Mutually exclusive with
 	// base.platform.
 	// +optional

@@ -325,3 +325,31 @@ func TestOverlayConfig(t *testing.T) {
 		t.Errorf("overlay modified spec.config: %+v", base)
 	}
 }
+
+func TestLayerSharedByLinuxAndWindowsIsFetchedOnce(t *testing.T) {
+	f := newMultiFixture(t)
+	shared := testkit.Tar(t, testkit.Dir("etc/"), testkit.File("etc/motd", strings.Repeat("hello\n", 50000)))
+	url := f.files.Put("/shared.tar.gz", testkit.Gzip(t, shared))
+	f.ib.Spec.Platforms = []kilnv1.PlatformBuild{{Platform: "linux/amd64"}, {Platform: "windows/amd64"}}
+	f.ib.Spec.Layers = []kilnv1.Layer{{Name: "shared", Source: &kilnv1.Source{URL: url}}}
+	res, err := newEngine(t, "").Build(context.Background(), f.ib, f.in, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := f.files.Downloads("/shared.tar.gz"); n != 1 {
+		t.Errorf("shared layer downloaded %d times, want once for both shapings", n)
+	}
+	lin, win := res.Status.Manifests[0].Layers[0], res.Status.Manifests[1].Layers[0]
+	if res.Encoded != 2 || lin.DiffID != testkit.Digest(shared) || win.DiffID == lin.DiffID || win.SourceDigest != lin.SourceDigest {
+		t.Errorf("encoded %d; linux %+v; windows %+v; want two encodes of one fetch, the Linux one byte-exact", res.Encoded, lin, win)
+	}
+
+	// Broken input: both shapings fail, the fetch stops, nothing is pushed.
+	f.reg.Reset()
+	f.ib.Spec.Layers[0].Source.URL = f.files.Put("/shared-bad.tar.gz", testkit.Gzip(t, shared[:1024+100000]))
+	f.ib.Spec.Target.Image = f.reg.Host + "/team/bad:1"
+	_, err = newEngine(t, "").Build(context.Background(), f.ib, f.in, Options{})
+	if err == nil || !strings.Contains(err.Error(), `layer "shared"`) || f.reg.Writes() != 0 {
+		t.Errorf("err = %v, %d writes; want an error naming the layer and no writes", err, f.reg.Writes())
+	}
+}
