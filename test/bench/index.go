@@ -35,7 +35,7 @@ spec:
 // indexCase measures a two-platform index with one shared layer: the
 // layer must be encoded once (both images list the same blob, uploaded
 // once), so its wall time is to be read against the single-platform
-// build of the same layer (kiln-gz1) in the same run.
+// build of the same layer (kiln-index1) in the same run.
 func indexCase(platforms int) func(context.Context, *bench, *registry, int) (sample, error) {
 	return func(ctx context.Context, b *bench, _ *registry, run int) (sample, error) {
 		dir, err := os.MkdirTemp(b.work, "index-")
