@@ -57,7 +57,7 @@ func TestPinnedDigestOfAnotherNamespacesSecretIsNotServed(t *testing.T) {
 	kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: teamA},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers: []kilnv1.Layer{{Name: "key", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar.gz"}}}},
+			Layers: []kilnv1.Layer{{Name: "key", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar.gz"}}}},
 			Target: kilnv1.Target{Image: reg.Host + "/team-a/app:1"},
 		},
 	})
@@ -70,7 +70,7 @@ func TestPinnedDigestOfAnotherNamespacesSecretIsNotServed(t *testing.T) {
 	kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "steal", Namespace: teamB},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers: []kilnv1.Layer{{Name: "key", Source: kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: testkit.Digest(secretTar)}},
+			Layers: []kilnv1.Layer{{Name: "key", Source: &kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: testkit.Digest(secretTar)}},
 			Target: kilnv1.Target{Image: reg.Host + "/team-b/stolen:1"},
 		},
 	})
@@ -123,7 +123,7 @@ func TestConcurrentBuildsShareAFetchOnlyWithTheSameHeaders(t *testing.T) {
 		kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 			ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
 			Spec: kilnv1.ImageBuildSpec{
-				Layers: []kilnv1.Layer{{Name: "l", Source: kilnv1.Source{URL: srv.URL + "/private.tar.gz", HeadersFrom: headers}}},
+				Layers: []kilnv1.Layer{{Name: "l", Source: &kilnv1.Source{URL: srv.URL + "/private.tar.gz", HeadersFrom: headers}}},
 				Target: kilnv1.Target{Image: reg.Host + "/" + ns + "/app:1"},
 			},
 		})

@@ -762,7 +762,7 @@ func TestHealthThroughTheLifecycle(t *testing.T) {
 
 	updateUnstructured(t, ns, "app", func(ib *kilnv1.ImageBuild) {
 		ib.Spec.Layers[0].Digest = ""
-		ib.Spec.Layers = append(ib.Spec.Layers, kilnv1.Layer{Name: "conf", Source: kilnv1.Source{
+		ib.Spec.Layers = append(ib.Spec.Layers, kilnv1.Layer{Name: "conf", Source: &kilnv1.Source{
 			ConfigMap: &kilnv1.KeySelector{Name: "later", Key: "conf.tar"}}})
 	})
 	// kiln retries an outside error without concluding the generation

@@ -32,7 +32,7 @@ func simpleBuild(ns, name, layerURL string, reg *testkit.Registry, repo string) 
 	return &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers: []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{URL: layerURL}}},
+			Layers: []kilnv1.Layer{{Name: "app", Source: &kilnv1.Source{URL: layerURL}}},
 			Config: &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "APP", Value: "1"}}},
 			Target: kilnv1.Target{Image: reg.Host + "/" + repo + ":1.0"},
 		},
@@ -53,7 +53,7 @@ func TestHappyPathNoChurnAndRebuilds(t *testing.T) {
 	})
 
 	ib := simpleBuild(ns, "app", appURL, reg, "team/app")
-	ib.Spec.Layers = append(ib.Spec.Layers, kilnv1.Layer{Name: "conf", Source: kilnv1.Source{
+	ib.Spec.Layers = append(ib.Spec.Layers, kilnv1.Layer{Name: "conf", Source: &kilnv1.Source{
 		ConfigMap: &kilnv1.KeySelector{Name: "app-files", Key: "conf.tar"}}})
 	ib.Spec.Target.Tags = []string{"latest"}
 	// Verified every ~300ms, so that "no churn" below sees several checks.
@@ -396,7 +396,7 @@ func TestMissingConfigMapIsNotReadyThenCreatingItBuilds(t *testing.T) {
 	ib := &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers: []kilnv1.Layer{{Name: "conf", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "later", Key: "l.tar"}}}},
+			Layers: []kilnv1.Layer{{Name: "conf", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "later", Key: "l.tar"}}}},
 			Target: kilnv1.Target{Image: reg.Host + "/late:1"},
 		},
 	}
@@ -501,7 +501,7 @@ func TestSecretOfAnotherNamespaceIsNeverRead(t *testing.T) {
 	kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "sec", Namespace: own},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers: []kilnv1.Layer{{Name: "s", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar"}}}},
+			Layers: []kilnv1.Layer{{Name: "s", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar"}}}},
 			Target: kilnv1.Target{Image: reg.Host + "/sec:1"},
 		},
 	})
@@ -548,7 +548,7 @@ func manyBuildsShareLayers(t *testing.T, pinned bool) {
 			},
 		}
 		for j, s := range shared {
-			l := kilnv1.Layer{Name: fmt.Sprintf("l%d", j), Source: kilnv1.Source{URL: files.URL + s.path}}
+			l := kilnv1.Layer{Name: fmt.Sprintf("l%d", j), Source: &kilnv1.Source{URL: files.URL + s.path}}
 			if pinned {
 				l.Digest = s.digest
 			}

@@ -37,8 +37,8 @@ type refs struct {
 	ServiceAccount string
 }
 
-// referencesOf lists every ConfigMap and Secret the spec names: layer and
-// base-archive sources, URL headers and the CA bundle. Sorted, no duplicates.
+// referencesOf lists every ConfigMap and Secret the spec names: layer,
+// variant and base-archive sources, URL headers and the CA bundle. Sorted, no duplicates.
 func referencesOf(spec *kilnv1.ImageBuildSpec) refs {
 	var cms, secrets []string
 	addSource := func(s *kilnv1.Source) {
@@ -52,11 +52,8 @@ func referencesOf(spec *kilnv1.ImageBuildSpec) refs {
 			secrets = append(secrets, s.HeadersFrom.Name)
 		}
 	}
-	for i := range spec.Layers {
-		addSource(&spec.Layers[i].Source)
-	}
-	if spec.Base != nil && spec.Base.Archive != nil {
-		addSource(&spec.Base.Archive.Source)
+	for _, s := range spec.AllSources() {
+		addSource(s)
 	}
 	if cb := spec.Target.CABundle; cb != nil {
 		if cb.ConfigMap != nil {
@@ -114,11 +111,8 @@ func usedKeys(spec *kilnv1.ImageBuildSpec) map[objectRef][]string {
 			add(kindSecret, s.HeadersFrom.Name, allKeys)
 		}
 	}
-	for i := range spec.Layers {
-		addSource(&spec.Layers[i].Source)
-	}
-	if spec.Base != nil && spec.Base.Archive != nil {
-		addSource(&spec.Base.Archive.Source)
+	for _, s := range spec.AllSources() {
+		addSource(s)
 	}
 	if cb := spec.Target.CABundle; cb != nil {
 		if cb.ConfigMap != nil {

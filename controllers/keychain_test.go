@@ -106,10 +106,10 @@ func TestReferencesOf(t *testing.T) {
 	spec := &kilnv1.ImageBuildSpec{
 		Base: &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "base", Key: "b"}}}},
 		Layers: []kilnv1.Layer{
-			{Name: "a", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "a"}}},
-			{Name: "b", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "b"}}},
-			{Name: "c", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "creds", Key: "c"}}},
-			{Name: "d", Source: kilnv1.Source{URL: "https://x/d", HeadersFrom: &kilnv1.LocalObjectReference{Name: "headers"}}},
+			{Name: "a", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "a"}}},
+			{Name: "b", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "b"}}},
+			{Name: "c", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "creds", Key: "c"}}},
+			{Name: "d", Source: &kilnv1.Source{URL: "https://x/d", HeadersFrom: &kilnv1.LocalObjectReference{Name: "headers"}}},
 		},
 		Target:             kilnv1.Target{Image: "r/x", CABundle: &kilnv1.CABundleSource{Secret: &kilnv1.KeySelector{Name: "ca", Key: "ca.crt"}}},
 		ServiceAccountName: "builder",

@@ -149,9 +149,9 @@ func TestContentFingerprint(t *testing.T) {
 	spec := &kilnv1.ImageBuildSpec{
 		ServiceAccountName: "builder",
 		Layers: []kilnv1.Layer{
-			{Name: "conf", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "used"}}},
-			{Name: "sec", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "sec", Key: "layer"}}},
-			{Name: "web", Source: kilnv1.Source{URL: "https://h/x.tar", HeadersFrom: &kilnv1.LocalObjectReference{Name: "hdr"}}},
+			{Name: "conf", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "used"}}},
+			{Name: "sec", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "sec", Key: "layer"}}},
+			{Name: "web", Source: &kilnv1.Source{URL: "https://h/x.tar", HeadersFrom: &kilnv1.LocalObjectReference{Name: "hdr"}}},
 		},
 	}
 	base := func() *objects {

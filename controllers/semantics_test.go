@@ -190,7 +190,7 @@ func TestMetadataOnlyConfigMapEditWritesNothing(t *testing.T) {
 	kube.Create(t, env.k8s, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "meta", Namespace: ns},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers: []kilnv1.Layer{{Name: "l", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "l.tar"}}}},
+			Layers: []kilnv1.Layer{{Name: "l", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "l.tar"}}}},
 			Target: kilnv1.Target{Image: reg.Host + "/meta:1"},
 		},
 	})

@@ -63,6 +63,11 @@ const SecretSourceDigestPrefix = "secret:"
 // ImageBuildSpec is the desired image: a base, layers applied in order, the
 // image configuration and where to push the result.
 // +kubebuilder:validation:XValidation:rule="!has(self.layers) || self.layers.all(l, self.layers.exists_one(m, m.name == l.name))",message="layer names must be unique"
+// +kubebuilder:validation:XValidation:rule="!has(self.platforms) || !has(self.base) || !has(self.base.platform)",message="spec.base.platform and spec.platforms are mutually exclusive: list the platforms in spec.platforms"
+// +kubebuilder:validation:XValidation:rule="has(self.platforms) || !has(self.layers) || self.layers.all(l, !has(l.variants) && !has(l.platforms))",message="layers[].variants and layers[].platforms need spec.platforms"
+// +kubebuilder:validation:XValidation:rule="!has(self.platforms) || !has(self.layers) || self.layers.all(l, !has(l.variants) || l.variants.all(v, self.platforms.exists(p, p.platform == v.platform || p.platform.startsWith(v.platform + '/') || p.platform.startsWith(v.platform + ':'))))",message="every layers[].variants[].platform must be one of spec.platforms, or a prefix of one (linux/arm64 for linux/arm64/v8)"
+// +kubebuilder:validation:XValidation:rule="!has(self.platforms) || !has(self.layers) || self.layers.all(l, !has(l.platforms) || l.platforms.all(q, self.platforms.exists(p, p.platform == q || p.platform.startsWith(q + '/') || p.platform.startsWith(q + ':'))))",message="every layers[].platforms entry must be one of spec.platforms, or a prefix of one"
+// +kubebuilder:validation:XValidation:rule="!has(self.platforms) || !has(self.layers) || self.layers.all(l, !has(l.variants) || self.platforms.all(p, (has(l.platforms) && !l.platforms.exists(q, p.platform == q || p.platform.startsWith(q + '/') || p.platform.startsWith(q + ':'))) || l.variants.exists(v, p.platform == v.platform || p.platform.startsWith(v.platform + '/') || p.platform.startsWith(v.platform + ':'))))",message="a layer with variants must have a variant for every platform it applies to (limit it with layers[].platforms)"
 type ImageBuildSpec struct {
 	// base is the image the layers are added on top of. When omitted the base
 	// is scratch (an empty linux/amd64 image).
@@ -74,6 +79,23 @@ type ImageBuildSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=127
 	Layers []Layer `json:"layers,omitempty"`
+
+	// platforms makes the build push an OCI image index with one image per
+	// platform instead of a single image. Each child is built exactly as a
+	// single-platform build with base.platform set to its platform would
+	// be: the child of an index base matching the platform (or the
+	// platform's own base), the layers that apply to it (layers[].platforms,
+	// layers[].variants), spec.config with the platform's config on top.
+	// A layer shared by several platforms is fetched once and encoded once
+	// per distinct shaping (Windows layers are shaped differently). Nothing is
+	// pushed unless every platform builds. Mutually exclusive with
+	// base.platform.
+	// +optional
+	// +listType=map
+	// +listMapKey=platform
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Platforms []PlatformBuild `json:"platforms,omitempty"`
 
 	// normalize is the default normalization for layers that do not set their
 	// own: minimal (default) or reproducible.
@@ -168,6 +190,60 @@ type Base struct {
 	UpdatePolicy BaseUpdatePolicy `json:"updatePolicy,omitempty"`
 }
 
+// PlatformBuild is one platform of a multi-platform build.
+// +kubebuilder:validation:XValidation:rule="!has(self.base) || (!has(self.base.platform) && !has(self.base.pollInterval) && !has(self.base.updatePolicy))",message="platforms[].base takes image or archive only: its platform is platforms[].platform, and polling follows spec.base"
+type PlatformBuild struct {
+	// platform is os/arch[/variant], optionally followed by ":os.version"
+	// (matched by prefix) for Windows, e.g. linux/arm64/v8 or
+	// windows/amd64:10.0.20348. It selects the child of an index base the
+	// way base.platform does.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?(:[0-9][0-9.]*)?$`
+	Platform string `json:"platform"`
+
+	// base overrides spec.base for this platform (e.g. a nanoserver base for
+	// windows/amd64). Its platform must match.
+	// +optional
+	Base *Base `json:"base,omitempty"`
+
+	// config is laid over spec.config for this platform: fields it sets
+	// replace spec.config's (env and labels are merged, the platform's
+	// values winning), the rest are spec.config's.
+	// +optional
+	Config *ImageConfig `json:"config,omitempty"`
+}
+
+// LayerVariant is a layer's source for the platforms it matches.
+type LayerVariant struct {
+	// platform this variant is for: one of spec.platforms, or a prefix of
+	// one (linux/arm64 matches linux/arm64/v8; windows/amd64 matches
+	// windows/amd64:10.0.20348). When several variants match a platform the
+	// most specific (longest) one is used.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?(:[0-9][0-9.]*)?$`
+	Platform string `json:"platform"`
+
+	// source is where this variant's tarball is fetched from.
+	// +required
+	Source Source `json:"source"`
+
+	// digest optionally pins the sha256 of the fetched bytes, as layers[].digest.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^sha256:[a-f0-9]{64}$`
+	Digest string `json:"digest,omitempty"`
+
+	// diffID optionally pins the sha256 of the uncompressed tar, as layers[].diffID.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^sha256:[a-f0-9]{64}$`
+	DiffID string `json:"diffID,omitempty"`
+
+	// compression of the fetched bytes, as layers[].compression.
+	// +optional
+	Compression Compression `json:"compression,omitempty"`
+}
+
 // Archive is an image tarball used as base.
 type Archive struct {
 	// source is where the archive is fetched from.
@@ -181,6 +257,9 @@ type Archive struct {
 }
 
 // Layer is one tarball added to the image.
+// +kubebuilder:validation:XValidation:rule="has(self.source) != has(self.variants)",message="exactly one of source or variants must be set"
+// +kubebuilder:validation:XValidation:rule="!has(self.variants) || self.variants.all(v, self.variants.exists_one(w, w.platform == v.platform))",message="variant platforms must be unique"
+// +kubebuilder:validation:XValidation:rule="!has(self.variants) || (!has(self.digest) && !has(self.diffID) && !has(self.compression))",message="with variants, digest, diffID and compression are set per variant"
 type Layer struct {
 	// name identifies the layer in status, events and error messages.
 	// Unique within the ImageBuild, DNS-label shaped.
@@ -189,9 +268,29 @@ type Layer struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// source is where the layer tarball is fetched from.
-	// +required
-	Source Source `json:"source"`
+	// source is where the layer tarball is fetched from. Exactly one of
+	// source or variants.
+	// +optional
+	Source *Source `json:"source,omitempty"`
+
+	// variants give the layer a different source per platform (only with
+	// spec.platforms): each platform the layer applies to takes the most
+	// specific variant matching it. Exactly one of source or variants.
+	// +optional
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Variants []LayerVariant `json:"variants,omitempty"`
+
+	// platforms limits the layer to these platforms (only with
+	// spec.platforms): entries are spec.platforms values or prefixes of
+	// them, matched as variants are. Default: every platform.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?(:[0-9][0-9.]*)?$`
+	Platforms []string `json:"platforms,omitempty"`
 
 	// digest optionally pins the sha256 of the fetched (possibly compressed)
 	// bytes; a mismatch stops the build before anything is pushed.
@@ -400,18 +499,30 @@ type ImageBuildStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
-	// image is the pushed image by digest: repository@sha256:....
+	// image is the pushed image by digest: repository@sha256:... (with
+	// spec.platforms, the index).
 	// +optional
 	Image string `json:"image,omitempty"`
-	// digest of the pushed manifest.
+	// digest of the pushed manifest (with spec.platforms, of the index).
 	// +optional
 	Digest string `json:"digest,omitempty"`
-	// configDigest is the digest of the image config blob.
+	// configDigest is the digest of the image config blob (empty for an
+	// index: each of manifests[] has its own).
 	// +optional
 	ConfigDigest string `json:"configDigest,omitempty"`
-	// mediaType of the pushed manifest.
+	// mediaType of the pushed manifest or index.
 	// +optional
 	MediaType string `json:"mediaType,omitempty"`
+	// platforms lists the platforms of a pushed index, in spec order (for
+	// the PLATFORMS column); empty for a single image.
+	// +optional
+	Platforms []string `json:"platforms,omitempty"`
+	// manifests are the images of a pushed index, one per spec.platforms
+	// entry, in spec order; empty for a single image.
+	// +optional
+	// +listType=map
+	// +listMapKey=platform
+	Manifests []ManifestStatus `json:"manifests,omitempty"`
 	// inputDigest hashes the normalized spec, every resolved input digest and
 	// the engine version: equal inputDigests give equal images.
 	// +optional
@@ -424,10 +535,13 @@ type ImageBuildStatus struct {
 	// an HMAC keyed by the Secret's uid, so it confirms no guess of them.
 	// +optional
 	InputsFingerprint string `json:"inputsFingerprint,omitempty"`
-	// base is the resolved base image.
+	// base is the resolved base image. For an index build it is spec.base
+	// with digest and refDigest the digest its reference resolved to (the
+	// base index); each of manifests[] records its own base child.
 	// +optional
 	Base *BaseStatus `json:"base,omitempty"`
-	// layers added by this build, in order, with provenance.
+	// layers added by this build, in order, with provenance (for an index
+	// build, per platform in manifests[].layers).
 	// +optional
 	Layers []LayerStatus `json:"layers,omitempty"`
 	// tags that point at digest (target.image's tag and target.tags).
@@ -467,6 +581,36 @@ type BaseStatus struct {
 	// checkedAt is when a tag base was last resolved.
 	// +optional
 	CheckedAt *metav1.Time `json:"checkedAt,omitempty"`
+}
+
+// ManifestStatus is one image of a pushed index.
+type ManifestStatus struct {
+	// platform of the image, as its config and the index record it
+	// (os/arch[/variant][:os.version], with the full os.version of the
+	// base child it was built on).
+	Platform string `json:"platform"`
+	// requested is the spec.platforms entry this image was built for.
+	Requested string `json:"requested"`
+	// digest of the image manifest.
+	Digest string `json:"digest"`
+	// configDigest is the digest of its config blob.
+	ConfigDigest string `json:"configDigest"`
+	// mediaType of the image manifest.
+	MediaType string `json:"mediaType"`
+	// size of the image manifest in bytes.
+	Size int64 `json:"size"`
+	// base is the base image it was built on: for an index base, the
+	// chosen child (digest) of the index (refDigest), so per-platform base
+	// drift is visible.
+	// +optional
+	Base *BaseStatus `json:"base,omitempty"`
+	// inputDigest hashes this image's inputs, as status.inputDigest does
+	// for a single image.
+	// +optional
+	InputDigest string `json:"inputDigest,omitempty"`
+	// layers added to this image, in order.
+	// +optional
+	Layers []LayerStatus `json:"layers,omitempty"`
 }
 
 // LayerStatus records one added layer and where it came from.
@@ -537,6 +681,7 @@ type HistoryEntry struct {
 // +kubebuilder:resource:shortName=ib,categories=kiln
 // +kubebuilder:printcolumn:name="Ready",type="string",JSONPath=".status.conditions[?(@.type==\"Ready\")].status"
 // +kubebuilder:printcolumn:name="Image",type="string",JSONPath=".status.image"
+// +kubebuilder:printcolumn:name="Platforms",type="string",JSONPath=".status.platforms",priority=0
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type ImageBuild struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/yaml"
 
@@ -109,14 +110,14 @@ func TestRenderedKilnImageBuildSpec(t *testing.T) {
 		t.Errorf("normalize = %q, want reproducible", sp.Normalize)
 	}
 	want := []kilnv1.Layer{
-		{Name: "system", Source: kilnv1.Source{URL: vals["SYSTEM_URL"]}, Digest: vals["SYSTEM_DIGEST"]},
-		{Name: "kiln", Source: kilnv1.Source{URL: vals["KILN_URL"]}, Digest: vals["KILN_DIGEST"]},
+		{Name: "system", Source: &kilnv1.Source{URL: vals["SYSTEM_URL"]}, Digest: vals["SYSTEM_DIGEST"]},
+		{Name: "kiln", Source: &kilnv1.Source{URL: vals["KILN_URL"]}, Digest: vals["KILN_DIGEST"]},
 	}
 	if len(sp.Layers) != len(want) {
 		t.Fatalf("layers = %+v, want %+v", sp.Layers, want)
 	}
 	for i := range want {
-		if sp.Layers[i] != want[i] {
+		if !equality.Semantic.DeepEqual(sp.Layers[i], want[i]) {
 			t.Errorf("layer %d = %+v, want %+v", i, sp.Layers[i], want[i])
 		}
 	}

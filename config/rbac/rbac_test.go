@@ -98,7 +98,7 @@ func TestManagerBuildsWithOnlyTheRenderedRBAC(t *testing.T) {
 	kube.Create(t, admin, &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers:             []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "app.tar"}}}},
+			Layers:             []kilnv1.Layer{{Name: "app", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "app.tar"}}}},
 			ServiceAccountName: "builder",
 			Target:             kilnv1.Target{Image: reg.Host + "/team/app:1"},
 		},

@@ -261,7 +261,7 @@ func imageBuild(b build, layerURL string, reg *registry) *kilnv1.ImageBuild {
 	return &kilnv1.ImageBuild{
 		ObjectMeta: metav1.ObjectMeta{Name: b.name, Namespace: b.ns},
 		Spec: kilnv1.ImageBuildSpec{
-			Layers: []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{URL: layerURL}}},
+			Layers: []kilnv1.Layer{{Name: "app", Source: &kilnv1.Source{URL: layerURL}}},
 			Target: kilnv1.Target{Image: reg.host + "/queue/" + b.name + ":1"},
 		},
 	}

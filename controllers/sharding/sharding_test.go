@@ -72,7 +72,7 @@ func TestShardsBuildOnlyTheirOwnImageBuilds(t *testing.T) {
 		ib := &kilnv1.ImageBuild{
 			ObjectMeta: metav1.ObjectMeta{Name: b.name, Namespace: ns},
 			Spec: kilnv1.ImageBuildSpec{
-				Layers: []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: b.name, Key: "app.tar"}}}},
+				Layers: []kilnv1.Layer{{Name: "app", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: b.name, Key: "app.tar"}}}},
 				Target: kilnv1.Target{Image: host + "/" + b.repo + ":1"},
 			},
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/yaml"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
@@ -110,6 +111,13 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 	if err := printBuilds(cmd.OutOrStdout(), docs.builds, f.output); err != nil {
 		return err
 	}
+	if dryRun {
+		for _, ib := range docs.builds {
+			for _, line := range planLines(ib) {
+				fprintf(cmd.ErrOrStderr(), "%s\n", line)
+			}
+		}
+	}
 	for _, line := range failed {
 		fprintf(cmd.ErrOrStderr(), "%s\n", line)
 	}
@@ -174,6 +182,34 @@ func markPlan(ib *kilnv1.ImageBuild, res *engine.Result) {
 	}
 	ib.Status.LastBuild = nil
 	ib.Status.History = nil
+}
+
+// planLines summarize a planned build for a reader: one line per platform
+// of an index, then one for what the target gets (the image or the index)
+// and whether a build would push it. A failed plan has no lines (its error
+// is printed instead).
+func planLines(ib *kilnv1.ImageBuild) []string {
+	if ib.Status.Digest == "" {
+		return nil
+	}
+	prefix := "plan " + ib.Namespace + "/" + ib.Name + ": "
+	var out []string
+	for _, m := range ib.Status.Manifests {
+		layers := "layers"
+		if len(m.Layers) == 1 {
+			layers = "layer"
+		}
+		out = append(out, fmt.Sprintf("%s%s %s (%d added %s)", prefix, m.Platform, m.Digest, len(m.Layers), layers))
+	}
+	what := "image"
+	if len(ib.Status.Manifests) > 0 {
+		what = "index"
+	}
+	verdict := "up to date"
+	if c := apimeta.FindStatusCondition(ib.Status.Conditions, kilnv1.ReadyCondition); c != nil && c.Reason == "PushRequired" {
+		verdict = "would push to " + ib.Spec.Target.Image
+	}
+	return append(out, fmt.Sprintf("%s%s %s %s", prefix, what, ib.Status.Digest, verdict))
 }
 
 // printBuilds prints one object, or a v1 List when there are several.

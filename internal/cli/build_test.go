@@ -138,3 +138,56 @@ func TestBuildRejectsUnknownKindsAndFields(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildAndPlanTwoPlatforms(t *testing.T) {
+	reg := testkit.NewRegistry(t)
+	base := testkit.PushIndex(t, reg.Host+"/lib/base:1", testkit.IndexOptions{Attestation: true}, "linux/amd64", "linux/arm64/v8")
+	files := testkit.NewFileServer(t)
+	amd := files.Put("/app-amd64.tar", testkit.Files(t, "app/arch", "amd64"))
+	arm := files.Put("/app-arm64.tar", testkit.Files(t, "app/arch", "arm64"))
+	spec := fmt.Sprintf(`apiVersion: kiln.dev/v1alpha1
+kind: ImageBuild
+metadata: {name: multi}
+spec:
+  base: {image: %s}
+  platforms: [{platform: linux/amd64}, {platform: linux/arm64/v8}]
+  layers:
+  - name: app
+    variants:
+    - {platform: linux/amd64, source: {url: %q}}
+    - {platform: linux/arm64, source: {url: %q}}
+  target: {image: %s/team/multi:1.0}
+`, base.Ref, amd, arm, reg.Host)
+	file := filepath.Join(t.TempDir(), "ib.yaml")
+	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	planOut, stderr, code := run(t, "plan", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
+	if code != 0 {
+		t.Fatalf("plan exit %d: %s", code, stderr)
+	}
+	var planned kilnv1.ImageBuild
+	if err := yaml.UnmarshalStrict([]byte(planOut), &planned); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	want := []string{
+		"plan default/multi: linux/amd64 " + planned.Status.Manifests[0].Digest + " (1 added layer)",
+		"plan default/multi: linux/arm64/v8 " + planned.Status.Manifests[1].Digest + " (1 added layer)",
+		"plan default/multi: index " + planned.Status.Digest + " would push to " + reg.Host + "/team/multi:1.0",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("plan summary:\n%s\nwant:\n%s", stderr, strings.Join(want, "\n"))
+	}
+	stdout, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
+	if code != 0 {
+		t.Fatalf("build exit %d: %s", code, stderr)
+	}
+	var built kilnv1.ImageBuild
+	if err := yaml.UnmarshalStrict([]byte(stdout), &built); err != nil {
+		t.Fatal(err)
+	}
+	if built.Status.Digest != planned.Status.Digest || len(built.Status.Manifests) != 2 {
+		t.Errorf("build pushed %s with %d manifests, plan said %s", built.Status.Digest, len(built.Status.Manifests), planned.Status.Digest)
+	}
+}

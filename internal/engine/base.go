@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -15,20 +17,104 @@ import (
 	"github.com/kiln-build/kiln/internal/source"
 )
 
-// resolveBase returns the base image and the bytes fetched to get it.
-func (e *Engine) resolveBase(ctx context.Context, spec *kilnv1.ImageBuildSpec, in Inputs, p v1.Platform, o registry.Options) (*image.Base, int64, error) {
+// resolveBases returns the base of every child, in order, and the bytes
+// fetched to get them. Children on the same base (spec.base, or equal
+// platforms[].base overrides) resolve it once: one GET of an index, one
+// fetch of an archive.
+func (e *Engine) resolveBases(ctx context.Context, spec *kilnv1.ImageBuildSpec, children []child, in Inputs, o registry.Options) ([]*image.Base, int64, error) {
+	out := make([]*image.Base, len(children))
+	groups, order := map[string][]int{}, []string(nil)
+	for i, c := range children {
+		k := baseKey(c.spec.Base)
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	release := func() {
+		for _, b := range out {
+			if b != nil {
+				b.Release()
+			}
+		}
+	}
+	var total int64
+	for _, k := range order {
+		idx := groups[k]
+		ps := make([]v1.Platform, len(idx))
+		for j, i := range idx {
+			ps[j] = children[i].platform
+		}
+		bs, n, err := e.resolveBase(ctx, children[idx[0]].spec, in, ps, o)
+		total += n
+		if err != nil {
+			release()
+			return nil, total, inPlatforms(requestedOf(children, idx), err)
+		}
+		for j, i := range idx {
+			out[i] = bs[j]
+		}
+	}
+	return out, total, nil
+}
+
+// baseKey identifies a child's base apart from its platform.
+func baseKey(b *kilnv1.Base) string {
+	if b == nil {
+		return kilnv1.ScratchImage
+	}
+	k := b.DeepCopy()
+	k.Platform, k.PollInterval, k.UpdatePolicy = "", nil, ""
+	raw, err := json.Marshal(k)
+	if err != nil {
+		panic(fmt.Sprintf("marshalling a base: %v", err)) // plain data
+	}
+	return string(raw)
+}
+
+func requestedOf(children []child, idx []int) []string {
+	out := make([]string, 0, len(idx))
+	for _, i := range idx {
+		if children[i].requested != "" {
+			out = append(out, children[i].requested)
+		}
+	}
+	return out
+}
+
+// inPlatforms names the platforms an error of a multi-platform build
+// belongs to; a single-platform build (whose child has no requested
+// platform, so platforms is empty) keeps its errors as they are.
+func inPlatforms(platforms []string, err error) error {
+	if len(platforms) == 0 {
+		return err
+	}
+	word := "platform"
+	if len(platforms) > 1 {
+		word = "platforms"
+	}
+	return fmt.Errorf("%s %s: %w", word, strings.Join(platforms, ", "), err)
+}
+
+// resolveBase returns spec's base for each of ps and the bytes fetched to
+// get them.
+func (e *Engine) resolveBase(ctx context.Context, spec *kilnv1.ImageBuildSpec, in Inputs, ps []v1.Platform, o registry.Options) ([]*image.Base, int64, error) {
 	if spec.Base != nil && spec.Base.Archive != nil {
-		return e.archiveBase(ctx, spec.Base.Archive, in, p, o)
+		return e.archiveBase(ctx, spec.Base.Archive, in, ps, o)
 	}
 	ref := baseImage(spec)
 	if ref == kilnv1.ScratchImage {
-		return image.Scratch(p), 0, nil
+		out := make([]*image.Base, len(ps))
+		for i, p := range ps {
+			out[i] = image.Scratch(p)
+		}
+		return out, 0, nil
 	}
-	b, err := image.FromRegistry(ctx, ref, p, registry.RemoteOptions(ctx, baseOptions(o))...)
+	bs, err := image.FromRegistryPlatforms(ctx, ref, ps, registry.RemoteOptions(ctx, baseOptions(o))...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("resolving base %s: %w", ref, err)
 	}
-	return b, 0, nil
+	return bs, 0, nil
 }
 
 // baseOptions are the registry options for the base registry: the same
@@ -42,10 +128,11 @@ func baseOptions(o registry.Options) registry.Options {
 
 // TagBase returns spec.base.image when it is a registry tag, the one kind of
 // base that can move under the same reference (drift polling), else "":
-// digest, archive and scratch bases never move.
+// digest, archive and scratch bases never move, and a spec.base that every
+// platform overrides is not used at all.
 func TagBase(spec *kilnv1.ImageBuildSpec) string {
 	b := spec.Base
-	if b == nil || b.Image == "" || b.Image == kilnv1.ScratchImage {
+	if b == nil || b.Image == "" || b.Image == kilnv1.ScratchImage || !specBaseUsed(spec) {
 		return ""
 	}
 	ref, err := name.ParseReference(b.Image)
@@ -58,7 +145,7 @@ func TagBase(spec *kilnv1.ImageBuildSpec) string {
 	return b.Image
 }
 
-func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, p v1.Platform, o registry.Options) (*image.Base, int64, error) {
+func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, ps []v1.Platform, o registry.Options) ([]*image.Base, int64, error) {
 	src, err := sourceSpec("base", &a.Source, a.Digest, in)
 	if err != nil {
 		return nil, 0, err
@@ -69,7 +156,7 @@ func (e *Engine) archiveBase(ctx context.Context, a *kilnv1.Archive, in Inputs, 
 		return nil, 0, fmt.Errorf("fetching base archive: %w", err)
 	}
 	defer func() { _ = stream.Close() }()
-	b, err := image.FromArchive(ctx, stream, e.Store, p, "archive "+describe(&a.Source), image.ArchiveOptions{Limits: e.Limits})
+	b, err := image.FromArchivePlatforms(ctx, stream, e.Store, ps, "archive "+describe(&a.Source), image.ArchiveOptions{Limits: e.Limits})
 	if err != nil {
 		return nil, stream.Size(), fmt.Errorf("reading base archive: %w", err)
 	}
@@ -172,4 +259,19 @@ func (e *Engine) fetcher(o registry.Options) *source.Fetcher {
 		so.Transport = registry.Transport(o)
 	}
 	return source.NewFetcher(so)
+}
+
+// specBaseUsed reports whether some image of the build is built on
+// spec.base: always for a single image, for an index unless every platform
+// has its own base.
+func specBaseUsed(spec *kilnv1.ImageBuildSpec) bool {
+	if len(spec.Platforms) == 0 {
+		return true
+	}
+	for i := range spec.Platforms {
+		if spec.Platforms[i].Base == nil {
+			return true
+		}
+	}
+	return false
 }

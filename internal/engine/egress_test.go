@@ -54,7 +54,7 @@ func TestForbiddenHostsFailTheBuildPermanently(t *testing.T) {
 			want: `target 169.254.169.254/team/app:1: refusing to connect: host "169.254.169.254"`, noDials: "169.254."},
 		{name: "target link-local v6", target: "[fe80::1]:5000/team/app:1",
 			want: `host "fe80::1" resolves to link-local`, noDials: "fe80"},
-		{name: "blob metadata name", layer: kilnv1.Layer{Name: "l", Source: kilnv1.Source{Blob: "metadata.google.internal/team/x@" + digest}},
+		{name: "blob metadata name", layer: kilnv1.Layer{Name: "l", Source: &kilnv1.Source{Blob: "metadata.google.internal/team/x@" + digest}},
 			want: `layer "l": refusing blob metadata.google.internal/team/x@` + digest + `: host "metadata.google.internal" is a cloud metadata endpoint`, noDials: "metadata"},
 		{name: "target realm metadata IP", realm: "http://169.254.169.254/token",
 			want: `token realm http://169.254.169.254/token named by 127.0.0.1:`, noDials: "169.254."},
@@ -151,7 +151,7 @@ func TestCABundleCoversBlobSources(t *testing.T) {
 	build := func(withCA bool) error {
 		e := newEngine(t, "")
 		e.Registry.Policy = &policy
-		ib := imageBuild("app", reg.Host+"/team/app:1", kilnv1.Layer{Name: "blob", Source: kilnv1.Source{Blob: blob}})
+		ib := imageBuild("app", reg.Host+"/team/app:1", kilnv1.Layer{Name: "blob", Source: &kilnv1.Source{Blob: blob}})
 		in := Inputs{}
 		if withCA {
 			ib.Spec.Target.CABundle = &kilnv1.CABundleSource{ConfigMap: &kilnv1.KeySelector{Name: "ca", Key: "ca.crt"}}

@@ -96,6 +96,9 @@ type Result struct {
 	BytesIn, BytesOut int64
 	// CacheHits counts layers taken from the cache without encoding.
 	CacheHits int
+	// Encoded counts layers fetched and encoded by this build: a layer
+	// shared by several platforms of an index counts once per shaping.
+	Encoded int
 }
 
 func (e *Engine) now() time.Time {
@@ -153,35 +156,41 @@ func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 	if _, err := registry.ParseReference(spec.Target.Image, regOpts); err != nil {
 		return nil, failure.Permanent(failure.InvalidSpec, fmt.Errorf("target.image: %w", err))
 	}
-	plat, err := image.ParsePlatform(platform(spec))
-	if err != nil {
-		return nil, failure.Permanent(failure.InvalidSpec, fmt.Errorf("base.platform: %w", err))
-	}
-	base, baseIn, err := e.resolveBase(ctx, spec, in, plat, regOpts)
+	children, err := childrenOf(spec)
 	if err != nil {
 		return nil, err
 	}
-	// The base's stored blobs stay pinned against eviction until the push is done.
-	defer base.Release()
-	windows := base.Windows() || plat.OS == "windows"
-	layers, err := e.buildLayers(ctx, spec, in, windows, regOpts, opts.Progress)
+	bases, baseIn, err := e.resolveBases(ctx, spec, children, in, regOpts)
 	if err != nil {
 		return nil, err
 	}
-	defer releaseAll(layers)
-	asm, err := e.assemble(spec, base, layers)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{BytesIn: baseIn}
-	for _, l := range layers {
-		res.BytesIn += l.bytesIn
-		if l.cached {
-			res.CacheHits++
+	// The bases' stored blobs stay pinned against eviction until the push is done.
+	defer func() {
+		for _, b := range bases {
+			b.Release()
 		}
+	}()
+	set, err := e.buildLayerSet(ctx, children, bases, in, regOpts, opts.Progress)
+	if err != nil {
+		return nil, err
 	}
-	res.Status = statusOf(spec, base, layers, asm)
-	if err := e.publish(ctx, spec, asm, layers, regOpts, opts, res); err != nil {
+	defer set.release()
+	res := &Result{BytesIn: baseIn + set.bytesIn, CacheHits: set.cacheHits, Encoded: set.encoded}
+	var art registry.Artifact
+	if len(spec.Platforms) == 0 {
+		asm, err := e.assemble(spec, bases[0], set.layers[0])
+		if err != nil {
+			return nil, err
+		}
+		res.Status, art = statusOf(spec, bases[0], set.layers[0], asm), asm.Image
+	} else {
+		idx, st, err := e.assembleIndex(spec, children, bases, set.layers)
+		if err != nil {
+			return nil, err
+		}
+		res.Status, art = st, idx.Index
+	}
+	if err := e.publish(ctx, spec, art, set.all(), regOpts, opts, res); err != nil {
 		return nil, err
 	}
 	end := e.now()
@@ -199,20 +208,24 @@ func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 
 // publish pushes the assembled image, or in DryRun only asks whether the
 // target already holds it.
-func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, asm *image.Assembled, added []*builtLayer, o registry.Options, opts Options, res *Result) error {
+func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, art registry.Artifact, added []*builtLayer, o registry.Options, opts Options, res *Result) error {
+	digest, err := art.Digest()
+	if err != nil {
+		return fmt.Errorf("computing the digest to push: %w", err)
+	}
 	if opts.DryRun {
-		held, err := registry.Exists(ctx, spec.Target.Image, asm.Digest, o)
+		held, err := registry.Exists(ctx, spec.Target.Image, digest, o)
 		if err != nil {
 			return err
 		}
 		res.WouldPush = !held
 		res.UpToDate = held
-		res.Status.Image = repoOf(spec.Target.Image, o) + "@" + asm.Digest.String()
+		res.Status.Image = repoOf(spec.Target.Image, o) + "@" + digest.String()
 		return nil
 	}
 	o.MountFrom = e.mountSources(spec.Target.Image, o, added)
 	o.Force = opts.Force
-	pr, err := registry.Push(ctx, asm.Image, spec.Target.Image, spec.Target.Tags, o)
+	pr, err := registry.Push(ctx, art, spec.Target.Image, spec.Target.Tags, o)
 	if err != nil {
 		return err
 	}
@@ -221,8 +234,8 @@ func (e *Engine) publish(ctx context.Context, spec *kilnv1.ImageBuildSpec, asm *
 	res.BytesOut = pr.BytesUploaded
 	res.Status.Image = pr.Image
 	res.Status.Tags = pr.Tags
-	if pr.Digest != asm.Digest {
-		return failure.Permanentf(failure.PushRejected, "registry reports digest %s for the pushed manifest, kiln computed %s", pr.Digest, asm.Digest)
+	if pr.Digest != digest {
+		return failure.Permanentf(failure.PushRejected, "registry reports digest %s for the pushed manifest, kiln computed %s", pr.Digest, digest)
 	}
 	return nil
 }

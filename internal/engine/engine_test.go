@@ -362,19 +362,19 @@ func TestPermanentErrorsNameTheProblemAndPushNothing(t *testing.T) {
 		reason failure.Reason
 		want   string
 	}{
-		{"digest mismatch", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: goodURL}, Digest: "sha256:" + strings.Repeat("0", 64)},
+		{"digest mismatch", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{URL: goodURL}, Digest: "sha256:" + strings.Repeat("0", 64)},
 			Inputs{}, failure.DigestMismatch, "sha256:" + strings.Repeat("0", 64)},
-		{"diffID mismatch", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: goodURL}, DiffID: "sha256:" + strings.Repeat("1", 64)},
+		{"diffID mismatch", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{URL: goodURL}, DiffID: "sha256:" + strings.Repeat("1", 64)},
 			Inputs{}, failure.DiffIDMismatch, testkit.Digest(good)},
 		{"not a tar", urlLayer("l", badURL), Inputs{}, failure.InvalidLayer, "not a tar archive"},
-		{"declared gzip on xz", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: xzURL}, Compression: kilnv1.CompressionGzip},
+		{"declared gzip on xz", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{URL: xzURL}, Compression: kilnv1.CompressionGzip},
 			Inputs{}, failure.InvalidLayer, "xz"},
 		{"404", urlLayer("l", files.URL+"/missing.tar"), Inputs{}, failure.SourceNotFound, "404"},
-		{"missing ConfigMap", kilnv1.Layer{Name: "l", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
+		{"missing ConfigMap", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
 			Inputs{}, failure.SourceNotFound, `ConfigMap "cm" not found`},
-		{"missing key", kilnv1.Layer{Name: "l", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
+		{"missing key", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
 			Inputs{ConfigMaps: map[string]map[string][]byte{"cm": {"other": good}}}, failure.SourceNotFound, `has no key "k"`},
-		{"missing Secret", kilnv1.Layer{Name: "l", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "k"}}},
+		{"missing Secret", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "k"}}},
 			Inputs{}, failure.SourceNotFound, `Secret "s" not found`},
 	}
 	for _, tt := range tests {
@@ -399,7 +399,7 @@ func TestPermanentErrorsNameTheProblemAndPushNothing(t *testing.T) {
 }
 
 func TestInvalidTargetIsInvalidSpec(t *testing.T) {
-	ib := imageBuild("app", "Not A Reference!!", kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: "http://127.0.0.1:1/x"}})
+	ib := imageBuild("app", "Not A Reference!!", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{URL: "http://127.0.0.1:1/x"}})
 	_, err := newEngine(t, "").Build(context.Background(), ib, Inputs{}, Options{})
 	if failure.ReasonOf(err) != failure.InvalidSpec || !strings.Contains(err.Error(), "target.image") {
 		t.Fatalf("want InvalidSpec naming target.image, got %v", err)

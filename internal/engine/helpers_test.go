@@ -36,7 +36,7 @@ func imageBuild(name, target string, layers ...kilnv1.Layer) *kilnv1.ImageBuild 
 }
 
 func urlLayer(name, url string) kilnv1.Layer {
-	return kilnv1.Layer{Name: name, Source: kilnv1.Source{URL: url}}
+	return kilnv1.Layer{Name: name, Source: &kilnv1.Source{URL: url}}
 }
 
 func globBlobs(root string) ([]string, error) {

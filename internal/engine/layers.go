@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,34 +69,126 @@ type cachedLayer struct {
 	Changes           map[string]int `json:"changes,omitempty"`
 }
 
-// buildLayers produces every layer of the spec, in order, at most
-// layerParallelism at a time.
-func (e *Engine) buildLayers(ctx context.Context, spec *kilnv1.ImageBuildSpec, in Inputs, windows bool, o registry.Options, progress func(Progress)) ([]*builtLayer, error) {
-	out := make([]*builtLayer, len(spec.Layers))
+// layerSet is every layer of a build, produced once per distinct
+// definition and shaping: a layer shared by several platforms of an index
+// is one job, whatever the number of images it goes into.
+type layerSet struct {
+	// layers are each child's layers, in its order (entries shared).
+	layers [][]*builtLayer
+	// jobs are the distinct layers, each pinned once.
+	jobs               []*builtLayer
+	bytesIn            int64
+	cacheHits, encoded int
+}
+
+func (s *layerSet) release() { releaseAll(s.jobs) }
+
+// all returns the distinct layers (for mounts and push records).
+func (s *layerSet) all() []*builtLayer { return s.jobs }
+
+// layerJob is one distinct layer definition to produce, in one or both
+// shapings (Linux, Windows): its source is fetched once for all of them.
+type layerJob struct {
+	spec   *kilnv1.ImageBuildSpec
+	layer  *kilnv1.Layer
+	shapes []bool // windows, per shaping
+	// platforms that use it (requested names; none for a single image).
+	platforms []string
+}
+
+// shape returns the index of shaping windows in the job, adding it.
+func (j *layerJob) shape(windows bool) int {
+	for i, w := range j.shapes {
+		if w == windows {
+			return i
+		}
+	}
+	j.shapes = append(j.shapes, windows)
+	return len(j.shapes) - 1
+}
+
+// buildLayerSet produces the layers of every child, at most
+// layerParallelism at a time across the whole build. Two children share a
+// job when their layer is defined the same (variant resolved) and shaped
+// the same (Windows or not): its bytes are fetched and encoded once.
+func (e *Engine) buildLayerSet(ctx context.Context, children []child, bases []*image.Base, in Inputs, o registry.Options, progress func(Progress)) (*layerSet, error) {
+	type ref struct{ job, shape int }
+	var jobs []*layerJob
+	byKey := map[string]int{}
+	refs := make([][]ref, len(children))
+	for i, c := range children {
+		windows := bases[i].Windows() || c.platform.OS == "windows"
+		for j := range c.spec.Layers {
+			l := &c.spec.Layers[j]
+			k := jobKey(l)
+			n, ok := byKey[k]
+			if !ok {
+				n, byKey[k] = len(jobs), len(jobs)
+				jobs = append(jobs, &layerJob{spec: c.spec, layer: l})
+			}
+			if c.requested != "" {
+				jobs[n].platforms = append(jobs[n].platforms, c.requested)
+			}
+			refs[i] = append(refs[i], ref{n, jobs[n].shape(windows)})
+		}
+	}
+	built := make([][]*builtLayer, len(jobs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(layerParallelism)
-	for i := range spec.Layers {
-		l := &spec.Layers[i]
+	for n, jb := range jobs {
 		g.Go(func() error {
-			b, err := e.buildLayer(gctx, spec, l, in, windows, o, progress)
+			bs, err := e.buildLayer(gctx, jb.spec, jb.layer, in, jb.shapes, o, progress)
 			if err != nil {
 				// Source, pipeline and verification errors already carry
 				// the layer's name (failure.LayerError); the rest get it.
-				return failure.InLayer(l.Name, err)
+				return inPlatforms(jb.platforms, failure.InLayer(jb.layer.Name, err))
 			}
-			out[i] = b
+			built[n] = bs
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		releaseAll(out)
+	err := g.Wait()
+	set := &layerSet{layers: make([][]*builtLayer, len(children))}
+	for _, bs := range built {
+		set.jobs = append(set.jobs, bs...)
+	}
+	if err != nil {
+		releaseAll(set.jobs)
 		return nil, err
 	}
-	return out, nil
+	for i := range children {
+		set.layers[i] = make([]*builtLayer, len(refs[i]))
+		for j, r := range refs[i] {
+			set.layers[i][j] = built[r.job][r.shape]
+		}
+	}
+	for _, b := range set.jobs {
+		set.bytesIn += b.bytesIn
+		if b.cached {
+			set.cacheHits++
+		} else {
+			set.encoded++
+		}
+	}
+	return set, nil
 }
 
-func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, windows bool, o registry.Options, progress func(Progress)) (*builtLayer, error) {
-	src, err := sourceSpec(l.Name, &l.Source, l.Digest, in)
+// jobKey identifies a layer's definition (with its variant resolved):
+// equal keys read the same source and, shaped alike, produce equal bytes.
+func jobKey(l *kilnv1.Layer) string {
+	raw, err := json.Marshal(l)
+	if err != nil {
+		panic(fmt.Sprintf("marshalling a layer: %v", err)) // plain data
+	}
+	return string(raw)
+}
+
+// buildLayer produces layer l once per shaping (windows or not), reading
+// its source once for all of them: a shaping whose layer the cache proves
+// this build may have is taken from the cache, the others are encoded
+// side by side from one fetch.
+func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, shapes []bool, o registry.Options, progress func(Progress)) ([]*builtLayer, error) {
+	src, err := sourceSpec(l.Name, l.Source, l.Digest, in)
 	if err != nil {
 		return nil, err
 	}
@@ -102,42 +196,85 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 	if err != nil {
 		return nil, err
 	}
-	bo := layer.BuildOptions{
-		Options: layer.Options{
-			Mode: normalizeMode(spec, l), Created: created(spec), Windows: windows,
-			Limits: e.Limits, LayerName: l.Name,
-		},
-		Declared: declared,
-		DiffID:   l.DiffID,
-		Output:   outputCompression(spec),
+	bos, opts := make([]layer.BuildOptions, len(shapes)), make([]string, len(shapes))
+	for i, windows := range shapes {
+		bos[i] = layer.BuildOptions{
+			Options: layer.Options{
+				Mode: normalizeMode(spec, l), Created: created(spec), Windows: windows,
+				Limits: e.Limits, LayerName: l.Name,
+			},
+			Declared: declared,
+			DiffID:   l.DiffID,
+			Output:   outputCompression(spec),
+		}
+		opts[i] = optionsKey(bos[i])
 	}
-	opts := optionsKey(bo)
 	f := e.fetcher(o)
-	key, err := flightKey(ctx, f, src, opts)
-	if err != nil {
-		return nil, err
+	keys := make([]string, len(opts))
+	for i := range opts {
+		if keys[i], err = flightKey(ctx, f, src, opts[i]); err != nil {
+			return nil, err
+		}
 	}
-	v, _, err := e.flights.do(ctx, key, func() (any, error) {
-		return e.obtain(ctx, f, src, bo, opts, progress)
+	v, _, err := e.flights.do(ctx, strings.Join(keys, "+"), func() (any, error) {
+		return e.obtain(ctx, f, src, bos, opts, progress)
 	})
 	if err != nil {
 		return nil, err
 	}
-	p := v.(produced)
-	return e.finish(l, p.layer, p.bytesIn, p.cached, p.pin.take(), progress)
+	ps := v.([]produced)
+	out := make([]*builtLayer, len(ps))
+	for i, p := range ps {
+		if out[i], err = e.finish(l, p.layer, p.bytesIn, p.cached, p.pin.take(), progress); err != nil {
+			releaseAll(out)
+			for _, rest := range ps[i+1:] {
+				if r := rest.pin.take(); r != nil {
+					r()
+				}
+			}
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
-// obtain returns the layer for src: the cached one once src's own identity
-// has proved it may have the bytes (proof.go), else a fresh fetch.
-func (e *Engine) obtain(ctx context.Context, f *source.Fetcher, src source.Spec, bo layer.BuildOptions, opts string, progress func(Progress)) (produced, error) {
-	c, ok, err := e.proveCached(ctx, f, src, opts)
+// obtain returns the layer for src in each shaping: the cached one once
+// src's own identity has proved it may have the bytes (proof.go), else a
+// fresh fetch shared by every shaping the cache lacks.
+func (e *Engine) obtain(ctx context.Context, f *source.Fetcher, src source.Spec, bos []layer.BuildOptions, opts []string, progress func(Progress)) ([]produced, error) {
+	out := make([]produced, len(bos))
+	var missing []int
+	for i := range bos {
+		c, ok, err := e.proveCached(ctx, f, src, opts[i])
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[i] = produced{layer: c, cached: true}
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	mb, mo := make([]layer.BuildOptions, len(missing)), make([]string, len(missing))
+	for k, i := range missing {
+		mb[k], mo[k] = bos[i], opts[i]
+	}
+	cs := conditionalSource{Spec: src}
+	if len(missing) == 1 {
+		// Revalidation stands for one previous layer: one shaping only.
+		cs = e.conditional(src, mo[0])
+	}
+	ps, err := e.produce(ctx, f, cs, mb, mo, progress)
 	if err != nil {
-		return produced{}, err
+		return nil, err
 	}
-	if ok {
-		return produced{layer: c, cached: true}, nil
+	for k, i := range missing {
+		out[i] = ps[k]
 	}
-	return e.produce(ctx, f, e.conditional(src, opts), bo, opts, progress)
+	return out, nil
 }
 
 type produced struct {
@@ -194,7 +331,7 @@ type conditionalSource struct {
 // mid-way (the fetcher itself retries only before the first byte). Its
 // attempts and the fetcher's request retries share the layer fetch's one
 // retry budget (source.Options.Retries), so they do not multiply.
-func (e *Engine) produce(ctx context.Context, f *source.Fetcher, src conditionalSource, bo layer.BuildOptions, opts string, progress func(Progress)) (produced, error) {
+func (e *Engine) produce(ctx context.Context, f *source.Fetcher, src conditionalSource, bos []layer.BuildOptions, opts []string, progress func(Progress)) ([]produced, error) {
 	attempts := e.LayerAttempts
 	if attempts <= 0 {
 		attempts = 3
@@ -204,13 +341,13 @@ func (e *Engine) produce(ctx context.Context, f *source.Fetcher, src conditional
 	for a := 0; a < attempts; a++ {
 		if a > 0 {
 			if !retry.Take(ctx) {
-				return produced{}, fmt.Errorf("%w (gave up after %d attempts of the whole layer: retry budget used up)", lastErr, a)
+				return nil, fmt.Errorf("%w (gave up after %d attempts of the whole layer: retry budget used up)", lastErr, a)
 			}
 			if err := retry.Sleep(ctx, time.Duration(a)*time.Second); err != nil {
-				return produced{}, err
+				return nil, err
 			}
 		}
-		p, err := e.produceOnce(ctx, f, src, bo, opts, progress)
+		p, err := e.produceOnce(ctx, f, src, bos, opts, progress)
 		var open *openError
 		if err == nil || failure.IsPermanent(err) || ctx.Err() != nil || errors.As(err, &open) {
 			// Opening the source already retried with backoff: only a
@@ -219,7 +356,7 @@ func (e *Engine) produce(ctx context.Context, f *source.Fetcher, src conditional
 		}
 		lastErr = err
 	}
-	return produced{}, fmt.Errorf("%w (gave up after %d attempts of the whole layer)", lastErr, attempts)
+	return nil, fmt.Errorf("%w (gave up after %d attempts of the whole layer)", lastErr, attempts)
 }
 
 // openError marks a failure to open a source, after the fetcher's own retries.
@@ -228,35 +365,41 @@ type openError struct{ err error }
 func (e *openError) Error() string { return e.err.Error() }
 func (e *openError) Unwrap() error { return e.err }
 
-func (e *Engine) produceOnce(ctx context.Context, f *source.Fetcher, src conditionalSource, bo layer.BuildOptions, opts string, progress func(Progress)) (produced, error) {
+func (e *Engine) produceOnce(ctx context.Context, f *source.Fetcher, src conditionalSource, bos []layer.BuildOptions, opts []string, progress func(Progress)) ([]produced, error) {
 	stream, err := f.Open(ctx, src.Spec)
 	if errors.Is(err, source.ErrNotModified) && src.previous != nil {
-		return produced{layer: *src.previous, cached: true}, nil
+		return []produced{{layer: *src.previous, cached: true}}, nil
 	}
 	if err != nil {
-		return produced{}, &openError{err: err}
+		return nil, &openError{err: err}
 	}
 	defer func() { _ = stream.Close() }()
 	var in io.Reader = stream
 	if progress != nil {
 		in = &progressReader{r: stream, name: src.Name, report: progress}
 	}
-	res, err := layer.Build(ctx, in, bo, e.Store)
+	results, err := buildShapes(ctx, in, bos, e.Store)
 	if err != nil {
-		return produced{}, err
+		return nil, err
 	}
-	c := cachedLayer{
-		Digest: res.Digest.String(), DiffID: res.DiffID.String(), Size: res.Size,
-		UncompressedSize: res.UncompressedSize, MediaType: string(res.MediaType),
-		SourceDigest: stream.Digest().String(), SourceCompression: string(res.SourceCompression),
-		Entries: res.Entries, Changes: res.Changes,
+	out := make([]produced, len(results))
+	for i, res := range results {
+		c := cachedLayer{
+			Digest: res.Digest.String(), DiffID: res.DiffID.String(), Size: res.Size,
+			UncompressedSize: res.UncompressedSize, MediaType: string(res.MediaType),
+			SourceDigest: stream.Digest().String(), SourceCompression: string(res.SourceCompression),
+			Entries: res.Entries, Changes: res.Changes,
+		}
+		// The record is keyed by the digest of the bytes actually fetched, so a
+		// later build that proves it can obtain the same bytes (proof.go) skips
+		// the encode. A failed write only costs a future re-encode.
+		_ = e.Store.PutMeta(metaKey(c.SourceDigest, opts[i]), c)
+		out[i] = produced{layer: c, pin: &handoff{release: res.Release}}
 	}
-	// The record is keyed by the digest of the bytes actually fetched, so a
-	// later build that proves it can obtain the same bytes (proof.go) skips
-	// the encode. A failed write only costs a future re-encode.
-	_ = e.Store.PutMeta(metaKey(c.SourceDigest, opts), c)
-	e.recordOrigin(src.Spec, stream, c.SourceDigest)
-	return produced{layer: c, bytesIn: stream.Size(), pin: &handoff{release: res.Release}}, nil
+	// The bytes were fetched once, whatever the number of shapings.
+	out[0].bytesIn = stream.Size()
+	e.recordOrigin(src.Spec, stream, out[0].layer.SourceDigest)
+	return out, nil
 }
 
 // lookup returns a cached layer for source identity id whose blob is still
@@ -319,16 +462,16 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 	}
 	return &builtLayer{
 		addition: image.Addition{
-			Name: l.Name, SourceKind: sourceKind(&l.Source), Digest: d, DiffID: diffID,
+			Name: l.Name, SourceKind: sourceKind(l.Source), Digest: d, DiffID: diffID,
 			Size: c.Size, MediaType: types.MediaType(c.MediaType), Path: e.Store.Path(d),
 		},
 		status: kilnv1.LayerStatus{
 			Name: l.Name, Digest: c.Digest, DiffID: c.DiffID, Size: c.Size,
 			UncompressedSize: c.UncompressedSize, MediaType: c.MediaType,
-			SourceDigest: shownSourceDigest(&l.Source, c), SourceCompression: c.SourceCompression,
+			SourceDigest: shownSourceDigest(l.Source, c), SourceCompression: c.SourceCompression,
 			Entries: int64(c.Entries), Changes: changes,
 		},
-		input:   inputOf(&l.Source, c),
+		input:   inputOf(l.Source, c),
 		bytesIn: bytesIn,
 		cached:  cached,
 		release: release,

@@ -25,7 +25,7 @@ func TestLayerErrorsNameTheLayerOnce(t *testing.T) {
 		want   string // the whole message, or its start
 		whole  bool
 	}{
-		{"named by the engine's own inputs", kilnv1.Layer{Name: "l", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
+		{"named by the engine's own inputs", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}},
 			false, `layer "l": ConfigMap "cm" not found in the ImageBuild's namespace`, true},
 		{"named by the source package", urlLayer("l", missing),
 			false, `layer "l": GET ` + missing + `: 404 Not Found: 404 page not found`, true},

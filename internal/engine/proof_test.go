@@ -59,7 +59,7 @@ func TestAnotherTenantsSecretLayerIsNotReusedByDigest(t *testing.T) {
 	secret := testkit.Xz(t, testkit.Tar(t, testkit.File("key", "team-a private key")))
 	digest := testkit.Digest(secret)
 	a := imageBuild("a", reg.Host+"/team-a/app:1",
-		kilnv1.Layer{Name: "s", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar.xz"}}})
+		kilnv1.Layer{Name: "s", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "layer", Key: "l.tar.xz"}}})
 	res, err := engine.Build(context.Background(), a, Inputs{Secrets: map[string]map[string][]byte{"layer": {"l.tar.xz": secret}}}, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -83,11 +83,11 @@ func TestAnotherTenantsSecretLayerIsNotReusedByDigest(t *testing.T) {
 		reason   failure.Reason
 		fragment string
 	}{
-		{"URL that leads nowhere", kilnv1.Layer{Source: kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: digest},
+		{"URL that leads nowhere", kilnv1.Layer{Source: &kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: digest},
 			Inputs{}, failure.Transient, "connection refused"},
-		{"own ConfigMap with other bytes", kilnv1.Layer{Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}, Digest: digest},
+		{"own ConfigMap with other bytes", kilnv1.Layer{Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "cm", Key: "k"}}, Digest: digest},
 			Inputs{ConfigMaps: map[string]map[string][]byte{"cm": {"k": junk}}}, failure.DigestMismatch, "spec declares " + digest},
-		{"blob its registry does not hold", kilnv1.Layer{Source: kilnv1.Source{Blob: reg.Host + "/team-b/x@" + digest}},
+		{"blob its registry does not hold", kilnv1.Layer{Source: &kilnv1.Source{Blob: reg.Host + "/team-b/x@" + digest}},
 			Inputs{}, failure.SourceNotFound, "GET blob " + reg.Host + "/team-b/x@" + digest},
 	}
 	for _, tt := range attacks {
@@ -178,7 +178,7 @@ func (s *authFileServer) set(f func(s *authFileServer)) {
 // urlBuild is one URL layer fetched with "Authorization: Bearer token"
 // (none when token is empty), pinned to digest when it is set.
 func urlBuild(name, target, url, digest, token string) (*kilnv1.ImageBuild, Inputs) {
-	l := kilnv1.Layer{Name: "l", Source: kilnv1.Source{URL: url}, Digest: digest}
+	l := kilnv1.Layer{Name: "l", Source: &kilnv1.Source{URL: url}, Digest: digest}
 	var in Inputs
 	if token != "" {
 		l.Source.HeadersFrom = &kilnv1.LocalObjectReference{Name: "hdr"}
@@ -427,7 +427,7 @@ func TestBlobLayerReuseNeedsOwnCredentials(t *testing.T) {
 	src.SetFault(deny)
 	engine := proofEngine(t)
 	build := func(user string) (*Result, error) {
-		ib := imageBuild("b", target.Host+"/"+user+"/app:1", kilnv1.Layer{Name: "l", Source: kilnv1.Source{Blob: repo.String() + "@" + d.String()}})
+		ib := imageBuild("b", target.Host+"/"+user+"/app:1", kilnv1.Layer{Name: "l", Source: &kilnv1.Source{Blob: repo.String() + "@" + d.String()}})
 		kc := fixedKeychain{authn.FromConfig(authn.AuthConfig{Username: user, Password: "pw"})}
 		return engine.Build(context.Background(), ib, Inputs{Keychain: kc}, Options{})
 	}

@@ -99,7 +99,7 @@ func TestNoCredentialsInImageStatusOrErrors(t *testing.T) {
 		reason failure.Reason
 	}{
 		{"404", urlLayer("app", withCredentials(files.URL+"/missing.tar.gz", "SECRET")), failure.SourceNotFound},
-		{"digest mismatch", kilnv1.Layer{Name: "app", Source: kilnv1.Source{URL: withCredentials(layerURL, "SECRET")},
+		{"digest mismatch", kilnv1.Layer{Name: "app", Source: &kilnv1.Source{URL: withCredentials(layerURL, "SECRET")},
 			Digest: "sha256:" + strings.Repeat("0", 64)}, failure.DigestMismatch},
 		{"refused host", urlLayer("app", "http://tenant-user:pa55w0rd@169.254.169.254/x?X-Amz-Signature=SECRET"), failure.SourceForbidden},
 	}

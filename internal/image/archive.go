@@ -45,6 +45,17 @@ var topLevelJSON = map[string]bool{
 //
 // The blobs the base uses stay pinned in the store until Base.Release.
 func FromArchive(ctx context.Context, r io.Reader, store *blobstore.Store, p v1.Platform, name string, opts ArchiveOptions) (*Base, error) {
+	bs, err := FromArchivePlatforms(ctx, r, store, []v1.Platform{p}, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	return bs[0], nil
+}
+
+// FromArchivePlatforms is FromArchive for several platforms: the archive is
+// read once and the image for each of ps is chosen from it. The bases share
+// the archive's pins: Release them all once the build is done.
+func FromArchivePlatforms(ctx context.Context, r io.Reader, store *blobstore.Store, ps []v1.Platform, name string, opts ArchiveOptions) ([]*Base, error) {
 	if store == nil {
 		return nil, errors.New("loading base " + name + ": no blob store")
 	}
@@ -71,14 +82,21 @@ func FromArchive(ctx context.Context, r io.Reader, store *blobstore.Store, p v1.
 	if err := ar.read(in); err != nil {
 		return nil, err
 	}
-	b, err := ar.build(p)
-	if err != nil {
-		return nil, err
+	out := make([]*Base, len(ps))
+	for i, p := range ps {
+		b, err := ar.build(p)
+		if err != nil {
+			// The bases built so far are dropped unreleased: releaseUnused
+			// unpins every blob once, as for any failed load.
+			ar.used = nil
+			return nil, err
+		}
+		if alg != compression.None {
+			b.Notes = append(b.Notes, fmt.Sprintf("base archive was %s-compressed; decompressed once while loading", alg))
+		}
+		out[i] = b
 	}
-	if alg != compression.None {
-		b.Notes = append(b.Notes, fmt.Sprintf("base archive was %s-compressed; decompressed once while loading", alg))
-	}
-	return b, nil
+	return out, nil
 }
 
 // member is one stored archive file.
@@ -106,7 +124,8 @@ type archive struct {
 	json     map[string][]byte
 	links    map[string]string // member path -> target path
 	pins     map[v1.Hash][]func()
-	used     map[v1.Hash]bool // blobs the built base refers to; pins kept
+	used     map[v1.Hash]bool // blobs the built bases refer to; pins kept
+	handed   map[v1.Hash]bool // used blobs whose pins a built base releases
 	buf      *bufio.Reader
 	budget   memberBudget
 }
@@ -331,10 +350,19 @@ func (ar *archive) releaseUnused() {
 	}
 }
 
-// pinsOf returns the release functions of the used blobs, for Base.Release.
+// pinsOf returns the release functions of the used blobs not handed to an
+// earlier base of the same archive (FromArchivePlatforms), for
+// Base.Release: each pin is released exactly once.
 func (ar *archive) pinsOf() []func() {
 	var out []func()
 	for d := range ar.used {
+		if ar.handed[d] {
+			continue
+		}
+		if ar.handed == nil {
+			ar.handed = map[v1.Hash]bool{}
+		}
+		ar.handed[d] = true
 		out = append(out, ar.pins[d]...)
 	}
 	return out

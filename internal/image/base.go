@@ -33,6 +33,10 @@ type Base struct {
 	// otherwise equal to Digest. HeadDigest returns this value, so drift
 	// polling compares HeadDigest with RefDigest. Zero for scratch and archives.
 	RefDigest v1.Hash
+	// RefMediaType is the media type of what the reference resolves to (an
+	// index, a Docker manifest list or an image); empty for scratch and
+	// archives. A multi-platform build on a Docker manifest list stays one.
+	RefMediaType types.MediaType
 	// Archive is set for a base loaded by FromArchive.
 	Archive bool
 	// Notes are facts about how the base was loaded, e.g. docker-save layers
@@ -88,17 +92,39 @@ func Scratch(p v1.Platform) *Base {
 // registry.Classify: not found is BaseNotFound, 401/403 Unauthorized; a
 // missing platform is PlatformNotFound and names what the base has.
 func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote.Option) (*Base, error) {
+	bs, err := FromRegistryPlatforms(ctx, ref, []v1.Platform{p}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return bs[0], nil
+}
+
+// FromRegistryPlatforms is FromRegistry for several platforms at once: ref
+// is resolved once (one GET of the index), so that every platform's child
+// comes from the same index even when its tag moves meanwhile. The bases
+// are returned in the order of ps.
+func FromRegistryPlatforms(ctx context.Context, ref string, ps []v1.Platform, opts ...remote.Option) ([]*Base, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		return nil, failure.Permanentf(failure.InvalidSpec, "base image %q is not a valid reference: %v", ref, err)
 	}
 	opts = append(opts, remote.WithContext(ctx))
-	what := "base " + ref
 	desc, err := remote.Get(r, opts...)
 	if err != nil {
-		return nil, registry.Classify(err, registry.AccessBase, what)
+		return nil, registry.Classify(err, registry.AccessBase, "base "+ref)
 	}
-	b := &Base{Name: ref, RefDigest: desc.Digest}
+	out := make([]*Base, len(ps))
+	for i, p := range ps {
+		if out[i], err = baseOf(desc, ref, p); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// baseOf is the base for p of the resolved reference desc.
+func baseOf(desc *remote.Descriptor, ref string, p v1.Platform) (*Base, error) {
+	b := &Base{Name: ref, RefDigest: desc.Digest, RefMediaType: desc.MediaType}
 	img, digest, fromIndex, err := pickImage(desc, ref, p)
 	if err != nil {
 		return nil, err
@@ -106,7 +132,7 @@ func FromRegistry(ctx context.Context, ref string, p v1.Platform, opts ...remote
 	b.Image, b.Digest = img, digest
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), registry.AccessBase, what)
+		return nil, registry.Classify(fmt.Errorf("reading the config of %s@%s: %w", ref, digest, err), registry.AccessBase, "base "+ref)
 	}
 	b.Platform = platformOf(cf)
 	if !fromIndex {

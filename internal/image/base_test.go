@@ -8,8 +8,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/failure"
@@ -20,28 +18,8 @@ import (
 // pushIndex pushes an index with one small image per platform.
 func pushIndex(t *testing.T, reg *testkit.Registry, repo string, plats ...string) (map[string]v1.Hash, v1.Hash) {
 	t.Helper()
-	var adds []mutate.IndexAddendum
-	digests := map[string]v1.Hash{}
-	for _, ps := range plats {
-		p, err := ParsePlatform(ps)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := sandbox.RandomImage(100, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		digests[ps], _ = img.Digest()
-		pp := p
-		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &pp}})
-	}
-	idx := mutate.AppendManifests(empty.Index, adds...)
-	ref, _ := name.ParseReference(reg.Host + "/" + repo)
-	if err := remote.WriteIndex(ref, idx, remoteOpts()...); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := idx.Digest()
-	return digests, d
+	idx := testkit.PushIndex(t, reg.Host+"/"+repo, testkit.IndexOptions{}, plats...)
+	return idx.Children, idx.Digest
 }
 
 func TestFromRegistryIndexPicksPlatform(t *testing.T) {

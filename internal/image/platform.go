@@ -112,6 +112,10 @@ func platformMatches(want, have v1.Platform) bool {
 	return true
 }
 
+// NormalizedVariant is p's variant, with arm64's implied "v8" made
+// explicit: linux/arm64 and linux/arm64/v8 are one platform.
+func NormalizedVariant(p v1.Platform) string { return normVariant(p) }
+
 func normVariant(p v1.Platform) string {
 	if p.Architecture == "arm64" && p.Variant == "" {
 		return "v8"

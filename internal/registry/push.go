@@ -46,7 +46,11 @@ type PushResult struct {
 //
 // Retries: every request of the push and go-containerregistry's restarts of
 // whole blob uploads draw from one budget (pushBudget).
-func Push(ctx context.Context, img v1.Image, target string, tags []string, o Options) (*PushResult, error) {
+//
+// img is a v1.Image or a v1.ImageIndex: for an index every child's blobs
+// and manifest (by digest) are written before the index, so the index is
+// never visible before the images it lists.
+func Push(ctx context.Context, img Artifact, target string, tags []string, o Options) (*PushResult, error) {
 	what := "target " + target
 	ref, err := ParseReference(target, o)
 	if err != nil {
@@ -112,25 +116,70 @@ func Push(ctx context.Context, img v1.Image, target string, tags []string, o Opt
 	return res, nil
 }
 
+// Artifact is what Push writes: a v1.Image or a v1.ImageIndex of images.
+type Artifact interface {
+	remote.Taggable
+	Digest() (v1.Hash, error)
+}
+
+// images returns the images an artifact consists of: itself, or an
+// index's children in order.
+func images(a Artifact) ([]v1.Image, error) {
+	switch t := a.(type) {
+	case v1.Image:
+		return []v1.Image{t}, nil
+	case v1.ImageIndex:
+		im, err := t.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		out := make([]v1.Image, 0, len(im.Manifests))
+		for _, d := range im.Manifests {
+			img, err := t.Image(d.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("index child %s: %w", d.Digest, err)
+			}
+			out = append(out, img)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("cannot push a %T: not an image or an image index", a)
+}
+
 // rewrite pushes img to ref although ref already resolves to it (Force):
 // every blob the registry lost is uploaded again (a HEAD each, as a push
-// does) and the manifest is PUT once more, which go-containerregistry's
-// Push would skip.
-func rewrite(ctx context.Context, pusher *remote.Pusher, ref name.Reference, img v1.Image) error {
-	layers, err := img.Layers()
+// does), an index's children are PUT by digest, and the manifest is PUT
+// once more, which go-containerregistry's Push would skip.
+func rewrite(ctx context.Context, pusher *remote.Pusher, ref name.Reference, a Artifact) error {
+	imgs, err := images(a)
 	if err != nil {
 		return err
 	}
-	cfg, err := partial.ConfigLayer(img)
-	if err != nil {
-		return err
-	}
-	for _, l := range append(layers, cfg) {
-		if err := pusher.Upload(ctx, ref.Context(), l); err != nil {
+	for _, img := range imgs {
+		layers, err := img.Layers()
+		if err != nil {
 			return err
 		}
+		cfg, err := partial.ConfigLayer(img)
+		if err != nil {
+			return err
+		}
+		for _, l := range append(layers, cfg) {
+			if err := pusher.Upload(ctx, ref.Context(), l); err != nil {
+				return err
+			}
+		}
+		if _, isIndex := a.(v1.ImageIndex); isIndex {
+			d, err := img.Digest()
+			if err != nil {
+				return err
+			}
+			if err := pusher.Put(ctx, ref.Context().Digest(d.String()), img); err != nil {
+				return err
+			}
+		}
 	}
-	return pusher.Put(ctx, ref, img)
+	return pusher.Put(ctx, ref, a)
 }
 
 // pushBudget is the retry budget of one push, shared by all its requests
@@ -140,12 +189,18 @@ func rewrite(ctx context.Context, pusher *remote.Pusher, ref name.Reference, img
 // a push makes at most that many retries in total, while no single request
 // retries more than Retries times. A 3-layer image pushed to a tag with one
 // extra tag, default 5 retries: 5 × (4 blobs + 2 manifests + 1) = 35.
-func pushBudget(img v1.Image, ref name.Reference, tags []name.Tag, o Options) int {
-	blobs := 1 // the config
-	if ls, err := img.Layers(); err == nil {
-		blobs += len(ls)
+func pushBudget(a Artifact, ref name.Reference, tags []name.Tag, o Options) int {
+	blobs, manifests := 0, len(tags)
+	imgs, _ := images(a)
+	for _, img := range imgs {
+		blobs++ // the config
+		if ls, err := img.Layers(); err == nil {
+			blobs += len(ls)
+		}
 	}
-	manifests := len(tags)
+	if isIndex(a) {
+		manifests += len(imgs) // each child by digest
+	}
 	if _, ok := ref.(name.Tag); !ok {
 		manifests++ // the PUT by digest
 	}
@@ -190,7 +245,7 @@ func reportedDigest(ctx context.Context, puller *remote.Puller, st *stats, ref n
 
 // moveTag makes t point at the image unless it already does. The target's
 // own tag was either up to date or written by the push itself.
-func moveTag(ctx context.Context, pusher *remote.Pusher, puller *remote.Puller, st *stats, t name.Tag, target name.Reference, res *PushResult, img v1.Image) error {
+func moveTag(ctx context.Context, pusher *remote.Pusher, puller *remote.Puller, st *stats, t name.Tag, target name.Reference, res *PushResult, img Artifact) error {
 	if t.String() == target.String() {
 		return nil
 	}
@@ -267,11 +322,43 @@ func Exists(ctx context.Context, ref string, d v1.Hash, o Options) (bool, error)
 // another repository of ref's registry, so that go-containerregistry mounts
 // them (one cross-repository POST) instead of uploading them. The manifest
 // and digest do not change: only how the blobs get there.
-func withMounts(img v1.Image, ref name.Reference, o Options) v1.Image {
+func withMounts(a Artifact, ref name.Reference, o Options) Artifact {
 	if len(o.MountFrom) == 0 {
-		return img
+		return a
 	}
-	return &mountingImage{Image: img, target: ref.Context(), o: o}
+	switch t := a.(type) {
+	case v1.Image:
+		return &mountingImage{Image: t, target: ref.Context(), o: o}
+	case v1.ImageIndex:
+		return &mountingIndex{imageIndex: t, target: ref.Context(), o: o}
+	}
+	return a
+}
+
+func isIndex(a Artifact) bool {
+	_, ok := a.(v1.ImageIndex)
+	return ok
+}
+
+// imageIndex names the embedded index of mountingIndex: embedded as
+// v1.ImageIndex, the field would be called ImageIndex and hide the
+// interface's ImageIndex method, so *mountingIndex would not be an index.
+type imageIndex = v1.ImageIndex
+
+// mountingIndex hands out its children wrapped by withMounts, which is how
+// go-containerregistry's Push reaches them.
+type mountingIndex struct {
+	imageIndex
+	target name.Repository
+	o      Options
+}
+
+func (m *mountingIndex) Image(d v1.Hash) (v1.Image, error) {
+	img, err := m.imageIndex.Image(d)
+	if err != nil {
+		return nil, err
+	}
+	return &mountingImage{Image: img, target: m.target, o: m.o}, nil
 }
 
 type mountingImage struct {

@@ -65,10 +65,17 @@ func baseImage(layer v1.Layer, cfg v1.ConfigFile, createdBy string) (v1.Image, e
 
 // LinuxBase is a small linux/amd64 "debian" base: one layer, env PATH.
 func LinuxBase() (v1.Image, error) {
+	return LinuxBaseFor(v1.Platform{OS: "linux", Architecture: "amd64"})
+}
+
+// LinuxBaseFor is LinuxBase for another Linux platform: the same tree,
+// with the platform in its config and in etc/kiln-arch.
+func LinuxBaseFor(p v1.Platform) (v1.Image, error) {
 	layer, err := gzipLayer([]testkit.Entry{
 		testkit.Dir("bin/"),
 		testkit.Dir("etc/"),
 		testkit.File("etc/debian_version", "12.8\n"),
+		testkit.File("etc/kiln-arch", p.Architecture+"\n"),
 		testkit.File("etc/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n"),
 		testkit.Dir("tmp/").WithMode(0o1777),
 		testkit.Dir("usr/"),
@@ -79,7 +86,7 @@ func LinuxBase() (v1.Image, error) {
 		return nil, fmt.Errorf("building the linux base layer: %w", err)
 	}
 	return baseImage(layer, v1.ConfigFile{
-		OS: "linux", Architecture: "amd64",
+		OS: "linux", Architecture: p.Architecture, Variant: p.Variant,
 		Config: v1.Config{Env: []string{"PATH=" + LinuxBasePath}, Cmd: []string{"bash"}},
 	}, "kiln sandbox: debian-like base")
 }
@@ -125,45 +132,93 @@ func WindowsBase() (v1.ImageIndex, error) {
 	return idx, nil
 }
 
-// PushBases pushes a synthetic base for every distinct non-scratch
-// spec.base.image of builds (already rewritten to the local registry): the
-// Windows index when the build's platform is windows/..., the Linux image
-// otherwise. It returns the references pushed.
+// PushBases pushes a synthetic base for every distinct non-scratch base
+// image of builds (spec.base and platforms[].base, already rewritten to the
+// local registry): the Windows index for a base used with windows/...
+// platforms, an index of Linux images for a base a multi-platform build
+// uses, the single Linux image otherwise. It returns the references pushed.
 func PushBases(ctx context.Context, builds []*kilnv1.ImageBuild, opts ...remote.Option) ([]string, error) {
-	var pushed []string
-	seen := map[string]bool{}
+	uses := map[string][]string{}
+	var order []string
+	use := func(image, platform string) {
+		if image == "" || image == "scratch" {
+			return
+		}
+		if _, ok := uses[image]; !ok {
+			order = append(order, image)
+		}
+		uses[image] = append(uses[image], platform)
+	}
 	for _, ib := range builds {
-		b := ib.Spec.Base
-		if b == nil || b.Image == "" || b.Image == "scratch" || seen[b.Image] {
-			continue
+		spec := &ib.Spec
+		if len(spec.Platforms) == 0 && spec.Base != nil {
+			use(spec.Base.Image, spec.Base.Platform)
 		}
-		seen[b.Image] = true
-		if err := pushBase(ctx, b.Image, strings.HasPrefix(b.Platform, "windows/"), opts); err != nil {
-			return pushed, fmt.Errorf("pushing base %s for %s: %w", b.Image, ib.Name, err)
+		for _, p := range spec.Platforms {
+			if p.Base != nil {
+				use(p.Base.Image, p.Platform)
+			} else if spec.Base != nil {
+				use(spec.Base.Image, p.Platform)
+			}
 		}
-		pushed = append(pushed, b.Image)
+	}
+	var pushed []string
+	for _, image := range order {
+		if err := pushBase(ctx, image, uses[image], opts); err != nil {
+			return pushed, fmt.Errorf("pushing base %s: %w", image, err)
+		}
+		pushed = append(pushed, image)
 	}
 	return pushed, nil
 }
 
-func pushBase(ctx context.Context, image string, windows bool, opts []remote.Option) error {
+func pushBase(ctx context.Context, image string, platforms []string, opts []remote.Option) error {
 	ref, err := name.ParseReference(image)
 	if err != nil {
 		return fmt.Errorf("parsing %q: %w", image, err)
 	}
 	opts = append([]remote.Option{remote.WithContext(ctx)}, opts...)
-	if windows {
+	if strings.HasPrefix(platforms[0], "windows/") {
 		idx, err := WindowsBase()
 		if err != nil {
 			return err
 		}
 		return remote.WriteIndex(ref, idx, opts...)
 	}
-	img, err := LinuxBase()
+	if len(platforms) == 1 && (platforms[0] == "" || platforms[0] == "linux/amd64") {
+		img, err := LinuxBase()
+		if err != nil {
+			return err
+		}
+		return remote.Write(ref, img, opts...)
+	}
+	idx, err := linuxIndex(platforms)
 	if err != nil {
 		return err
 	}
-	return remote.Write(ref, img, opts...)
+	return remote.WriteIndex(ref, idx, opts...)
+}
+
+// linuxIndex is an index of LinuxBaseFor images, one per distinct platform.
+func linuxIndex(platforms []string) (v1.ImageIndex, error) {
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	seen := map[string]bool{}
+	for _, ps := range platforms {
+		p, err := v1.ParsePlatform(ps)
+		if err != nil {
+			return nil, fmt.Errorf("platform %q: %w", ps, err)
+		}
+		if seen[p.String()] {
+			continue
+		}
+		seen[p.String()] = true
+		img, err := LinuxBaseFor(*p)
+		if err != nil {
+			return nil, err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: p}})
+	}
+	return idx, nil
 }
 
 // RandomImage is a one-layer image of random bytes (size per layer) whose

@@ -102,16 +102,16 @@ func (r Rewriter) Rewrite(ib *kilnv1.ImageBuild) error {
 			errs = append(errs, fmt.Errorf("%s: %s: %w", ib.Name, field, err))
 		}
 	}
-	if b := ib.Spec.Base; b != nil {
-		if b.Image != "" && b.Image != "scratch" {
-			check("spec.base.image", r.setRef(&b.Image))
-		}
-		if b.Archive != nil {
-			check("spec.base.archive.source", r.source(&b.Archive.Source))
+	if b := ib.Spec.Base; b != nil && b.Image != "" && b.Image != "scratch" {
+		check("spec.base.image", r.setRef(&b.Image))
+	}
+	for i := range ib.Spec.Platforms {
+		if b := ib.Spec.Platforms[i].Base; b != nil && b.Image != "" && b.Image != "scratch" {
+			check(fmt.Sprintf("spec.platforms[%d].base.image", i), r.setRef(&b.Image))
 		}
 	}
-	for i := range ib.Spec.Layers {
-		check(fmt.Sprintf("spec.layers[%d].source", i), r.source(&ib.Spec.Layers[i].Source))
+	for _, s := range ib.Spec.AllSources() {
+		check("source", r.source(s))
 	}
 	check("spec.target.image", r.setRef(&ib.Spec.Target.Image))
 	return errors.Join(errs...)
@@ -203,13 +203,8 @@ func ConfigMapsFor(builds []*kilnv1.ImageBuild, namespace string, files map[stri
 		return nil
 	}
 	for _, ib := range builds {
-		if a := archiveOf(ib); a != nil {
-			if err := add(ib, &a.Source); err != nil {
-				return nil, err
-			}
-		}
-		for i := range ib.Spec.Layers {
-			if err := add(ib, &ib.Spec.Layers[i].Source); err != nil {
+		for _, s := range ib.Spec.AllSources() {
+			if err := add(ib, s); err != nil {
 				return nil, err
 			}
 		}
@@ -219,11 +214,4 @@ func ConfigMapsFor(builds []*kilnv1.ImageBuild, namespace string, files map[stri
 		out = append(out, byName[n])
 	}
 	return out, nil
-}
-
-func archiveOf(ib *kilnv1.ImageBuild) *kilnv1.Archive {
-	if ib.Spec.Base == nil {
-		return nil
-	}
-	return ib.Spec.Base.Archive
 }

@@ -82,7 +82,7 @@ func TestRewriteCases(t *testing.T) {
 			name: "digest base and blob source keep their digests",
 			spec: kilnv1.ImageBuildSpec{
 				Base:   &kilnv1.Base{Image: "mcr.microsoft.com/windows/nanoserver@" + dgst},
-				Layers: []kilnv1.Layer{{Name: "a", Source: kilnv1.Source{Blob: "registry.example/team/artifacts@" + dgst}}},
+				Layers: []kilnv1.Layer{{Name: "a", Source: &kilnv1.Source{Blob: "registry.example/team/artifacts@" + dgst}}},
 				Target: kilnv1.Target{Image: "registry.example/t/x@" + dgst},
 			},
 			check: func(t *testing.T, s *kilnv1.ImageBuildSpec) {
@@ -99,7 +99,7 @@ func TestRewriteCases(t *testing.T) {
 			spec: kilnv1.ImageBuildSpec{
 				Base: &kilnv1.Base{Image: "debian:12", Archive: &kilnv1.Archive{Source: kilnv1.Source{URL: "https://ARTIFACTS.example/dir/base.tar.gz?x=1"}}},
 				Layers: []kilnv1.Layer{
-					{Name: "a", Source: kilnv1.Source{URL: "https://elsewhere.example/a.tar"}},
+					{Name: "a", Source: &kilnv1.Source{URL: "https://elsewhere.example/a.tar"}},
 				},
 				Target: kilnv1.Target{Image: "team/app"},
 			},

@@ -66,7 +66,7 @@ func BenchmarkCapacityBuild(b *testing.B) {
 			ObjectMeta: metav1.ObjectMeta{Name: "capacity", Namespace: "default"},
 			Spec: kilnv1.ImageBuildSpec{
 				Base:   &kilnv1.Base{Image: "scratch"},
-				Layers: []kilnv1.Layer{{Name: "rootfs", Source: kilnv1.Source{URL: files.URL + "/" + input}}},
+				Layers: []kilnv1.Layer{{Name: "rootfs", Source: &kilnv1.Source{URL: files.URL + "/" + input}}},
 				Target: kilnv1.Target{Image: reg.addr + "/" + repo + ":1"},
 			},
 		}
@@ -151,7 +151,7 @@ func BenchmarkCapacityNoopReconcile(b *testing.B) {
 		create(&kilnv1.ImageBuild{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ib-%04d", i), Namespace: ns},
 			Spec: kilnv1.ImageBuildSpec{
-				Layers: []kilnv1.Layer{{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "app.tar"}}}},
+				Layers: []kilnv1.Layer{{Name: "app", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "app.tar"}}}},
 				Target: kilnv1.Target{Image: fmt.Sprintf("%s/noop/ib-%04d:1", reg.addr, i)},
 			},
 		})

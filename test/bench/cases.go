@@ -75,6 +75,10 @@ func allCases() []caseDef {
 			desc: "second kiln build of the tar.gz spec, same registry and cache", run: rebuildCase},
 		caseDef{name: "kiln-memory", kind: kindKiln, input: "big", registry: true,
 			desc: "kiln build of the big plain-tar layer (peak RSS)", run: kilnCase("big", "")},
+		caseDef{name: "kiln-index1", kind: kindKiln, input: "gz1", registry: true,
+			desc: "kiln build, the tar.gz rootfs alone as a single image (baseline of kiln-index2)", run: indexCase(1)},
+		caseDef{name: "kiln-index2", kind: kindKiln, input: "gz1", registry: true,
+			desc: "kiln build, two-platform index (linux/amd64 + linux/arm64) sharing the tar.gz rootfs: encoded and uploaded once", run: indexCase(2)},
 	)
 	tars := []string{rootfsTar, appTar}
 	cs = append(cs,

@@ -113,6 +113,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "xz inputs: %s.\n\n", r.in.xzNote)
 	r.writeInputs(&b)
 	r.writeTable(&b)
+	r.writeIndex(&b)
 	r.writeTargets(&b)
 	b.WriteString(notes)
 	b.WriteString(r.extra)

@@ -462,9 +462,31 @@ func readyStatus(ib *kilnv1.ImageBuild) string {
 func (d *demo) printTable(builds []*kilnv1.ImageBuild) {
 	fprintf(d.out, "\n")
 	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
-	fprintf(tw, "NAME\tREADY\tIMAGE\n")
+	fprintf(tw, "NAME\tREADY\tPLATFORMS\tIMAGE\n")
 	for _, ib := range builds {
-		fprintf(tw, "%s\t%s\t%s\n", ib.Name, readyStatus(ib), ib.Status.Image)
+		fprintf(tw, "%s\t%s\t%s\t%s\n", ib.Name, readyStatus(ib), orDash(strings.Join(ib.Status.Platforms, ",")), ib.Status.Image)
+	}
+	_ = tw.Flush()
+	for _, ib := range builds {
+		d.printPlatforms(ib)
+	}
+}
+
+// printPlatforms lists the images of a multi-platform build's index, each
+// with the base child it was built on.
+func (d *demo) printPlatforms(ib *kilnv1.ImageBuild) {
+	if len(ib.Status.Manifests) == 0 {
+		return
+	}
+	fprintf(d.out, "\n%s: %s with %d platforms\n", ib.Name, ib.Status.MediaType, len(ib.Status.Manifests))
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	fprintf(tw, "PLATFORM\tMANIFEST\tBASE CHILD\tLAYERS\n")
+	for _, m := range ib.Status.Manifests {
+		base := "-"
+		if m.Base != nil && m.Base.Digest != "" {
+			base = short(m.Base.Digest)
+		}
+		fprintf(tw, "%s\t%s\t%s\t%d\n", m.Platform, short(m.Digest), base, len(m.Layers))
 	}
 	_ = tw.Flush()
 }

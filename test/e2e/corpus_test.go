@@ -189,16 +189,16 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 		badCase{name: "empty-file", spec: layerFrom("empty.bin", nil),
 			reason: "InvalidLayer", msg: []string{`"bad"`}},
 		badCase{name: "wrong-digest", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, Digest: testkit.Digest([]byte("something else"))}}
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: &kilnv1.Source{URL: okURL}, Digest: testkit.Digest([]byte("something else"))}}
 		}, reason: "DigestMismatch", msg: []string{`"bad"`, testkit.Digest([]byte("something else")), testkit.Digest(okGz)}},
 		badCase{name: "wrong-diffid", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, DiffID: testkit.Digest([]byte("something else"))}}
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: &kilnv1.Source{URL: okURL}, DiffID: testkit.Digest([]byte("something else"))}}
 		}, reason: "DiffIDMismatch", msg: []string{`"bad"`, testkit.Digest([]byte("something else"))}},
 		badCase{name: "gzip-declared-on-xz", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: serve("declared.xz", compressed["xz"])}, Compression: kilnv1.CompressionGzip}}
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: &kilnv1.Source{URL: serve("declared.xz", compressed["xz"])}, Compression: kilnv1.CompressionGzip}}
 		}, reason: "InvalidLayer", msg: []string{`"bad"`, "gzip", "xz"}},
 		badCase{name: "zstd-declared-on-gzip", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{URL: okURL}, Compression: kilnv1.CompressionZstd}}
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: &kilnv1.Source{URL: okURL}, Compression: kilnv1.CompressionZstd}}
 		}, reason: "InvalidLayer", msg: []string{`"bad"`, "zstd", "gzip"}},
 		badCase{name: "dotdot-traversal", spec: tarLayer("dotdot", testkit.Dir("a/"), testkit.File("a/../../escape", "x")),
 			reason: "InvalidLayer", msg: []string{`"bad"`, "escape"}},
@@ -235,16 +235,16 @@ func corpus(t testing.TB, ns string, bad *badServer, authProxy *faultProxy, wind
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("bad", "http://"+bad.hangs.addr+"/layer.tar.gz")}
 		}, transient: true, msg: []string{bad.hangs.addr}},
 		badCase{name: "missing-configmap", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "no-such-configmap", Key: "layer.tar"}}}}
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "no-such-configmap", Key: "layer.tar"}}}}
 		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "no-such-configmap"}},
 		badCase{name: "missing-configmap-key", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "corpus-files", Key: "absent.tar"}}}}
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "corpus-files", Key: "absent.tar"}}}}
 		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "absent.tar"}},
 		badCase{name: "missing-secret", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "no-such-secret", Key: "layer.tar"}}}}
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "no-such-secret", Key: "layer.tar"}}}}
 		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "no-such-secret"}},
 		badCase{name: "missing-secret-key", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "corpus-secret", Key: "absent.tar"}}}}
+			ib.Spec.Layers = []kilnv1.Layer{{Name: "bad", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "corpus-secret", Key: "absent.tar"}}}}
 		}, reason: "SourceNotFound", external: true, msg: []string{`"bad"`, "absent.tar"}},
 		badCase{name: "registry-401", spec: func(_ testing.TB, ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers = []kilnv1.Layer{urlLayer("ok", okURL)}

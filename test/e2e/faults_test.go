@@ -288,7 +288,7 @@ func TestReproducibleAcrossManagers(t *testing.T) {
 	data := testkit.Tar(t, testkit.Dir("data/"), testkit.File("data/text", string(pseudoText(9, 3<<20))))
 	layers := []kilnv1.Layer{
 		urlLayer("rootfs", s.serveFile(t, "repro/rootfs.tar.xz", testkit.Xz(t, rootfs))),
-		{Name: "app", Source: kilnv1.Source{URL: s.serveFile(t, "repro/app.tar.gz", testkit.Gzip(t, app))}, Normalize: kilnv1.NormalizeReproducible},
+		{Name: "app", Source: &kilnv1.Source{URL: s.serveFile(t, "repro/app.tar.gz", testkit.Gzip(t, app))}, Normalize: kilnv1.NormalizeReproducible},
 		urlLayer("data", s.serveFile(t, "repro/data.tar", data)),
 	}
 	main := s.mgr.cfg

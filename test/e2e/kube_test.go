@@ -31,7 +31,7 @@ func imageBuild(ns, name, repo string, layers ...kilnv1.Layer) *kilnv1.ImageBuil
 }
 
 func urlLayer(name, url string) kilnv1.Layer {
-	return kilnv1.Layer{Name: name, Source: kilnv1.Source{URL: url}}
+	return kilnv1.Layer{Name: name, Source: &kilnv1.Source{URL: url}}
 }
 
 // waitFor polls the ImageBuild until done returns true, or fails the test

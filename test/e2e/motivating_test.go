@@ -77,7 +77,7 @@ func TestXzRootfsDiffID(t *testing.T) {
 	xzBytes := testkit.Xz(t, rootfs)
 	url := s.serveFile(t, "xz/rootfs.tar.xz", xzBytes)
 	ib := imageBuild(ns, "rootfs", "xz/rootfs", kilnv1.Layer{
-		Name: "rootfs", Source: kilnv1.Source{URL: url},
+		Name: "rootfs", Source: &kilnv1.Source{URL: url},
 		Digest: testkit.Digest(xzBytes), DiffID: testkit.Digest(rootfs),
 	})
 	kube.Create(t, s.k8s, ib)

@@ -51,7 +51,7 @@ func TestSecurityCrossTenantCacheReuse(t *testing.T) {
 
 	done := step(t, "team-a builds from its Secret")
 	a := imageBuild(nsA, "private", "security/team-a",
-		kilnv1.Layer{Name: "private", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "private-layer", Key: "layer.tar"}}})
+		kilnv1.Layer{Name: "private", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "private-layer", Key: "layer.tar"}}})
 	kube.Create(t, s.k8s, a)
 	readyA := waitReady(t, nsA, a.Name, 90*time.Second)
 	done()
@@ -75,7 +75,7 @@ func TestSecurityCrossTenantCacheReuse(t *testing.T) {
 
 	done = step(t, "team-b pins team-a's digest behind a dead URL")
 	b := imageBuild(nsB, "thief", "security/team-b",
-		kilnv1.Layer{Name: "stolen", Source: kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: secretDigest})
+		kilnv1.Layer{Name: "stolen", Source: &kilnv1.Source{URL: "http://127.0.0.1:1/x.tar"}, Digest: secretDigest})
 	kube.Create(t, s.k8s, b)
 	deleteAfter(t, b) // a transient failure retries forever; free the worker
 	settled := waitFailed(t, nsB, b.Name, 90*time.Second)
@@ -213,7 +213,7 @@ func TestSecurityHeadersFromNotForwardedAcrossHosts(t *testing.T) {
 		Data:       map[string][]byte{"X-Api-Token": []byte(token)},
 	})
 
-	ib := imageBuild(ns, "redirected", "security/redirected", kilnv1.Layer{Name: "redirected", Source: kilnv1.Source{
+	ib := imageBuild(ns, "redirected", "security/redirected", kilnv1.Layer{Name: "redirected", Source: &kilnv1.Source{
 		URL: srvA.URL + "/layer.tar.gz?sig=REFERERSIG", HeadersFrom: &kilnv1.LocalObjectReference{Name: "api-token"},
 	}})
 	kube.Create(t, s.k8s, ib)

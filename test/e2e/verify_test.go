@@ -42,6 +42,9 @@ type wantImage struct {
 	osVersion  string
 	// diffIDs, when set, must be the config's rootfs.diff_ids exactly.
 	diffIDs []string
+	// pick are skopeo's global platform overrides (--override-arch arm64)
+	// choosing the child of an index ref.
+	pick []string
 }
 
 // pulled is an image copied out of the registry by skopeo into an OCI layout.
@@ -63,8 +66,9 @@ func checkImage(t testing.TB, ref string, want wantImage) *pulled {
 		t.Fatal(err)
 	}
 	layout := filepath.Join(dir, "oci")
-	run(t, 5*time.Minute, "skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+	args := append(append([]string{"--insecure-policy"}, want.pick...), "copy", "--quiet", "--src-tls-verify=false",
 		"docker://"+ref, "oci:"+layout+":e2e")
+	run(t, 5*time.Minute, "skopeo", args...)
 	p := readLayout(t, layout, "e2e")
 	p.dir = dir
 	checkConfig(t, ref, p.config, want)

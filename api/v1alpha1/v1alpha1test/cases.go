@@ -28,16 +28,50 @@ func ValidBuild(name string) *kilnv1.ImageBuild {
 		Spec: kilnv1.ImageBuildSpec{
 			Base: &kilnv1.Base{Image: "scratch", Platform: "linux/arm64/v8"},
 			Layers: []kilnv1.Layer{
-				{Name: "rootfs", Source: kilnv1.Source{URL: "https://example.com/rootfs.tar.xz"}, Digest: Digest, DiffID: Digest, Compression: kilnv1.CompressionXz},
-				{Name: "app", Source: kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "app", Key: "app.tar.gz"}}, Normalize: kilnv1.NormalizeReproducible},
-				{Name: "creds", Source: kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "layer.tar"}}},
-				{Name: "blob", Source: kilnv1.Source{Blob: "registry.example/team/artifacts@" + Digest}},
+				{Name: "rootfs", Source: &kilnv1.Source{URL: "https://example.com/rootfs.tar.xz"}, Digest: Digest, DiffID: Digest, Compression: kilnv1.CompressionXz},
+				{Name: "app", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "app", Key: "app.tar.gz"}}, Normalize: kilnv1.NormalizeReproducible},
+				{Name: "creds", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "s", Key: "layer.tar"}}},
+				{Name: "blob", Source: &kilnv1.Source{Blob: "registry.example/team/artifacts@" + Digest}},
 			},
 			Config:   &kilnv1.ImageConfig{Env: []kilnv1.EnvVar{{Name: "PATH", Value: "/app/bin:$PATH"}}},
 			Output:   &kilnv1.Output{Compression: kilnv1.OutputZstd},
 			Target:   kilnv1.Target{Image: "registry.example/team/app:1.0", Tags: []string{"latest"}},
 			Interval: &metav1.Duration{Duration: time.Minute},
 		},
+	}
+}
+
+// MultiPlatformSpec is a valid three-platform spec: an index base, a
+// Windows platform with its own base and config, a shared layer, a layer
+// with variants and a layer limited to one platform.
+func MultiPlatformSpec() kilnv1.ImageBuildSpec {
+	return kilnv1.ImageBuildSpec{
+		Base: &kilnv1.Base{Image: "registry.example/base:1.2"},
+		Platforms: []kilnv1.PlatformBuild{
+			{Platform: "linux/amd64"},
+			{Platform: "linux/arm64/v8"},
+			{Platform: "windows/amd64:10.0.20348",
+				Base:   &kilnv1.Base{Image: "registry.example/nanoserver:ltsc2022"},
+				Config: &kilnv1.ImageConfig{Entrypoint: []string{`C:\app\app.exe`}}},
+		},
+		Layers: []kilnv1.Layer{
+			{Name: "certs", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "certs", Key: "ca.tar"}}},
+			{Name: "app", Variants: []kilnv1.LayerVariant{
+				{Platform: "linux/amd64", Source: kilnv1.Source{URL: "https://a.example/app-amd64.tgz"}, Digest: Digest},
+				{Platform: "linux/arm64", Source: kilnv1.Source{URL: "https://a.example/app-arm64.tgz"}},
+				{Platform: "windows/amd64", Source: kilnv1.Source{URL: "https://a.example/app-win.tgz"}},
+			}},
+			{Name: "debug", Platforms: []string{"linux/amd64"}, Source: &kilnv1.Source{URL: "https://a.example/busybox.tgz"}},
+		},
+		Target: kilnv1.Target{Image: "registry.example/team/base:1.0"},
+	}
+}
+
+// multi returns a Case mutation that starts from MultiPlatformSpec.
+func multi(mutate func(s *kilnv1.ImageBuildSpec)) func(*kilnv1.ImageBuild) {
+	return func(ib *kilnv1.ImageBuild) {
+		ib.Spec = MultiPlatformSpec()
+		mutate(&ib.Spec)
 	}
 }
 
@@ -51,7 +85,9 @@ func ValidBuilds() []*kilnv1.ImageBuild {
 	noBase.Spec.Base = nil
 	maxLayers := ValidBuild("valid-127-layers")
 	maxLayers.Spec.Layers = numberedLayers(127)
-	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers}
+	multiPlatform := ValidBuild("valid-multi-platform")
+	multiPlatform.Spec = MultiPlatformSpec()
+	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers, multiPlatform}
 }
 
 // Case is an ImageBuild the API server refuses on create.
@@ -103,7 +139,7 @@ func InvalidCases() []Case {
 			ib.Spec.Layers[0].Source.Blob = "r.example/x@" + Digest
 		}, Want: "spec.layers[0].source: Invalid value: exactly one of url, configMap, secret or blob must be set"},
 		{Name: "no source", Mutate: func(ib *kilnv1.ImageBuild) {
-			ib.Spec.Layers[0].Source = kilnv1.Source{}
+			ib.Spec.Layers[0].Source = &kilnv1.Source{}
 		}, Want: "exactly one of url, configMap, secret or blob must be set"},
 		{Name: "bad digest", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = "sha256:abc" },
 			Want: `spec.layers[0].digest: Invalid value: "sha256:abc"`},
@@ -151,6 +187,31 @@ func InvalidCases() []Case {
 		{Name: "missing target", Mutate: func(*kilnv1.ImageBuild) {}, MutateObject: func(obj map[string]any) {
 			delete(obj["spec"].(map[string]any), "target")
 		}, Want: "spec.target: Required value"},
+		{Name: "base.platform with platforms", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Base.Platform = "linux/amd64" }),
+			Want: "spec: Invalid value: spec.base.platform and spec.platforms are mutually exclusive"},
+		{Name: "duplicate platforms", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Platforms[1].Platform = "linux/amd64" }),
+			Want: "spec.platforms[1]: Duplicate value"},
+		{Name: "variants without platforms", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Layers[0] = kilnv1.Layer{Name: "rootfs", Variants: []kilnv1.LayerVariant{{Platform: "linux/amd64", Source: kilnv1.Source{URL: "https://x/a.tar"}}}}
+		}, Want: "spec: Invalid value: layers[].variants and layers[].platforms need spec.platforms"},
+		{Name: "source and variants", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Layers[1].Source = &kilnv1.Source{URL: "https://x/a.tar"} }),
+			Want: "spec.layers[1]: Invalid value: exactly one of source or variants must be set"},
+		{Name: "neither source nor variants", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Layers[0].Source = nil }),
+			Want: "spec.layers[0]: Invalid value: exactly one of source or variants must be set"},
+		{Name: "variant for an unlisted platform", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Layers[1].Variants[1].Platform = "linux/s390x" }),
+			Want: "spec: Invalid value: every layers[].variants[].platform must be one of spec.platforms, or a prefix of one"},
+		{Name: "variant missing for a platform", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Layers[1].Variants = s.Layers[1].Variants[:2] }),
+			Want: "spec: Invalid value: a layer with variants must have a variant for every platform it applies to"},
+		{Name: "layer platforms entry unlisted", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Layers[2].Platforms = []string{"linux/riscv64"} }),
+			Want: "spec: Invalid value: every layers[].platforms entry must be one of spec.platforms, or a prefix of one"},
+		{Name: "duplicate variant platforms", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Layers[1].Variants[1].Platform = "linux/amd64" }),
+			Want: "spec.layers[1]: Invalid value: variant platforms must be unique"},
+		{Name: "layer digest with variants", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Layers[1].Digest = Digest }),
+			Want: "spec.layers[1]: Invalid value: with variants, digest, diffID and compression are set per variant"},
+		{Name: "platform base override with platform", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Platforms[2].Base.Platform = "windows/amd64" }),
+			Want: "spec.platforms[2]: Invalid value: platforms[].base takes image or archive only"},
+		{Name: "platform shape in platforms", Mutate: multi(func(s *kilnv1.ImageBuildSpec) { s.Platforms[0].Platform = "amd64" }),
+			Want: `spec.platforms[0].platform: Invalid value: "amd64"`},
 		{Name: "object name not a DNS subdomain", Mutate: func(ib *kilnv1.ImageBuild) { ib.Name = "Invalid_Name" },
 			Want: `metadata.name: Invalid value: "Invalid_Name": a lowercase RFC 1123 subdomain`},
 	}
@@ -160,7 +221,7 @@ func InvalidCases() []Case {
 func numberedLayers(n int) []kilnv1.Layer {
 	layers := make([]kilnv1.Layer, n)
 	for i := range layers {
-		layers[i] = kilnv1.Layer{Name: fmt.Sprintf("l%d", i), Source: kilnv1.Source{URL: fmt.Sprintf("https://example.com/%d.tar", i)}}
+		layers[i] = kilnv1.Layer{Name: fmt.Sprintf("l%d", i), Source: &kilnv1.Source{URL: fmt.Sprintf("https://example.com/%d.tar", i)}}
 	}
 	return layers
 }
