@@ -377,13 +377,15 @@ type Source struct {
 
 	// files are written by kiln into a layer tarball: each entry's content
 	// is inline, or one key of a Secret or ConfigMap in this namespace.
-	// Parent directories are created; paths are absolute and unique.
-	// Inline content totals at most 256 KiB.
+	// Parent directories are created; paths are absolute and unique (kiln
+	// checks uniqueness when it builds: a CEL rule comparing every pair of
+	// 4096-byte paths in every layer and variant exceeds the API server's
+	// cost budget). Inline content totals at most 256 KiB; a layer takes
+	// at most 64 entries (a configMapDir takes any number of keys).
 	// +optional
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:XValidation:rule="self.map(f, has(f.content) ? size(f.content) : 0).sum() <= 262144",message="inline files content must total at most 256 KiB: put bigger files in a ConfigMap"
-	// +kubebuilder:validation:XValidation:rule="self.all(f, self.exists_one(g, g.path == f.path))",message="files paths must be unique"
 	Files []FileEntry `json:"files,omitempty"`
 
 	// configMapDir writes every key of a ConfigMap (data and binaryData) as
