@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -278,20 +277,12 @@ func listLayer(t *testing.T, l v1.Layer) string {
 	}
 	defer rc.Close()
 	var out []string
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return strings.Join(out, " ")
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(tr)
-		if h.Typeflag == tar.TypeDir {
-			out = append(out, h.Name)
+	for _, e := range testkit.ReadTar(t, rc) {
+		if e.Header.Typeflag == tar.TypeDir {
+			out = append(out, e.Header.Name)
 		} else {
-			out = append(out, h.Name+"="+string(body))
+			out = append(out, e.Header.Name+"="+string(e.Body))
 		}
 	}
+	return strings.Join(out, " ")
 }

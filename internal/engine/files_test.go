@@ -1,11 +1,9 @@
 package engine
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -24,18 +22,11 @@ func i64(v int64) *int64   { return &v }
 func tarEntries(t *testing.T, b []byte) []string {
 	t.Helper()
 	var out []string
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(tr)
-		out = append(out, fmt.Sprintf("%s %o %d:%d %d %q", h.Name, h.Mode, h.Uid, h.Gid, h.ModTime.Unix(), body))
+	for _, e := range testkit.ReadTar(t, bytes.NewReader(b)) {
+		h := e.Header
+		out = append(out, fmt.Sprintf("%s %o %d:%d %d %q", h.Name, h.Mode, h.Uid, h.Gid, h.ModTime.Unix(), e.Body))
 	}
+	return out
 }
 
 var filesInputs = Inputs{

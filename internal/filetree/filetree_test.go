@@ -5,13 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kiln-build/kiln/internal/failure"
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 func i64(v int64) *int64 { return &v }
@@ -31,22 +31,12 @@ type entry struct {
 func read(t *testing.T, b []byte) []entry {
 	t.Helper()
 	var out []entry
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, entry{h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, string(body), h.ModTime.Unix(),
+	for _, e := range testkit.ReadTar(t, bytes.NewReader(b)) {
+		h := e.Header
+		out = append(out, entry{h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, string(e.Body), h.ModTime.Unix(),
 			h.Uname + h.Gname, h.Format == tar.FormatPAX})
 	}
+	return out
 }
 
 func TestTar(t *testing.T) {
