@@ -269,7 +269,8 @@ type Layer struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// source is where the layer tarball is fetched from. Exactly one of
+	// source is where the layer tarball is fetched from, or the files kiln
+	// writes into one (files, configMapDir, secretDir). Exactly one of
 	// source or variants.
 	// +optional
 	Source *Source `json:"source,omitempty"`
