@@ -38,22 +38,18 @@ type refs struct {
 }
 
 // referencesOf lists every ConfigMap and Secret the spec names: layer,
-// variant and base-archive sources, URL headers and the CA bundle. Sorted, no duplicates.
+// variant and base-archive sources (Source.References: keys, files
+// entries, dir sources, URL headers) and the CA bundle. Sorted, no duplicates.
 func referencesOf(spec *kilnv1.ImageBuildSpec) refs {
 	var cms, secrets []string
-	addSource := func(s *kilnv1.Source) {
-		if s.ConfigMap != nil {
-			cms = append(cms, s.ConfigMap.Name)
-		}
-		if s.Secret != nil {
-			secrets = append(secrets, s.Secret.Name)
-		}
-		if s.HeadersFrom != nil {
-			secrets = append(secrets, s.HeadersFrom.Name)
-		}
-	}
 	for _, s := range spec.AllSources() {
-		addSource(s)
+		for _, r := range s.References() {
+			if r.Kind == kindConfigMap {
+				cms = append(cms, r.Name)
+			} else {
+				secrets = append(secrets, r.Name)
+			}
+		}
 	}
 	if cb := spec.Target.CABundle; cb != nil {
 		if cb.ConfigMap != nil {
@@ -89,7 +85,8 @@ func indexSecrets(o client.Object) []string {
 }
 
 // usedKeys lists, per object, the keys kiln reads from it ("*" = all keys:
-// a headersFrom Secret sends every key as a header). Only these enter the
+// a headersFrom Secret sends every key as a header, a configMapDir or
+// secretDir writes every key as a file). Only these enter the
 // content fingerprint: a change to any other key, or to metadata, builds
 // nothing.
 func usedKeys(spec *kilnv1.ImageBuildSpec) map[objectRef][]string {
@@ -100,19 +97,10 @@ func usedKeys(spec *kilnv1.ImageBuildSpec) map[objectRef][]string {
 			out[ref] = append(out[ref], key)
 		}
 	}
-	addSource := func(s *kilnv1.Source) {
-		if s.ConfigMap != nil {
-			add(kindConfigMap, s.ConfigMap.Name, s.ConfigMap.Key)
-		}
-		if s.Secret != nil {
-			add(kindSecret, s.Secret.Name, s.Secret.Key)
-		}
-		if s.HeadersFrom != nil {
-			add(kindSecret, s.HeadersFrom.Name, allKeys)
-		}
-	}
 	for _, s := range spec.AllSources() {
-		addSource(s)
+		for _, r := range s.References() {
+			add(r.Kind, r.Name, r.Key)
+		}
 	}
 	if cb := spec.Target.CABundle; cb != nil {
 		if cb.ConfigMap != nil {
@@ -131,7 +119,7 @@ func usedKeys(spec *kilnv1.ImageBuildSpec) map[objectRef][]string {
 const (
 	kindConfigMap = "ConfigMap"
 	kindSecret    = "Secret"
-	allKeys       = "*"
+	allKeys       = kilnv1.AllKeys
 )
 
 type objectRef struct{ kind, name string }

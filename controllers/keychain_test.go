@@ -110,13 +110,28 @@ func TestReferencesOf(t *testing.T) {
 			{Name: "b", Source: &kilnv1.Source{ConfigMap: &kilnv1.KeySelector{Name: "files", Key: "b"}}},
 			{Name: "c", Source: &kilnv1.Source{Secret: &kilnv1.KeySelector{Name: "creds", Key: "c"}}},
 			{Name: "d", Source: &kilnv1.Source{URL: "https://x/d", HeadersFrom: &kilnv1.LocalObjectReference{Name: "headers"}}},
+			{Name: "e", Source: &kilnv1.Source{Files: []kilnv1.FileEntry{
+				{Path: "/a", SecretKeyRef: &kilnv1.KeySelector{Name: "tls", Key: "k"}},
+				{Path: "/b", ConfigMapKeyRef: &kilnv1.KeySelector{Name: "conf", Key: "c"}},
+			}}},
+			{Name: "f", Source: &kilnv1.Source{ConfigMapDir: &kilnv1.DirSource{Name: "site", TargetDir: "/srv"}}},
+			{Name: "g", Variants: []kilnv1.LayerVariant{{Platform: "linux/amd64", Source: kilnv1.Source{SecretDir: &kilnv1.DirSource{Name: "certs", TargetDir: "/c"}}}}},
 		},
 		Target:             kilnv1.Target{Image: "r/x", CABundle: &kilnv1.CABundleSource{Secret: &kilnv1.KeySelector{Name: "ca", Key: "ca.crt"}}},
 		ServiceAccountName: "builder",
 	}
 	got := referencesOf(spec)
-	if strings.Join(got.ConfigMaps, ",") != "base,files" || strings.Join(got.Secrets, ",") != "ca,creds,headers" || got.ServiceAccount != "builder" {
+	if strings.Join(got.ConfigMaps, ",") != "base,conf,files,site" || strings.Join(got.Secrets, ",") != "ca,certs,creds,headers,tls" || got.ServiceAccount != "builder" {
 		t.Errorf("references: %+v", got)
+	}
+	keys := usedKeys(spec)
+	for ref, want := range map[objectRef]string{
+		{kindConfigMap, "files"}: "a,b", {kindConfigMap, "site"}: "*", {kindConfigMap, "conf"}: "c",
+		{kindSecret, "tls"}: "k", {kindSecret, "certs"}: "*", {kindSecret, "headers"}: "*",
+	} {
+		if got := strings.Join(keys[ref], ","); got != want {
+			t.Errorf("used keys of %v: %q, want %q", ref, got, want)
+		}
 	}
 	if r := referencesOf(&kilnv1.ImageBuildSpec{}); r.ConfigMaps != nil || r.Secrets != nil {
 		t.Errorf("no references expected: %+v", r)

@@ -245,6 +245,7 @@ type LayerVariant struct {
 }
 
 // Archive is an image tarball used as base.
+// +kubebuilder:validation:XValidation:rule="!has(self.source.files) && !has(self.source.configMapDir) && !has(self.source.secretDir)",message="a base archive's source is one of url, configMap, secret or blob"
 type Archive struct {
 	// source is where the archive is fetched from.
 	// +required
@@ -268,7 +269,8 @@ type Layer struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// source is where the layer tarball is fetched from. Exactly one of
+	// source is where the layer tarball is fetched from, or the files kiln
+	// writes into one (files, configMapDir, secretDir). Exactly one of
 	// source or variants.
 	// +optional
 	Source *Source `json:"source,omitempty"`
@@ -311,10 +313,39 @@ type Layer struct {
 	// normalize overrides spec.normalize for this layer.
 	// +optional
 	Normalize NormalizeMode `json:"normalize,omitempty"`
+
+	// fileMode sets the permission bits of every regular file in the layer,
+	// as an octal string ("0644"). A file that had any execute bit gets an
+	// execute bit wherever fileMode has a read bit (0644 makes it 0755), so
+	// binaries stay runnable. For files, configMapDir and secretDir sources
+	// it is instead the mode of entries that set none (default 0644).
+	// +optional
+	// +kubebuilder:validation:Pattern=`^0?[0-7]{3,4}$`
+	FileMode string `json:"fileMode,omitempty"`
+
+	// dirMode sets the permission bits of every directory in the layer, as
+	// an octal string ("0755"); for files, configMapDir and secretDir
+	// sources it is the mode of the directories kiln creates (default 0755).
+	// +optional
+	// +kubebuilder:validation:Pattern=`^0?[0-7]{3,4}$`
+	DirMode string `json:"dirMode,omitempty"`
+
+	// uid sets the owner of every entry in the layer (owner names are
+	// cleared); for generated sources it is the default of entries that set
+	// none (default 0).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	UID *int64 `json:"uid,omitempty"`
+
+	// gid sets the group of every entry in the layer, as uid.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	GID *int64 `json:"gid,omitempty"`
 }
 
-// Source says where bytes come from: exactly one of url, configMap, secret or blob.
-// +kubebuilder:validation:XValidation:rule="[has(self.url), has(self.configMap), has(self.secret), has(self.blob)].filter(x, x).size() == 1",message="exactly one of url, configMap, secret or blob must be set"
+// Source says where bytes come from: exactly one of url, configMap, secret,
+// blob, files, configMapDir or secretDir.
+// +kubebuilder:validation:XValidation:rule="[has(self.url), has(self.configMap), has(self.secret), has(self.blob), has(self.files), has(self.configMapDir), has(self.secretDir)].filter(x, x).size() == 1",message="exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"
 type Source struct {
 	// url is an http or https address, fetched with retries on transient errors.
 	// +optional
@@ -344,6 +375,84 @@ type Source struct {
 	// +optional
 	// +kubebuilder:validation:Pattern=`^[^@]+@sha256:[a-f0-9]{64}$`
 	Blob string `json:"blob,omitempty"`
+
+	// files are written by kiln into a layer tarball: each entry's content
+	// is inline, or one key of a Secret or ConfigMap in this namespace.
+	// Parent directories are created; paths are absolute and unique (kiln
+	// checks uniqueness when it builds: a CEL rule comparing every pair of
+	// 4096-byte paths in every layer and variant exceeds the API server's
+	// cost budget). Inline content totals at most 256 KiB; a layer takes
+	// at most 64 entries (a configMapDir takes any number of keys).
+	// +optional
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.map(f, has(f.content) ? size(f.content) : 0).sum() <= 262144",message="inline files content must total at most 256 KiB: put bigger files in a ConfigMap"
+	Files []FileEntry `json:"files,omitempty"`
+
+	// configMapDir writes every key of a ConfigMap (data and binaryData) as
+	// a file under targetDir.
+	// +optional
+	ConfigMapDir *DirSource `json:"configMapDir,omitempty"`
+
+	// secretDir writes every key of a Secret as a file under targetDir.
+	// +optional
+	SecretDir *DirSource `json:"secretDir,omitempty"`
+}
+
+// FileEntry is one file of a files source: exactly one of content,
+// secretKeyRef or configMapKeyRef.
+// +kubebuilder:validation:XValidation:rule="[has(self.content), has(self.secretKeyRef), has(self.configMapKeyRef)].filter(x, x).size() == 1",message="exactly one of content, secretKeyRef or configMapKeyRef must be set"
+type FileEntry struct {
+	// path is the file's absolute, clean path in the image (/etc/app/app.yaml).
+	// +required
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/`
+	Path string `json:"path"`
+
+	// content is the file's text.
+	// +optional
+	// +kubebuilder:validation:MaxLength=262144
+	Content *string `json:"content,omitempty"`
+
+	// secretKeyRef takes the file's bytes from a key of a Secret.
+	// +optional
+	SecretKeyRef *KeySelector `json:"secretKeyRef,omitempty"`
+
+	// configMapKeyRef takes the file's bytes from a key of a ConfigMap.
+	// +optional
+	ConfigMapKeyRef *KeySelector `json:"configMapKeyRef,omitempty"`
+
+	// mode is the file's permission bits as an octal string; default the
+	// layer's fileMode, else 0644.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^0?[0-7]{3,4}$`
+	Mode string `json:"mode,omitempty"`
+
+	// uid owns the file; default the layer's uid, else 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	UID *int64 `json:"uid,omitempty"`
+
+	// gid is the file's group; default the layer's gid, else 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	GID *int64 `json:"gid,omitempty"`
+}
+
+// DirSource is a ConfigMap or Secret whose keys become files in a directory.
+type DirSource struct {
+	// name of the object in this namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+
+	// targetDir is the absolute directory the keys are written into.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/`
+	TargetDir string `json:"targetDir"`
 }
 
 // KeySelector selects one key of a ConfigMap or Secret in the ImageBuild's namespace.

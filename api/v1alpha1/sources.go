@@ -26,3 +26,59 @@ func (s *ImageBuildSpec) AllSources() []*Source {
 	}
 	return out
 }
+
+// Reference is one ConfigMap or Secret key a source reads; Key is AllKeys
+// when the source reads every key of the object.
+type Reference struct {
+	// Kind is "ConfigMap" or "Secret".
+	Kind string
+	Name string
+	Key  string
+}
+
+// AllKeys is Reference.Key for a source that reads every key (a
+// headersFrom Secret, a configMapDir or secretDir).
+const AllKeys = "*"
+
+// References lists the ConfigMap and Secret keys s reads, in field order.
+// The controller reads, watches and fingerprints exactly these, so a
+// source kind that adds a reference adds it here.
+func (s *Source) References() []Reference {
+	var out []Reference
+	add := func(kind string, sel *KeySelector) {
+		if sel != nil {
+			out = append(out, Reference{Kind: kind, Name: sel.Name, Key: sel.Key})
+		}
+	}
+	add("ConfigMap", s.ConfigMap)
+	add("Secret", s.Secret)
+	if s.HeadersFrom != nil {
+		out = append(out, Reference{Kind: "Secret", Name: s.HeadersFrom.Name, Key: AllKeys})
+	}
+	for i := range s.Files {
+		add("Secret", s.Files[i].SecretKeyRef)
+		add("ConfigMap", s.Files[i].ConfigMapKeyRef)
+	}
+	if s.ConfigMapDir != nil {
+		out = append(out, Reference{Kind: "ConfigMap", Name: s.ConfigMapDir.Name, Key: AllKeys})
+	}
+	if s.SecretDir != nil {
+		out = append(out, Reference{Kind: "Secret", Name: s.SecretDir.Name, Key: AllKeys})
+	}
+	return out
+}
+
+// HoldsSecret reports whether s's bytes may include Secret values (a
+// headersFrom Secret is sent, never part of the bytes): then kiln never
+// shows their sha256 (status sourceDigest, inputDigest).
+func (s *Source) HoldsSecret() bool {
+	if s.Secret != nil || s.SecretDir != nil {
+		return true
+	}
+	for i := range s.Files {
+		if s.Files[i].SecretKeyRef != nil {
+			return true
+		}
+	}
+	return false
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/base64"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"sigs.k8s.io/yaml"
 
@@ -190,4 +192,97 @@ spec:
 	if built.Status.Digest != planned.Status.Digest || len(built.Status.Manifests) != 2 {
 		t.Errorf("build pushed %s with %d manifests, plan said %s", built.Status.Digest, len(built.Status.Manifests), planned.Status.Digest)
 	}
+}
+
+// files, configMapDir and secretDir layers take their keys from the
+// ConfigMap and Secret documents of the same file (stringData included).
+func TestBuildFromFileWithGeneratedLayers(t *testing.T) {
+	host := testkit.NewRegistry(t).Host
+	spec := fmt.Sprintf(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: site}
+data:
+  index.html: "<h1>hi</h1>"
+binaryData:
+  logo.png: %s
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls}
+stringData:
+  key.pem: SECRET-KEY
+---
+apiVersion: kiln.dev/v1alpha1
+kind: ImageBuild
+metadata: {name: web}
+spec:
+  layers:
+  - name: site
+    source: {configMapDir: {name: site, targetDir: /srv/www}}
+  - name: config
+    source:
+      files:
+      - {path: /etc/app/app.yaml, content: "port: 8080"}
+      - {path: /etc/app/key.pem, secretKeyRef: {name: tls, key: key.pem}, mode: "0600"}
+      - {path: /etc/app/index.html, configMapKeyRef: {name: site, key: index.html}}
+  - name: certs
+    source: {secretDir: {name: tls, targetDir: /run/tls}}
+  target: {image: %s/team/web:1}
+`, base64.StdEncoding.EncodeToString([]byte{0x89, 'P', 'N', 'G'}), host)
+	file := filepath.Join(t.TempDir(), "ib.yaml")
+	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if strings.Contains(stdout+stderr, "SECRET-KEY") {
+		t.Error("output shows the Secret value")
+	}
+	var ib kilnv1.ImageBuild
+	if err := yaml.UnmarshalStrict([]byte(stdout), &ib); err != nil {
+		t.Fatalf("output is not one ImageBuild: %v\n%s", err, stdout)
+	}
+	ref, _ := name.ParseReference(ib.Status.Image)
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatalf("pulling %s: %v", ib.Status.Image, err)
+	}
+	ls, err := img.Layers()
+	if err != nil || len(ls) != 3 {
+		t.Fatalf("layers %d, %v", len(ls), err)
+	}
+	want := []string{
+		"srv/ srv/www/ srv/www/index.html=<h1>hi</h1> srv/www/logo.png=\x89PNG",
+		"etc/ etc/app/ etc/app/app.yaml=port: 8080 etc/app/index.html=<h1>hi</h1> etc/app/key.pem=SECRET-KEY",
+		"run/ run/tls/ run/tls/key.pem=SECRET-KEY",
+	}
+	for i, l := range ls {
+		if got := listLayer(t, l); got != want[i] {
+			t.Errorf("layer %d: %q, want %q", i, got, want[i])
+		}
+	}
+	if s := ib.Status.Layers; s[1].SourceDigest != "secret:files" || s[2].SourceDigest != "secret:tls/*" || !strings.HasPrefix(s[0].SourceDigest, "sha256:") {
+		t.Errorf("source digests %q %q %q", s[0].SourceDigest, s[1].SourceDigest, s[2].SourceDigest)
+	}
+}
+
+// listLayer is "name" or "name=body" of every entry, space separated.
+func listLayer(t *testing.T, l v1.Layer) string {
+	t.Helper()
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var out []string
+	for _, e := range testkit.ReadTar(t, rc) {
+		if e.Header.Typeflag == tar.TypeDir {
+			out = append(out, e.Header.Name)
+		} else {
+			out = append(out, e.Header.Name+"="+string(e.Body))
+		}
+	}
+	return strings.Join(out, " ")
 }

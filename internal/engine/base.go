@@ -194,6 +194,8 @@ func sourceSpec(layerName string, s *kilnv1.Source, digest string, in Inputs) (s
 		spec.Data, spec.DataKind, spec.DataRef = data, source.KindSecret, fmt.Sprintf("secret %s key %s", s.Secret.Name, s.Secret.Key)
 	case s.Blob != "":
 		spec.Blob = s.Blob
+	case generated(s):
+		return spec, failure.Permanent(failure.InvalidSpec, failure.Layerf(layerName, "a %s source is a layer's only: a base archive is fetched", sourceKind(s)))
 	default:
 		return spec, failure.Permanent(failure.InvalidSpec, failure.Layerf(layerName, "source has none of url, configMap, secret or blob"))
 	}
@@ -227,6 +229,12 @@ func describe(s *kilnv1.Source) string {
 		return "secret " + s.Secret.Name + "/" + s.Secret.Key
 	case s.Blob != "":
 		return "blob " + s.Blob
+	case len(s.Files) > 0:
+		return fmt.Sprintf("files (%d)", len(s.Files))
+	case s.ConfigMapDir != nil:
+		return "configMapDir " + s.ConfigMapDir.Name
+	case s.SecretDir != nil:
+		return "secretDir " + s.SecretDir.Name
 	}
 	return "unknown source"
 }
@@ -243,6 +251,12 @@ func sourceKind(s *kilnv1.Source) string {
 		return string(source.KindSecret)
 	case s.Blob != "":
 		return string(source.KindBlob)
+	case len(s.Files) > 0:
+		return kindFiles
+	case s.ConfigMapDir != nil:
+		return kindConfigMapDir
+	case s.SecretDir != nil:
+		return kindSecretDir
 	}
 	return "unknown source"
 }

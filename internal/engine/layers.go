@@ -188,7 +188,11 @@ func jobKey(l *kilnv1.Layer) string {
 // this build may have is taken from the cache, the others are encoded
 // side by side from one fetch.
 func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, shapes []bool, o registry.Options, progress func(Progress)) ([]*builtLayer, error) {
-	src, err := sourceSpec(l.Name, l.Source, l.Digest, in)
+	src, err := layerSource(spec, l, in)
+	if err != nil {
+		return nil, err
+	}
+	overrides, err := overridesOf(l)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +205,7 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 		bos[i] = layer.BuildOptions{
 			Options: layer.Options{
 				Mode: normalizeMode(spec, l), Created: created(spec), Windows: windows,
-				Limits: e.Limits, LayerName: l.Name,
+				Limits: e.Limits, LayerName: l.Name, Overrides: overrides,
 			},
 			Declared: declared,
 			DiffID:   l.DiffID,
@@ -483,21 +487,28 @@ func (e *Engine) finish(l *kilnv1.Layer, c cachedLayer, bytesIn int64, cached bo
 // the ImageBuild confirm a guess of the secret (and, before the cache
 // proofs, it was the key to another tenant's cached copy). A Secret layer
 // shows which key it came from instead.
+// Generated layers holding Secret values show "secret:<name>/*" (secretDir)
+// or "secret:files" instead.
 func shownSourceDigest(s *kilnv1.Source, c cachedLayer) string {
-	if sel := s.Secret; sel != nil {
-		return kilnv1.SecretSourceDigestPrefix + sel.Name + "/" + sel.Key
+	switch {
+	case s.Secret != nil:
+		return kilnv1.SecretSourceDigestPrefix + s.Secret.Name + "/" + s.Secret.Key
+	case s.SecretDir != nil:
+		return kilnv1.SecretSourceDigestPrefix + s.SecretDir.Name + "/" + kilnv1.AllKeys
+	case s.HoldsSecret():
+		return kilnv1.SecretSourceDigestPrefix + kindFiles
 	}
 	return c.SourceDigest
 }
 
 // inputOf is the layer's part of the inputDigest: the source digest, except
-// for a Secret, where the inputDigest must not be a confirmation oracle
+// for a source holding Secret values, where the inputDigest must not be a confirmation oracle
 // either. There it is the pushed blob digest and diffID: already in the
 // status and the image, so the inputDigest reveals nothing more, and still a
 // function of the Secret bytes and options that determines the layer (equal
 // inputDigests still mean equal images).
 func inputOf(s *kilnv1.Source, c cachedLayer) string {
-	if s.Secret != nil {
+	if s.HoldsSecret() {
 		return "secret " + c.Digest + " " + c.DiffID
 	}
 	return c.SourceDigest
@@ -506,8 +517,8 @@ func inputOf(s *kilnv1.Source, c cachedLayer) string {
 // optionsKey names everything besides the source bytes that determines a
 // layer's output bytes.
 func optionsKey(bo layer.BuildOptions) string {
-	return fmt.Sprintf("%s mode=%s windows=%t created=%d out=%s declared=%s",
-		version.Engine, bo.Mode, bo.Windows, bo.Created.Unix(), bo.Output, compressionOrAuto(bo.Declared))
+	return fmt.Sprintf("%s mode=%s windows=%t created=%d out=%s declared=%s%s",
+		version.Engine, bo.Mode, bo.Windows, bo.Created.Unix(), bo.Output, compressionOrAuto(bo.Declared), bo.Overrides)
 }
 
 func compressionOrAuto(a compression.Algorithm) compression.Algorithm {

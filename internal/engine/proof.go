@@ -20,7 +20,8 @@ import (
 //
 //   - ConfigMap/Secret: the bytes are the build's own namespace object, read
 //     by the caller; their sha256 is computed here, never taken from a
-//     declared digest.
+//     declared digest. The tarballs kiln writes for files, configMapDir and
+//     secretDir layers are such data too, generated from those objects.
 //   - URL: a request with the build's own headers to the URL the cached
 //     bytes were fetched from, answered 304 to the recorded validators, or
 //     200 with the recorded strong ETag (or, lacking ETags, length); else a

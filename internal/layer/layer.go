@@ -163,11 +163,44 @@ type Options struct {
 	// CompressedBytes, when set, reports how many compressed bytes have
 	// been read so far; it drives the MaxRatio check.
 	CompressedBytes func() int64
+	// Overrides set modes and owners of every entry (layers[].fileMode,
+	// dirMode, uid, gid), in either mode.
+	Overrides Overrides
 
 	// stopOnChange makes Normalize return errChanged at the first output
 	// byte that differs from the input: Build's fast path only needs to
 	// know whether the input is clean.
 	stopOnChange bool
+}
+
+// Overrides rewrite entries' modes and owners; nil fields keep the
+// input's. A rewritten header disables Build's fast path like any other
+// change, so every reader of the blob sees the overrides.
+type Overrides struct {
+	// FileMode replaces the permission bits (07777) of regular files. A
+	// file that had an execute bit gets one wherever FileMode has a read
+	// bit (0644 becomes 0755): an override must not break a binary.
+	FileMode *int64
+	// DirMode replaces the permission bits of directories.
+	DirMode *int64
+	// UID and GID replace every entry's owner; owner names are cleared,
+	// since they would contradict the ids.
+	UID, GID *int64
+}
+
+// String names the overrides in cache keys; "" when none is set.
+func (o Overrides) String() string {
+	var s string
+	for _, f := range []struct {
+		k string
+		v *int64
+		f string
+	}{{"fileMode", o.FileMode, "%o"}, {"dirMode", o.DirMode, "%o"}, {"uid", o.UID, "%d"}, {"gid", o.GID, "%d"}} {
+		if f.v != nil {
+			s += fmt.Sprintf(" %s="+f.f, f.k, *f.v)
+		}
+	}
+	return s
 }
 
 func (o Options) validate() error {
@@ -203,6 +236,8 @@ const (
 	ChangeHeaderOnlySize     = "zeroedLinkSizes"
 	ChangeRewrittenHeaders   = "rewrittenHeaders"
 	ChangeTrailer            = "normalizedTrailer"
+	ChangeOverriddenModes    = "overriddenModes"
+	ChangeOverriddenOwners   = "overriddenOwners"
 )
 
 // Stats describes one Normalize pass.

@@ -59,6 +59,7 @@ func (n *normalizer) rewrite(hdr *tar.Header, p string) (*tar.Header, error) {
 			modified = true
 		}
 	}
+	modified = n.override(&h) || modified
 	if n.opts.reproducible() {
 		n.canonical(&h)
 		return &h, nil // compared byte for byte with the input by emit
@@ -184,4 +185,47 @@ func (n *normalizer) windowsRoots() error {
 		n.stats.Changed = true
 	}
 	return nil
+}
+
+// override applies Options.Overrides to h and reports whether it changed
+// anything. Only counted changes are rewrites: an entry that already has
+// the mode and owner keeps its raw header.
+func (n *normalizer) override(h *tar.Header) bool {
+	o := n.opts.Overrides
+	modified := false
+	if m, ok := overriddenMode(h, o); ok && m != h.Mode&0o7777 {
+		h.Mode = h.Mode&^0o7777 | m
+		n.stats.count(ChangeOverriddenModes, 1)
+		modified = true
+	}
+	owner := false
+	if o.UID != nil && int64(h.Uid) != *o.UID {
+		h.Uid, owner = int(*o.UID), true
+	}
+	if o.GID != nil && int64(h.Gid) != *o.GID {
+		h.Gid, owner = int(*o.GID), true
+	}
+	if (o.UID != nil || o.GID != nil) && (h.Uname != "" || h.Gname != "") {
+		h.Uname, h.Gname, owner = "", "", true
+	}
+	if owner {
+		n.stats.count(ChangeOverriddenOwners, 1)
+		modified = true
+	}
+	return modified
+}
+
+// overriddenMode is the permission bits o gives h, if it gives any.
+func overriddenMode(h *tar.Header, o Overrides) (int64, bool) {
+	switch {
+	case h.Typeflag == tar.TypeDir && o.DirMode != nil:
+		return *o.DirMode, true
+	case isRegular(h.Typeflag) && o.FileMode != nil:
+		m := *o.FileMode
+		if h.Mode&0o111 != 0 {
+			m |= (m & 0o444) >> 2
+		}
+		return m, true
+	}
+	return 0, false
 }

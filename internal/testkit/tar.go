@@ -129,3 +129,30 @@ func Files(t testing.TB, nameContent ...string) []byte {
 	}
 	return Tar(t, es...)
 }
+
+// ReadEntry is one entry of a tar read back: its header and body.
+type ReadEntry struct {
+	Header *tar.Header
+	Body   []byte
+}
+
+// ReadTar reads every entry of the tar stream r, failing t on a bad one.
+func ReadTar(t testing.TB, r io.Reader) []ReadEntry {
+	t.Helper()
+	var out []ReadEntry
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("reading tar entry %d: %v", len(out), err)
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatalf("reading tar entry %s: %v", h.Name, err)
+		}
+		out = append(out, ReadEntry{h, body})
+	}
+}

@@ -87,7 +87,37 @@ func ValidBuilds() []*kilnv1.ImageBuild {
 	maxLayers.Spec.Layers = numberedLayers(127)
 	multiPlatform := ValidBuild("valid-multi-platform")
 	multiPlatform.Spec = MultiPlatformSpec()
-	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers, multiPlatform}
+	files := ValidBuild("valid-files")
+	files.Spec.Layers = FilesLayers()
+	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers, multiPlatform, files}
+}
+
+// FilesLayers use the generated source kinds and the layer overrides:
+// inline, Secret and ConfigMap files, a configMapDir and a secretDir, and
+// overrides on a URL layer.
+func FilesLayers() []kilnv1.Layer {
+	content := strings.Repeat("x", 128<<10) // two of them: 256 KiB, the limit
+	return []kilnv1.Layer{
+		{Name: "config", FileMode: "0640", UID: ptr(1000), GID: ptr(0), Source: &kilnv1.Source{Files: []kilnv1.FileEntry{
+			{Path: "/etc/app/app.yaml", Content: &content, Mode: "644"},
+			{Path: "/etc/app/big.txt", Content: &content, UID: ptr(0)},
+			{Path: "/etc/app/tls.key", SecretKeyRef: &kilnv1.KeySelector{Name: "tls", Key: "tls.key"}, Mode: "0600"},
+			{Path: "/etc/app/log.yaml", ConfigMapKeyRef: &kilnv1.KeySelector{Name: "conf", Key: "log.yaml"}},
+		}}},
+		{Name: "site", DirMode: "0755", Source: &kilnv1.Source{ConfigMapDir: &kilnv1.DirSource{Name: "site", TargetDir: "/srv/www"}}},
+		{Name: "certs", Source: &kilnv1.Source{SecretDir: &kilnv1.DirSource{Name: "certs", TargetDir: "/run/certs"}}},
+		{Name: "app", FileMode: "0644", DirMode: "0755", UID: ptr(65532), GID: ptr(65532), Source: &kilnv1.Source{URL: "https://example.com/app.tgz"}},
+	}
+}
+
+func ptr(v int64) *int64 { return &v }
+
+// files returns a Case mutation whose layers are FilesLayers, changed.
+func files(mutate func(ls []kilnv1.Layer)) func(*kilnv1.ImageBuild) {
+	return func(ib *kilnv1.ImageBuild) {
+		ib.Spec.Layers = FilesLayers()
+		mutate(ib.Spec.Layers)
+	}
 }
 
 // Case is an ImageBuild the API server refuses on create.
@@ -137,10 +167,42 @@ func InvalidCases() []Case {
 		}, Want: "exactly one of base.image or base.archive must be set"},
 		{Name: "two sources", Mutate: func(ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers[0].Source.Blob = "r.example/x@" + Digest
-		}, Want: "spec.layers[0].source: Invalid value: exactly one of url, configMap, secret or blob must be set"},
+		}, Want: "spec.layers[0].source: Invalid value: exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"},
+		{Name: "url and files", Mutate: files(func(ls []kilnv1.Layer) {
+			ls[3].Source.ConfigMapDir = &kilnv1.DirSource{Name: "x", TargetDir: "/x"}
+		}), Want: "spec.layers[3].source: Invalid value: exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"},
+		{Name: "file with two contents", Mutate: files(func(ls []kilnv1.Layer) {
+			ls[0].Source.Files[2].ConfigMapKeyRef = &kilnv1.KeySelector{Name: "c", Key: "k"}
+		}), Want: "spec.layers[0].source.files[2]: Invalid value: exactly one of content, secretKeyRef or configMapKeyRef must be set"},
+		{Name: "file without content", Mutate: files(func(ls []kilnv1.Layer) {
+			ls[0].Source.Files[3].ConfigMapKeyRef = nil
+		}), Want: "spec.layers[0].source.files[3]: Invalid value: exactly one of content, secretKeyRef or configMapKeyRef must be set"},
+		{Name: "inline files too big", Mutate: files(func(ls []kilnv1.Layer) {
+			one := "y"
+			ls[0].Source.Files[3] = kilnv1.FileEntry{Path: "/etc/app/one", Content: &one}
+		}), Want: "spec.layers[0].source.files: Invalid value: inline files content must total at most 256 KiB: put bigger files in a ConfigMap"},
+		{Name: "relative file path", Mutate: files(func(ls []kilnv1.Layer) {
+			ls[0].Source.Files[0].Path = "etc/app.yaml"
+		}), Want: `spec.layers[0].source.files[0].path: Invalid value: "etc/app.yaml"`},
+		{Name: "bad file mode", Mutate: files(func(ls []kilnv1.Layer) {
+			ls[0].Source.Files[0].Mode = "0999"
+		}), Want: `spec.layers[0].source.files[0].mode: Invalid value: "0999"`},
+		{Name: "bad layer fileMode", Mutate: files(func(ls []kilnv1.Layer) { ls[3].FileMode = "rw-r--r--" }),
+			Want: `spec.layers[3].fileMode: Invalid value: "rw-r--r--"`},
+		{Name: "bad layer dirMode", Mutate: files(func(ls []kilnv1.Layer) { ls[3].DirMode = "75" }),
+			Want: `spec.layers[3].dirMode: Invalid value: "75"`},
+		{Name: "negative uid", Mutate: files(func(ls []kilnv1.Layer) { ls[3].UID = ptr(-1) }),
+			Want: "spec.layers[3].uid: Invalid value: -1: spec.layers[3].uid in body should be greater than or equal to 0"},
+		{Name: "negative file gid", Mutate: files(func(ls []kilnv1.Layer) { ls[0].Source.Files[1].GID = ptr(-5) }),
+			Want: "spec.layers[0].source.files[1].gid in body should be greater than or equal to 0"},
+		{Name: "relative targetDir", Mutate: files(func(ls []kilnv1.Layer) { ls[1].Source.ConfigMapDir.TargetDir = "srv" }),
+			Want: `spec.layers[1].source.configMapDir.targetDir: Invalid value: "srv"`},
+		{Name: "files base archive", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{SecretDir: &kilnv1.DirSource{Name: "s", TargetDir: "/x"}}}}
+		}, Want: "spec.base.archive: Invalid value: a base archive's source is one of url, configMap, secret or blob"},
 		{Name: "no source", Mutate: func(ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers[0].Source = &kilnv1.Source{}
-		}, Want: "exactly one of url, configMap, secret or blob must be set"},
+		}, Want: "exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"},
 		{Name: "bad digest", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = "sha256:abc" },
 			Want: `spec.layers[0].digest: Invalid value: "sha256:abc"`},
 		{Name: "uppercase diffID", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].DiffID = strings.ToUpper(Digest) },
