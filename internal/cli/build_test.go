@@ -34,6 +34,16 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errOut.String(), ExitCode(err)
 }
 
+// writeSpec writes a multi-document spec file for a command to read.
+func writeSpec(t *testing.T, spec string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "ib.yaml")
+	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 func TestBuildFromFileWithConfigMap(t *testing.T) {
 	host := testkit.NewRegistry(t).Host
 	spec := fmt.Sprintf(`apiVersion: v1
@@ -53,10 +63,7 @@ spec:
     env: [{name: GREETING, value: hello}]
   target: {image: %s/team/app:1.0}
 `, base64.StdEncoding.EncodeToString(testkit.Gzip(t, testkit.Files(t, "app/run", "echo hi"))), host)
-	file := filepath.Join(t.TempDir(), "ib.yaml")
-	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := writeSpec(t, spec)
 	stdout, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -106,10 +113,7 @@ spec:
     source: {secret: {name: nope, key: layer.tar}}
   target: {image: %[1]s/team/bad:1}
 `, host)
-	file := filepath.Join(t.TempDir(), "ib.yaml")
-	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := writeSpec(t, spec)
 	stdout, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
@@ -130,10 +134,7 @@ func TestBuildRejectsUnknownKindsAndFields(t *testing.T) {
 		"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
 		"apiVersion: kiln.dev/v1alpha1\nkind: ImageBuild\nmetadata: {name: x}\nspec: {target: {image: r/x}, layerz: []}\n",
 	} {
-		file := filepath.Join(t.TempDir(), "ib.yaml")
-		if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		file := writeSpec(t, doc)
 		_, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir())
 		if code != 2 || !strings.Contains(stderr, "document 0") {
 			t.Errorf("exit %d, stderr %q: want 2 naming the document", code, stderr)
@@ -160,10 +161,7 @@ spec:
     - {platform: linux/arm64, source: {url: %q}}
   target: {image: %s/team/multi:1.0}
 `, base.Ref, amd, arm, reg.Host)
-	file := filepath.Join(t.TempDir(), "ib.yaml")
-	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := writeSpec(t, spec)
 	planOut, stderr, code := run(t, "plan", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
 	if code != 0 {
 		t.Fatalf("plan exit %d: %s", code, stderr)
@@ -229,10 +227,7 @@ spec:
     source: {secretDir: {name: tls, targetDir: /run/tls}}
   target: {image: %s/team/web:1}
 `, base64.StdEncoding.EncodeToString([]byte{0x89, 'P', 'N', 'G'}), host)
-	file := filepath.Join(t.TempDir(), "ib.yaml")
-	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := writeSpec(t, spec)
 	stdout, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)

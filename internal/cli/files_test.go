@@ -2,8 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,10 +27,7 @@ func TestPlanRefusesWhatTheAPIServerRefuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			file := filepath.Join(t.TempDir(), "ib.yaml")
-			if err := os.WriteFile(file, doc, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			file := writeSpec(t, string(doc))
 			stdout, stderr, code := run(t, "plan", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
 			if code != 2 {
 				t.Fatalf("exit %d, want 2; stderr %q", code, stderr)
@@ -67,10 +62,7 @@ spec:
   - {name: app, source: {url: "http://127.0.0.1:1/b.tar"}}
   target: {image: %[1]s/team/twice:1}
 `, host)
-	file := filepath.Join(t.TempDir(), "ib.yaml")
-	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := writeSpec(t, spec)
 	stdout, stderr, code := run(t, "build", "-f", file, "--cache-dir", t.TempDir(), "--progress=false")
 	if code != 2 {
 		t.Fatalf("exit %d, want 2; stderr %q", code, stderr)
@@ -99,10 +91,7 @@ spec:
 // dropped by omitempty when decoded, but the API server sees and refuses it.
 func TestFileValidationSeesFieldsTheGoTypesOmit(t *testing.T) {
 	doc := "apiVersion: kiln.dev/v1alpha1\nkind: ImageBuild\nmetadata: {name: x}\nspec: {base: {image: \"\", platform: linux/amd64}, target: {image: r.example/x}}\n"
-	file := filepath.Join(t.TempDir(), "ib.yaml")
-	if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := writeSpec(t, doc)
 	_, stderr, code := run(t, "plan", "-f", file, "--cache-dir", t.TempDir())
 	if want := `spec.base.image: Invalid value: "": spec.base.image in body should be at least 1 chars long`; code != 2 || !strings.Contains(stderr, want) {
 		t.Errorf("exit %d, stderr %q: want 2 and %q", code, stderr, want)

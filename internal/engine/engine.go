@@ -190,7 +190,7 @@ func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 		}
 		res.Status, art = st, idx.Index
 	}
-	if err := e.publish(ctx, spec, art, set.all(), regOpts, opts, res); err != nil {
+	if err := e.publish(ctx, spec, art, set.jobs, regOpts, opts, res); err != nil {
 		return nil, err
 	}
 	end := e.now()

@@ -75,16 +75,14 @@ type cachedLayer struct {
 type layerSet struct {
 	// layers are each child's layers, in its order (entries shared).
 	layers [][]*builtLayer
-	// jobs are the distinct layers, each pinned once.
+	// jobs are the distinct layers (one per definition and shaping), each
+	// pinned once: publish mounts and records these.
 	jobs               []*builtLayer
 	bytesIn            int64
 	cacheHits, encoded int
 }
 
 func (s *layerSet) release() { releaseAll(s.jobs) }
-
-// all returns the distinct layers (for mounts and push records).
-func (s *layerSet) all() []*builtLayer { return s.jobs }
 
 // layerJob is one distinct layer definition to produce, in one or both
 // shapings (Linux, Windows): its source is fetched once for all of them.
