@@ -37,26 +37,16 @@ type refs struct {
 	ServiceAccount string
 }
 
-// referencesOf lists every ConfigMap and Secret the spec names: layer,
-// variant and base-archive sources (Source.References: keys, files
-// entries, dir sources, URL headers) and the CA bundle. Sorted, no duplicates.
+// referencesOf lists every ConfigMap and Secret the spec names
+// (ImageBuildSpec.References: sources, the CA bundle, the signing key).
+// Sorted, no duplicates.
 func referencesOf(spec *kilnv1.ImageBuildSpec) refs {
 	var cms, secrets []string
-	for _, s := range spec.AllSources() {
-		for _, r := range s.References() {
-			if r.Kind == kindConfigMap {
-				cms = append(cms, r.Name)
-			} else {
-				secrets = append(secrets, r.Name)
-			}
-		}
-	}
-	if cb := spec.Target.CABundle; cb != nil {
-		if cb.ConfigMap != nil {
-			cms = append(cms, cb.ConfigMap.Name)
-		}
-		if cb.Secret != nil {
-			secrets = append(secrets, cb.Secret.Name)
+	for _, r := range spec.References() {
+		if r.Kind == kindConfigMap {
+			cms = append(cms, r.Name)
+		} else {
+			secrets = append(secrets, r.Name)
 		}
 	}
 	return refs{ConfigMaps: uniq(cms), Secrets: uniq(secrets), ServiceAccount: spec.ServiceAccountName}
@@ -97,18 +87,8 @@ func usedKeys(spec *kilnv1.ImageBuildSpec) map[objectRef][]string {
 			out[ref] = append(out[ref], key)
 		}
 	}
-	for _, s := range spec.AllSources() {
-		for _, r := range s.References() {
-			add(r.Kind, r.Name, r.Key)
-		}
-	}
-	if cb := spec.Target.CABundle; cb != nil {
-		if cb.ConfigMap != nil {
-			add(kindConfigMap, cb.ConfigMap.Name, cb.ConfigMap.Key)
-		}
-		if cb.Secret != nil {
-			add(kindSecret, cb.Secret.Name, cb.Secret.Key)
-		}
+	for _, r := range spec.References() {
+		add(r.Kind, r.Name, r.Key)
 	}
 	for _, keys := range out {
 		slices.Sort(keys)

@@ -54,6 +54,11 @@ var errorPolicy = map[failure.Reason]behaviour{
 	// manager's configuration, which a restart with new flags re-applies
 	// to every object anyway.
 	failure.SourceForbidden: stall,
+	// The signing key Secret is missing or holds a key kiln cannot use: a
+	// Secret created or fixed later is an input change (it is watched), so
+	// stalling costs no retry loop and still heals on that change.
+	failure.SigningKeyNotFound: stall,
+	failure.SigningKeyInvalid:  stall,
 	// The outside world: a ConfigMap applied a moment later, a URL that
 	// 404s until it is published, a base tag not pushed yet, a platform
 	// not yet in the base index, a 401 until a pull secret is fixed, a

@@ -26,6 +26,10 @@ const (
 	EventPushed       = "Pushed"
 	EventUpToDate     = "UpToDate"
 	EventBaseChanged  = "BaseChanged"
+	// EventSigned and EventAttested: signatures / attestations were
+	// written (not when the registry already held them).
+	EventSigned   = "Signed"
+	EventAttested = "Attested"
 	// EventVerified: Ready again after a failure, without a build (the
 	// target was found holding the digest once more).
 	EventVerified = "Verified"
@@ -259,6 +263,12 @@ func (r *ImageBuildReconciler) emitEvents(before, ib *kilnv1.ImageBuild, o *outc
 			r.event(ib, corev1.EventTypeNormal, EventUpToDate, "Push", "%s already holds %s", ib.Spec.Target.Image, ib.Status.Digest)
 		} else {
 			r.event(ib, corev1.EventTypeNormal, EventPushed, "Push", "pushed %s", ib.Status.Image)
+		}
+		if res.SignaturesWritten > 0 {
+			r.event(ib, corev1.EventTypeNormal, EventSigned, "Sign", "attached %d signature(s) to %s", res.SignaturesWritten, ib.Status.Image)
+		}
+		if res.AttestationsWritten > 0 {
+			r.event(ib, corev1.EventTypeNormal, EventAttested, "Attest", "attached %d attestation(s) to %s", res.AttestationsWritten, ib.Status.Image)
 		}
 	}
 	was := apimeta.FindStatusCondition(before.Status.Conditions, kilnv1.ReadyCondition)

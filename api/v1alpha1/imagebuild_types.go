@@ -68,6 +68,7 @@ const SecretSourceDigestPrefix = "secret:"
 // +kubebuilder:validation:XValidation:rule="!has(self.platforms) || !has(self.layers) || self.layers.all(l, !has(l.variants) || l.variants.all(v, self.platforms.exists(p, p.platform == v.platform || p.platform.startsWith(v.platform + '/') || p.platform.startsWith(v.platform + ':'))))",message="every layers[].variants[].platform must be one of spec.platforms, or a prefix of one (linux/arm64 for linux/arm64/v8)"
 // +kubebuilder:validation:XValidation:rule="!has(self.platforms) || !has(self.layers) || self.layers.all(l, !has(l.platforms) || l.platforms.all(q, self.platforms.exists(p, p.platform == q || p.platform.startsWith(q + '/') || p.platform.startsWith(q + ':'))))",message="every layers[].platforms entry must be one of spec.platforms, or a prefix of one"
 // +kubebuilder:validation:XValidation:rule="!has(self.platforms) || !has(self.layers) || self.layers.all(l, !has(l.variants) || self.platforms.all(p, (has(l.platforms) && !l.platforms.exists(q, p.platform == q || p.platform.startsWith(q + '/') || p.platform.startsWith(q + ':'))) || l.variants.exists(v, p.platform == v.platform || p.platform.startsWith(v.platform + '/') || p.platform.startsWith(v.platform + ':'))))",message="a layer with variants must have a variant for every platform it applies to (limit it with layers[].platforms)"
+// +kubebuilder:validation:XValidation:rule="!has(self.attestations) || has(self.signing)",message="spec.attestations are signed with spec.signing's key: set spec.signing"
 type ImageBuildSpec struct {
 	// base is the image the layers are added on top of. When omitted the base
 	// is scratch (an empty linux/amd64 image).
@@ -131,6 +132,17 @@ type ImageBuildSpec struct {
 	// kiln to the base, blob and target registries. Empty means anonymous.
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// signing signs every pushed manifest (an index and each child) with a
+	// cosign key pair. The image is Ready only once its signatures and
+	// attestations are attached.
+	// +optional
+	Signing *Signing `json:"signing,omitempty"`
+
+	// attestations attaches an SBOM and SLSA provenance to every pushed
+	// manifest, signed with spec.signing's key (required with them).
+	// +optional
+	Attestations *Attestations `json:"attestations,omitempty"`
 
 	// suspend stops all work on this ImageBuild until it is set to false.
 	// +optional
@@ -656,6 +668,12 @@ type ImageBuildStatus struct {
 	// tags that point at digest (target.image's tag and target.tags).
 	// +optional
 	Tags []string `json:"tags,omitempty"`
+	// signatures are the signatures attached to the pushed manifests.
+	// +optional
+	Signatures []AttachedArtifact `json:"signatures,omitempty"`
+	// attestations are the attestations attached to the pushed manifests.
+	// +optional
+	Attestations []AttachedArtifact `json:"attestations,omitempty"`
 	// notes are facts about the build a user should know, e.g. a Docker base
 	// converted to OCI media types for zstd layers.
 	// +optional

@@ -82,3 +82,33 @@ func (s *Source) HoldsSecret() bool {
 	}
 	return false
 }
+
+// Keys of the spec.signing.cosign.keyRef Secret kiln reads.
+const (
+	CosignKeyKey      = "cosign.key"
+	CosignPasswordKey = "cosign.password"
+)
+
+// References lists every ConfigMap and Secret key the spec reads: its
+// sources' (AllSources), the target's CA bundle and the signing key. The
+// controller reads, watches and fingerprints exactly these.
+func (s *ImageBuildSpec) References() []Reference {
+	var out []Reference
+	for _, src := range s.AllSources() {
+		out = append(out, src.References()...)
+	}
+	if cb := s.Target.CABundle; cb != nil {
+		if cb.ConfigMap != nil {
+			out = append(out, Reference{Kind: "ConfigMap", Name: cb.ConfigMap.Name, Key: cb.ConfigMap.Key})
+		}
+		if cb.Secret != nil {
+			out = append(out, Reference{Kind: "Secret", Name: cb.Secret.Name, Key: cb.Secret.Key})
+		}
+	}
+	if s.Signing != nil && s.Signing.Cosign != nil {
+		name := s.Signing.Cosign.KeyRef.Name
+		out = append(out, Reference{Kind: "Secret", Name: name, Key: CosignKeyKey},
+			Reference{Kind: "Secret", Name: name, Key: CosignPasswordKey})
+	}
+	return out
+}

@@ -77,6 +77,7 @@ func NewManagerCmd() *cobra.Command {
 	// --max-layer-bytes, --max-layer-entries, --max-compression-ratio,
 	// --build-timeout.
 	BindLimitFlags(cmd, &o.Engine.Source, &o.Engine.Limits, &o.Engine.BuildTimeout)
+	f.StringVar(&o.Engine.BuilderID, "provenance-builder-id", "", "builder.id of the SLSA provenance kiln attaches (spec.attestations.provenance); default https://kiln.dev/kiln@<version>. Name this installation, e.g. https://kiln.example.com/cluster-a.")
 	f.StringVar(&allowed, "allowed-source-hosts", "", "Comma-separated hosts URL sources may use; when empty any host except link-local and cloud metadata addresses. "+
 		"Registries (base, target, blob sources, their token realms and redirects) are not confined to the list: for them it only exempts a listed link-local or metadata host from the refusal.")
 	// controller-runtime's zap flags (--zap-devel, --zap-encoder,

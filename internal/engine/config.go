@@ -35,6 +35,10 @@ type Config struct {
 	// BuildTimeout bounds each build; 0 is DefaultBuildTimeout, negative
 	// is none.
 	BuildTimeout time.Duration
+	// BuilderID is the SLSA provenance builder.id; empty is
+	// DefaultBuilderID(). A manager setting, never a spec field: a tenant
+	// must not claim another builder.
+	BuilderID string
 }
 
 // NewEngine opens the blob store of cfg and returns the Engine that every
@@ -57,5 +61,6 @@ func NewEngine(cfg Config) (*Engine, error) {
 		Registry:     cfg.Registry,
 		Limits:       cfg.Limits,
 		BuildTimeout: cfg.BuildTimeout,
+		BuilderID:    cfg.BuilderID,
 	}, nil
 }

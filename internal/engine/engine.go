@@ -48,6 +48,9 @@ type Engine struct {
 	// BuildTimeout bounds one Build, from the first fetch to the push;
 	// default DefaultBuildTimeout, negative for none. See deadlineError.
 	BuildTimeout time.Duration
+	// BuilderID is the SLSA provenance builder.id; empty is
+	// DefaultBuilderID().
+	BuilderID string
 	// Now is the clock for status timestamps (never for image bytes).
 	Now func() time.Time
 }
@@ -99,6 +102,9 @@ type Result struct {
 	// Encoded counts layers fetched and encoded by this build: a layer
 	// shared by several platforms of an index counts once per shaping.
 	Encoded int
+	// SignaturesWritten and AttestationsWritten count what this build
+	// attached; zero when the registry already held every one.
+	SignaturesWritten, AttestationsWritten int
 }
 
 func (e *Engine) now() time.Time {

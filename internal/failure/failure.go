@@ -31,6 +31,11 @@ const (
 	PlatformNotFound Reason = "PlatformNotFound"
 	InvalidSpec      Reason = "InvalidSpec"
 	PushRejected     Reason = "PushRejected"
+	// SigningKeyNotFound: spec.signing's Secret, or its cosign.key, is missing.
+	SigningKeyNotFound Reason = "SigningKeyNotFound"
+	// SigningKeyInvalid: the key cannot be decrypted (wrong password) or is
+	// not a cosign ECDSA P-256 key.
+	SigningKeyInvalid Reason = "SigningKeyInvalid"
 	// Transient is the reason reported for retried failures.
 	Transient Reason = "TransientError"
 )

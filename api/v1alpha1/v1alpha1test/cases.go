@@ -89,7 +89,15 @@ func ValidBuilds() []*kilnv1.ImageBuild {
 	multiPlatform.Spec = MultiPlatformSpec()
 	files := ValidBuild("valid-files")
 	files.Spec.Layers = FilesLayers()
-	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers, multiPlatform, files}
+	signed := ValidBuild("valid-signed")
+	signed.Spec.Signing, signed.Spec.Attestations = SigningSpec()
+	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers, multiPlatform, files, signed}
+}
+
+// SigningSpec signs with the cosign-key Secret and attaches both attestations.
+func SigningSpec() (*kilnv1.Signing, *kilnv1.Attestations) {
+	return &kilnv1.Signing{Cosign: &kilnv1.CosignSigning{KeyRef: kilnv1.LocalObjectReference{Name: "cosign-key"}}},
+		&kilnv1.Attestations{SBOM: &kilnv1.SBOM{}, Provenance: &kilnv1.Provenance{}}
 }
 
 // FilesLayers use the generated source kinds and the layer overrides:
@@ -200,6 +208,20 @@ func InvalidCases() []Case {
 		{Name: "files base archive", Mutate: func(ib *kilnv1.ImageBuild) {
 			ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{SecretDir: &kilnv1.DirSource{Name: "s", TargetDir: "/x"}}}}
 		}, Want: "spec.base.archive: Invalid value: a base archive's source is one of url, configMap, secret or blob"},
+		{Name: "attestations without signing", Mutate: func(ib *kilnv1.ImageBuild) {
+			_, ib.Spec.Attestations = SigningSpec()
+		}, Want: "spec: Invalid value: spec.attestations are signed with spec.signing's key: set spec.signing"},
+		{Name: "signature format enum", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Signing, _ = SigningSpec()
+			ib.Spec.Signing.Cosign.Format = "x509"
+		}, Want: `spec.signing.cosign.format: Unsupported value: "x509"`},
+		{Name: "sbom format enum", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Signing, ib.Spec.Attestations = SigningSpec()
+			ib.Spec.Attestations.SBOM.Format = "cyclonedx"
+		}, Want: `spec.attestations.sbom.format: Unsupported value: "cyclonedx"`},
+		{Name: "signing without cosign", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Signing = &kilnv1.Signing{}
+		}, Want: "spec.signing.cosign: Required value"},
 		{Name: "no source", Mutate: func(ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers[0].Source = &kilnv1.Source{}
 		}, Want: "exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"},
