@@ -100,6 +100,10 @@ demo: envtest-assets registry ## The main job on an embedded control plane and r
 registry: ## Build the CNCF distribution registry into bin/registry (idempotent; used by demo and e2e).
 	hack/registry.sh
 
+.PHONY: cosign
+cosign: ## Build the sigstore cosign CLI into bin/cosign (idempotent; e2e verifies kiln's signatures with it).
+	hack/cosign.sh
+
 .PHONY: image
 image: build ## Build the manager image with kiln itself (no Docker engine): bin/kiln on scratch, pushed to IMG.
 	go run ./hack/image -kiln $(LOCALBIN)/kiln -img '$(IMG)' -version '$(VERSION)' -ca '$(CA_BUNDLE)' -out '$(IMAGE_REF)'

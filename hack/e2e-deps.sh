@@ -6,7 +6,9 @@
 #   - bzip2 (Debian package): the e2e fixtures include bzip2 layers, and the
 #     standard library only decodes bzip2;
 #   - bin/registry: the CNCF distribution registry, built from the Go module
-#     proxy by hack/registry.sh.
+#     proxy by hack/registry.sh;
+#   - bin/cosign: the sigstore cosign CLI, built from the Go module proxy by
+#     hack/cosign.sh: the independent verifier of kiln's signatures.
 # Idempotent: present parts are kept, `apt-get update` runs only when a
 # package is missing. It never skips a part silently: when something cannot
 # be installed it names it and exits non-zero, and the e2e run stops there.
@@ -75,7 +77,9 @@ main() {
   fi
   ensure_registry
   [[ -x "${ROOT}/bin/registry" ]] || { echo "e2e-deps: ${ROOT}/bin/registry is missing after the build" >&2; return 1; }
-  echo "e2e-deps: ok: $(skopeo --version), $(umoci --version), busybox-static $(dpkg-query -W -f='${Version}' busybox-static), registry in bin/"
+  "${ROOT}/hack/cosign.sh"
+  [[ -x "${ROOT}/bin/cosign" ]] || { echo "e2e-deps: ${ROOT}/bin/cosign is missing after the build" >&2; return 1; }
+  echo "e2e-deps: ok: $(skopeo --version), $(umoci --version), busybox-static $(dpkg-query -W -f='${Version}' busybox-static), registry and cosign in bin/"
 }
 
 main "$@"

@@ -76,6 +76,10 @@ type Options struct {
 	Force bool
 	// Progress, when set, receives byte counts per layer as they move.
 	Progress func(Progress)
+	// Files lists every regular file of every added layer with its sha256
+	// (the SBOM's files) in Result.Files. The hashes come from the
+	// normalization pass; a cached layer's list from the cache.
+	Files bool
 }
 
 // Progress reports one layer's bytes so far.
@@ -105,6 +109,10 @@ type Result struct {
 	// SignaturesWritten and AttestationsWritten count what this build
 	// attached; zero when the registry already held every one.
 	SignaturesWritten, AttestationsWritten int
+	// Files maps each added layer's diffID ("sha256:<hex>", as in
+	// status.layers[].diffID, also of an index's children) to its file
+	// list; set when Options.Files was.
+	Files map[string]*layer.FileList
 }
 
 func (e *Engine) now() time.Time {
@@ -176,12 +184,12 @@ func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 			b.Release()
 		}
 	}()
-	set, err := e.buildLayerSet(ctx, children, bases, in, regOpts, opts.Progress)
+	set, err := e.buildLayerSet(ctx, children, bases, in, regOpts, opts.Files, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
 	defer set.release()
-	res := &Result{BytesIn: baseIn + set.bytesIn, CacheHits: set.cacheHits, Encoded: set.encoded}
+	res := &Result{BytesIn: baseIn + set.bytesIn, CacheHits: set.cacheHits, Encoded: set.encoded, Files: set.files()}
 	var art registry.Artifact
 	if len(spec.Platforms) == 0 {
 		asm, err := e.assemble(spec, bases[0], set.layers[0])

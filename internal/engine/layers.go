@@ -43,6 +43,9 @@ type builtLayer struct {
 	input string
 	// release unpins the blob once the build has pushed it.
 	release func()
+	// files lists the layer's regular files when its job asked for them
+	// (layerJob.files); nil otherwise.
+	files *layer.FileList
 }
 
 // releaseAll unpins the blobs of layers (nil entries are skipped).
@@ -92,6 +95,9 @@ type layerJob struct {
 	shapes []bool // windows, per shaping
 	// platforms that use it (requested names; none for a single image).
 	platforms []string
+	// files asks for the layer's file list (the SBOM's files), hashed
+	// during the normalization pass or taken from the cache (filelists.go).
+	files bool
 }
 
 // shape returns the index of shaping windows in the job, adding it.
@@ -109,7 +115,7 @@ func (j *layerJob) shape(windows bool) int {
 // layerParallelism at a time across the whole build. Two children share a
 // job when their layer is defined the same (variant resolved) and shaped
 // the same (Windows or not): its bytes are fetched and encoded once.
-func (e *Engine) buildLayerSet(ctx context.Context, children []child, bases []*image.Base, in Inputs, o registry.Options, progress func(Progress)) (*layerSet, error) {
+func (e *Engine) buildLayerSet(ctx context.Context, children []child, bases []*image.Base, in Inputs, o registry.Options, files bool, progress func(Progress)) (*layerSet, error) {
 	type ref struct{ job, shape int }
 	var jobs []*layerJob
 	byKey := map[string]int{}
@@ -122,7 +128,7 @@ func (e *Engine) buildLayerSet(ctx context.Context, children []child, bases []*i
 			n, ok := byKey[k]
 			if !ok {
 				n, byKey[k] = len(jobs), len(jobs)
-				jobs = append(jobs, &layerJob{spec: c.spec, layer: l})
+				jobs = append(jobs, &layerJob{spec: c.spec, layer: l, files: files})
 			}
 			if c.requested != "" {
 				jobs[n].platforms = append(jobs[n].platforms, c.requested)
@@ -135,7 +141,7 @@ func (e *Engine) buildLayerSet(ctx context.Context, children []child, bases []*i
 	g.SetLimit(layerParallelism)
 	for n, jb := range jobs {
 		g.Go(func() error {
-			bs, err := e.buildLayer(gctx, jb.spec, jb.layer, in, jb.shapes, o, progress)
+			bs, err := e.buildLayer(gctx, jb.spec, jb.layer, in, jb.shapes, jb.files, o, progress)
 			if err != nil {
 				// Source, pipeline and verification errors already carry
 				// the layer's name (failure.LayerError); the rest get it.
@@ -185,7 +191,7 @@ func jobKey(l *kilnv1.Layer) string {
 // its source once for all of them: a shaping whose layer the cache proves
 // this build may have is taken from the cache, the others are encoded
 // side by side from one fetch.
-func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, shapes []bool, o registry.Options, progress func(Progress)) ([]*builtLayer, error) {
+func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, shapes []bool, files bool, o registry.Options, progress func(Progress)) ([]*builtLayer, error) {
 	src, err := layerSource(spec, l, in)
 	if err != nil {
 		return nil, err
@@ -209,6 +215,9 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 			DiffID:   l.DiffID,
 			Output:   outputCompression(spec),
 		}
+		if files {
+			bos[i].Files = layer.NewFileList(0)
+		}
 		opts[i] = optionsKey(bos[i])
 	}
 	f := e.fetcher(o)
@@ -218,7 +227,14 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 			return nil, err
 		}
 	}
-	v, _, err := e.flights.do(ctx, strings.Join(keys, "+"), func() (any, error) {
+	flight := strings.Join(keys, "+")
+	if files {
+		// Same bytes, but only this flight hashes the files: a build
+		// without them must not hand its listless result to one that
+		// wants them (that one would have to read the blob again).
+		flight += "+files"
+	}
+	v, _, err := e.flights.do(ctx, flight, func() (any, error) {
 		return e.obtain(ctx, f, src, bos, opts, progress)
 	})
 	if err != nil {
@@ -227,7 +243,11 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 	ps := v.([]produced)
 	out := make([]*builtLayer, len(ps))
 	for i, p := range ps {
-		if out[i], err = e.finish(l, p.layer, p.bytesIn, p.cached, p.pin.take(), progress); err != nil {
+		out[i], err = e.finish(l, p.layer, p.bytesIn, p.cached, p.pin.take(), progress)
+		if err == nil && files {
+			out[i].files, err = e.fileList(l.Name, p, out[i])
+		}
+		if err != nil {
 			releaseAll(out)
 			for _, rest := range ps[i+1:] {
 				if r := rest.pin.take(); r != nil {
@@ -286,6 +306,9 @@ type produced struct {
 	// pin is the pin layer.Build committed a fresh blob under; nil for a
 	// cached layer.
 	pin *handoff
+	// files is the list layer.Build recorded; nil for a cached layer or
+	// when none was asked for.
+	files *layer.FileList
 }
 
 // handoff passes a pin to one owner: the fetch may be shared by concurrent
@@ -396,7 +419,10 @@ func (e *Engine) produceOnce(ctx context.Context, f *source.Fetcher, src conditi
 		// later build that proves it can obtain the same bytes (proof.go) skips
 		// the encode. A failed write only costs a future re-encode.
 		_ = e.Store.PutMeta(metaKey(c.SourceDigest, opts[i]), c)
-		out[i] = produced{layer: c, pin: &handoff{release: res.Release}}
+		out[i] = produced{layer: c, pin: &handoff{release: res.Release}, files: bos[i].Files}
+		if fl := bos[i].Files; fl != nil {
+			e.storeFileList(c.DiffID, fl)
+		}
 	}
 	// The bytes were fetched once, whatever the number of shapings.
 	out[0].bytesIn = stream.Size()

@@ -160,6 +160,43 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 }
 
+// BenchmarkFileHashing is the cost of Options.Files (the SBOM's per-file
+// sha256): each case once without and once with the list, on the two paths
+// a layer takes (encode, and the fast path that only decodes and checks).
+func BenchmarkFileHashing(b *testing.B) {
+	c := loadCorpus(b)
+	for _, tc := range []struct {
+		name    string
+		in, out compression.Algorithm
+	}{
+		{"tar-gzip", compression.None, compression.Gzip},
+		{"gzip-gzip(fastpath)", compression.Gzip, compression.Gzip},
+	} {
+		for _, files := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/files=%t", tc.name, files), func(b *testing.B) {
+				s := openStore(b)
+				in := c.inputs[tc.in]
+				b.SetBytes(int64(len(c.tar)))
+				b.ResetTimer()
+				for range b.N {
+					opts := BuildOptions{Output: tc.out}
+					if files {
+						opts.Files = NewFileList(0)
+					}
+					res, err := Build(context.Background(), bytes.NewReader(in), opts, s)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if files && len(opts.Files.Files) != len(c.entries) {
+						b.Fatalf("listed %d files, want %d", len(opts.Files.Files), len(c.entries))
+					}
+					res.Release()
+				}
+			})
+		}
+	}
+}
+
 func BenchmarkRawEncoder(b *testing.B) {
 	c := loadCorpus(b)
 	for _, alg := range []compression.Algorithm{compression.Gzip, compression.Zstd} {

@@ -166,6 +166,12 @@ type Options struct {
 	// Overrides set modes and owners of every entry (layers[].fileMode,
 	// dirMode, uid, gid), in either mode.
 	Overrides Overrides
+	// Files, when set, receives the path, sha256 and size of every regular
+	// file of the output, hashed as its bytes stream through (see
+	// FileList for what is listed). It is emptied first: after Normalize
+	// it describes exactly the tar written, also when Build's fast path
+	// gave up and normalized again.
+	Files *FileList
 
 	// stopOnChange makes Normalize return errChanged at the first output
 	// byte that differs from the input: Build's fast path only needs to

@@ -53,6 +53,9 @@ func Normalize(dst io.Writer, src io.Reader, opts Options) (Stats, error) {
 	if err := opts.validate(); err != nil {
 		return Stats{}, failure.Permanent(failure.InvalidSpec, err)
 	}
+	if opts.Files != nil {
+		opts.Files.reset()
+	}
 	n := newNormalizer(dst, src, opts)
 	err := n.run()
 	if ferr := n.out.Flush(); err == nil && ferr != nil {
@@ -76,6 +79,7 @@ type normalizer struct {
 	implied int // directories in paths that no entry has written (yet)
 	enc     bytes.Buffer
 	copyBuf []byte
+	file    fileHash // the regular file being copied, for Options.Files
 
 	filesDone, hivesDone bool // Windows roots written
 }
@@ -220,7 +224,12 @@ func (n *normalizer) processEntry(hdr *tar.Header) error {
 	if err != nil {
 		return err
 	}
-	return n.emit(raw, want, size)
+	n.beginFile(p, hdr.Typeflag)
+	if err := n.emit(raw, want, size); err != nil {
+		return err
+	}
+	n.endFile(p, size)
+	return nil
 }
 
 // checkEntry applies the safety rules and records the entry's path. It
@@ -470,6 +479,9 @@ func (n *normalizer) copyBody(size int64) error {
 		}
 		if err := n.write(chunk[:m]); err != nil {
 			return err
+		}
+		if n.file.active {
+			n.file.h.Write(chunk[:m])
 		}
 		size -= int64(m)
 	}
