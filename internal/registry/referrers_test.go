@@ -247,4 +247,3 @@ func TestPushReferrersEgress(t *testing.T) {
 		t.Errorf("permanent = %v, dials %v; want a permanent refusal without dialling", failure.IsPermanent(err), dials.To("169.254."))
 	}
 }
-
