@@ -36,10 +36,14 @@ type Registry struct {
 	repoBlobs map[string]bool // "repo@digest" the repository received
 }
 
-// NewRegistry starts a registry that stops with the test.
-func NewRegistry(t testing.TB) *Registry {
+// NewRegistry starts a registry that stops with the test. opts configure
+// go-containerregistry's registry, e.g. ggcrregistry.WithReferrersSupport:
+// without it, the registry has no referrers API (as the CNCF distribution
+// registry) and clients fall back to the sha256-<hex> tag schema.
+func NewRegistry(t testing.TB, opts ...ggcrregistry.Option) *Registry {
 	t.Helper()
-	r := &Registry{inner: ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))}
+	opts = append([]ggcrregistry.Option{ggcrregistry.Logger(log.New(io.Discard, "", 0))}, opts...)
+	r := &Registry{inner: ggcrregistry.New(opts...)}
 	r.Reset()
 	srv := httptest.NewServer(http.HandlerFunc(r.handle))
 	t.Cleanup(srv.Close)
