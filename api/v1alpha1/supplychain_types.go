@@ -112,8 +112,8 @@ type AttachedArtifact struct {
 	// subject (found through the referrers API or its tag-schema index).
 	// +optional
 	Referrer bool `json:"referrer,omitempty"`
-	// tag is the tag that holds it: the sha256-<hex> tag-schema index, or
-	// the legacy sha256-<hex>.sig / .att tag.
+	// tag is the legacy format's tag that holds it (sha256-<hex>.sig or
+	// .att, in the target repository).
 	// +optional
 	Tag string `json:"tag,omitempty"`
 }

@@ -170,6 +170,10 @@ func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 	if _, err := registry.ParseReference(spec.Target.Image, regOpts); err != nil {
 		return nil, failure.Permanent(failure.InvalidSpec, fmt.Errorf("target.image: %w", err))
 	}
+	sg, err := signerOf(spec, in)
+	if err != nil {
+		return nil, err
+	}
 	children, err := childrenOf(spec)
 	if err != nil {
 		return nil, err
@@ -184,7 +188,8 @@ func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 			b.Release()
 		}
 	}()
-	set, err := e.buildLayerSet(ctx, children, bases, in, regOpts, opts.Files, opts.Progress)
+	wantFiles := opts.Files || (sg != nil && spec.Attestations != nil && spec.Attestations.SBOM.WantsFiles())
+	set, err := e.buildLayerSet(ctx, children, bases, in, regOpts, wantFiles, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +210,9 @@ func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 		res.Status, art = st, idx.Index
 	}
 	if err := e.publish(ctx, spec, art, set.jobs, regOpts, opts, res); err != nil {
+		return nil, err
+	}
+	if err := e.attach(ctx, ib, sg, children, art, res, regOpts, opts); err != nil {
 		return nil, err
 	}
 	end := e.now()
