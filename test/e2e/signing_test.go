@@ -484,3 +484,52 @@ func putManifest(t testing.TB, m *v1.Manifest, ref func(v1.Hash) name.Reference)
 		t.Fatal(err)
 	}
 }
+
+// TestCosignVerifiesSignedIndex: a multi-platform image is signed as the
+// index and as each child, and cosign verifies every one of them, by the
+// index digest and by each child digest, in both formats.
+func TestCosignVerifiesSignedIndex(t *testing.T) {
+	key := fixtureKey(t)
+	pub := signingFixture("cosign.pub")
+	env := cosignEnv(t)
+	for _, format := range []signing.Format{signing.FormatBundle, signing.FormatLegacy} {
+		t.Run(string(format), func(t *testing.T) {
+			repo := s.reg.Addr() + "/cosign/index-" + string(format)
+			idx, err := random.Index(1024, 1, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := name.ParseReference(repo+":latest", name.Insecure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.WriteIndex(ref, idx); err != nil {
+				t.Fatal(err)
+			}
+			im, err := idx.IndexManifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := idx.RawManifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := idx.Digest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			subjects := append([]v1.Descriptor{{MediaType: im.MediaType, Size: int64(len(raw)), Digest: d}}, im.Manifests...)
+			for _, desc := range subjects {
+				subject := ref.Context().Digest(desc.Digest.String())
+				sig, err := signing.SignatureArtifact(key, desc, ref.Context().Name(), format, time.Time{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				attach(t, subject, sig, format, signing.SignatureTag(desc.Digest))
+			}
+			for _, desc := range subjects {
+				mustCosign(t, env, append(append([]string{"verify"}, cosignFlags(pub)...), ref.Context().Digest(desc.Digest.String()).String())...)
+			}
+		})
+	}
+}
