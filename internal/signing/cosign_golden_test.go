@@ -208,3 +208,24 @@ func checkLegacyBytes(t *testing.T, adds []mutate.Addendum, wantManifest, wantCo
 		t.Fatalf("manifest differs from cosign's\n got %s\nwant %s", got, wantManifest)
 	}
 }
+
+// The simple-signing payload as sigstore's payload.SimpleContainerImage
+// declares it, to read cosign's golden.
+type simpleContainerImage struct {
+	Critical critical       `json:"critical"`
+	Optional map[string]any `json:"optional"`
+}
+
+type critical struct {
+	Identity identity `json:"identity"`
+	Image    image    `json:"image"`
+	Type     string   `json:"type"`
+}
+
+type identity struct {
+	DockerReference string `json:"docker-reference"`
+}
+
+type image struct {
+	DockerManifestDigest string `json:"docker-manifest-digest"`
+}
