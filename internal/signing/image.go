@@ -2,6 +2,8 @@ package signing
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,12 +23,8 @@ type blob struct {
 }
 
 func newBlob(data []byte, mt types.MediaType) blob {
-	h, _, err := v1.SHA256(bytes.NewReader(data))
-	if err != nil {
-		// Hashing a bytes.Reader does not fail.
-		panic("signing: hashing a blob: " + err.Error())
-	}
-	return blob{data: data, mediaType: mt, digest: h}
+	sum := sha256.Sum256(data)
+	return blob{data: data, mediaType: mt, digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}}
 }
 
 func (b blob) descriptor() v1.Descriptor {

@@ -1,6 +1,7 @@
 package signing
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
@@ -63,8 +64,9 @@ func invalid(format string, args ...any) error {
 // Key is an ECDSA P-256 private key. Its String and GoString never print
 // the private scalar, so a key that reaches a log by mistake stays secret.
 type Key struct {
-	priv *ecdsa.PrivateKey
-	hint string
+	priv   *ecdsa.PrivateKey
+	hint   string
+	pubPEM []byte
 }
 
 func (k *Key) String() string   { return "signing.Key{ECDSA P-256, hint " + k.hint + "}" }
@@ -145,7 +147,11 @@ func newKey(priv *ecdsa.PrivateKey) (*Key, error) {
 		return nil, invalid("the public key does not encode: %v", err)
 	}
 	sum := sha256.Sum256(der)
-	return &Key{priv: priv, hint: base64.StdEncoding.EncodeToString(sum[:])}, nil
+	return &Key{
+		priv:   priv,
+		hint:   base64.StdEncoding.EncodeToString(sum[:]),
+		pubPEM: pem.EncodeToMemory(&pem.Block{Type: publicKeyPEMType, Bytes: der}),
+	}, nil
 }
 
 func algorithmName(k any) string {
@@ -218,14 +224,7 @@ func (k *Key) Sign(payload []byte) ([]byte, error) {
 
 // PublicKeyPEM returns the public key as PEM "PUBLIC KEY" (PKIX), the
 // format of cosign.pub.
-func (k *Key) PublicKeyPEM() []byte {
-	der, err := x509.MarshalPKIXPublicKey(&k.priv.PublicKey)
-	if err != nil {
-		// A P-256 key built by newKey always marshals (newKey did it).
-		panic("signing: marshalling a P-256 public key: " + err.Error())
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: publicKeyPEMType, Bytes: der})
-}
+func (k *Key) PublicKeyPEM() []byte { return bytes.Clone(k.pubPEM) }
 
 // ParsePublicKey reads a PEM "PUBLIC KEY" (cosign.pub) holding an ECDSA
 // P-256 key.

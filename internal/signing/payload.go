@@ -24,28 +24,6 @@ const (
 	simpleSigningType = "cosign container image signature"
 )
 
-// The simple-signing payload, field for field as sigstore's
-// payload.SimpleContainerImage: encoding/json writes struct fields in
-// declaration order, so these structs fix the byte order cosign writes.
-type simpleContainerImage struct {
-	Critical critical       `json:"critical"`
-	Optional map[string]any `json:"optional"`
-}
-
-type critical struct {
-	Identity identity `json:"identity"`
-	Image    image    `json:"image"`
-	Type     string   `json:"type"`
-}
-
-type identity struct {
-	DockerReference string `json:"docker-reference"`
-}
-
-type image struct {
-	DockerManifestDigest string `json:"docker-manifest-digest"`
-}
-
 // SimpleSigning returns the payload a legacy cosign signature signs, byte
 // for byte what `cosign sign --new-bundle-format=false` (and `cosign
 // generate`) produces with no annotations:
@@ -55,16 +33,17 @@ type image struct {
 // dockerReference is the repository without tag or digest, as cosign
 // writes it by default (name.Repository.Name(), e.g. "registry:5000/app").
 func SimpleSigning(dockerReference string, manifestDigest v1.Hash) []byte {
-	b, err := json.Marshal(simpleContainerImage{Critical: critical{
-		Identity: identity{DockerReference: dockerReference},
-		Image:    image{DockerManifestDigest: manifestDigest.String()},
-		Type:     simpleSigningType,
-	}})
-	if err != nil {
-		// Only strings and a nil map: json.Marshal cannot fail.
-		panic("signing: marshalling the simple-signing payload: " + err.Error())
-	}
-	return b
+	return []byte(`{"critical":{"identity":{"docker-reference":` + jsonString(dockerReference) +
+		`},"image":{"docker-manifest-digest":` + jsonString(manifestDigest.String()) +
+		`},"type":` + jsonString(simpleSigningType) + `},"optional":null}`)
+}
+
+// jsonString is s as a JSON string, escaped as encoding/json escapes it
+// (which is what cosign's payload went through). Marshalling a string
+// cannot fail.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // PAE is DSSE's pre-authentication encoding, what a DSSE signature signs:
@@ -136,15 +115,7 @@ func VerifyDSSE(pub *ecdsa.PublicKey, envelopeJSON []byte) (payloadType string, 
 	return env.PayloadType, env.Payload, nil
 }
 
-// statement is the part of an in-toto Statement v1 this package writes
-// (the cosign sign statement) and checks (attestations given to it).
-type statement struct {
-	Type          string            `json:"_type"`
-	Subject       []resourceDigest  `json:"subject"`
-	PredicateType string            `json:"predicateType"`
-	Predicate     map[string]string `json:"predicate"`
-}
-
+// resourceDigest is an in-toto ResourceDescriptor as far as kiln reads it.
 type resourceDigest struct {
 	Name   string            `json:"name,omitempty"`
 	Digest map[string]string `json:"digest"`
@@ -154,16 +125,9 @@ type resourceDigest struct {
 // bundle format: the image digest as the only subject (no name, as cosign
 // writes it) and an empty predicate of type CosignSignPredicateType.
 func CosignSignStatement(subject v1.Hash) []byte {
-	b, err := json.Marshal(statement{
-		Type:          InTotoStatementType,
-		Subject:       []resourceDigest{{Digest: map[string]string{subject.Algorithm: subject.Hex}}},
-		PredicateType: CosignSignPredicateType,
-		Predicate:     map[string]string{},
-	})
-	if err != nil {
-		panic("signing: marshalling the cosign sign statement: " + err.Error())
-	}
-	return b
+	return []byte(`{"_type":` + jsonString(InTotoStatementType) +
+		`,"subject":[{"digest":{` + jsonString(subject.Algorithm) + `:` + jsonString(subject.Hex) + `}}]` +
+		`,"predicateType":` + jsonString(CosignSignPredicateType) + `,"predicate":{}}`)
 }
 
 // checkStatement fails unless stmt is an in-toto Statement v1 of

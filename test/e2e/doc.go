@@ -3,7 +3,9 @@
 // (bin/kiln manager), the CNCF distribution registry (bin/registry), a local
 // file server for layer sources, a fault-injecting reverse proxy, and skopeo
 // and umoci as independent clients that copy every pushed image out and
-// unpack it (umoci checks every DiffID).
+// unpack it (umoci checks every DiffID), and the sigstore cosign CLI
+// (bin/cosign, hack/cosign.sh) as the independent verifier of signatures
+// and attestations.
 //
 // The tests carry the build tag e2e: run them with `make test-e2e`, which
 // installs what is missing (hack/e2e-deps.sh) and then runs

@@ -86,6 +86,9 @@ func checkParts(root string) error {
 	if err := sandbox.CheckRegistryBinary(sandbox.RegistryBinary(root)); err != nil {
 		missing = append(missing, err.Error())
 	}
+	if fi, err := os.Stat(filepath.Join(root, "bin", "cosign")); err != nil || fi.Mode()&0o111 == 0 {
+		missing = append(missing, filepath.Join(root, "bin", "cosign")+" (run hack/cosign.sh or `make cosign`)")
+	}
 	if fi, err := os.Stat(filepath.Join(root, "bin", "kiln")); err != nil || fi.Mode()&0o111 == 0 {
 		missing = append(missing, filepath.Join(root, "bin", "kiln")+" (run `make build`)")
 	}
