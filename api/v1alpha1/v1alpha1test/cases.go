@@ -233,7 +233,7 @@ func InvalidCases() []Case {
 		{Name: "targetDir without sourceRef", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Source.TargetDir = "/opt" },
 			Want: "spec.layers[0].source: Invalid value: path and targetDir are fields of a sourceRef source"},
 		{Name: "sourceRef path escapes", Mutate: sourceRefs(func(ls []kilnv1.Layer) { ls[0].Source.Path = "deploy/../../etc" }),
-			Want: `spec.layers[0].source.path: Invalid value: "string": path must not contain ".."`},
+			Want: `spec.layers[0].source.path: Invalid value: "deploy/../../etc": path must not contain ".."`},
 		{Name: "sourceRef relative targetDir", Mutate: sourceRefs(func(ls []kilnv1.Layer) { ls[2].Source.TargetDir = "srv" }),
 			Want: `spec.layers[2].source.targetDir: Invalid value: "srv"`},
 		{Name: "sourceRef base archive", Mutate: func(ib *kilnv1.ImageBuild) {
