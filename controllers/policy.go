@@ -64,6 +64,10 @@ var errorPolicy = map[failure.Reason]behaviour{
 	failure.PlatformNotFound: retryExternal,
 	failure.Unauthorized:     retryExternal,
 	failure.PushRejected:     retryExternal,
+	// A Flux source still fetching, or failing to: source-controller
+	// retries it, and its next status change wakes the ImageBuild (the
+	// Flux kinds are watched).
+	failure.SourceNotReady: retryExternal,
 	failure.Transient:        retryTransient,
 }
 

@@ -416,8 +416,8 @@ type Source struct {
 	// layer ("./deploy/base"); default the artifact's root. It is resolved
 	// inside the artifact: ".." may not lead out of it, nor may a symlink.
 	// +optional
-	// +kubebuilder:validation:MaxLength=4096
-	// +kubebuilder:validation:XValidation:rule="!self.split('/').exists(c, c == '..')",message="path must not contain \"..\": it is a subdirectory of the artifact"
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!(self == '..' || self.startsWith('../') || self.endsWith('/..') || self.contains('/../'))",message="path must not contain \"..\": it is a subdirectory of the artifact"
 	Path string `json:"path,omitempty"`
 
 	// targetDir is the absolute directory the sourceRef files land in

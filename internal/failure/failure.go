@@ -31,6 +31,9 @@ const (
 	PlatformNotFound Reason = "PlatformNotFound"
 	InvalidSpec      Reason = "InvalidSpec"
 	PushRejected     Reason = "PushRejected"
+	// SourceNotReady: a Flux source a layer names has no artifact yet, or
+	// is not Ready. Never permanent: the source heals on its own schedule.
+	SourceNotReady Reason = "SourceNotReady"
 	// Transient is the reason reported for retried failures.
 	Transient Reason = "TransientError"
 )
