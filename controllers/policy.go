@@ -68,7 +68,7 @@ var errorPolicy = map[failure.Reason]behaviour{
 	// retries it, and its next status change wakes the ImageBuild (the
 	// Flux kinds are watched).
 	failure.SourceNotReady: retryExternal,
-	failure.Transient:        retryTransient,
+	failure.Transient:      retryTransient,
 }
 
 // policyOf returns the behaviour for err. A reason missing from the table
