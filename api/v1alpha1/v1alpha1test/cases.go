@@ -7,6 +7,7 @@ package v1alpha1test
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -328,4 +329,20 @@ func numberedLayers(n int) []kilnv1.Layer {
 		layers[i] = kilnv1.Layer{Name: fmt.Sprintf("l%d", i), Source: &kilnv1.Source{URL: fmt.Sprintf("https://example.com/%d.tar", i)}}
 	}
 	return layers
+}
+
+// SampleFiles lists the ImageBuild samples under dir (config/samples): the
+// kiln_v1alpha1_*.yaml files there and in its flux/ directory (the samples
+// that need Flux's source-controller, kept out of the demo's and the
+// kustomization's set).
+func SampleFiles(dir string) ([]string, error) {
+	var out []string
+	for _, pattern := range []string{"kiln_v1alpha1_*.yaml", filepath.Join("flux", "kiln_v1alpha1_*.yaml")} {
+		m, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m...)
+	}
+	return out, nil
 }
