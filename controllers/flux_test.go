@@ -205,3 +205,42 @@ func checkImage(t *testing.T, ref, revision string, want []string) {
 		t.Errorf("layer entries\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// artifactOf takes the artifact whatever Ready says but False, and says
+// why it cannot build from a source otherwise.
+func TestArtifactOf(t *testing.T) {
+	ref := kilnv1.SourceReference{Kind: kilnv1.OCIRepositoryKind, Name: "bundle"}
+	obj := func(status map[string]any) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"url": "oci://r.example/bundle"}, "status": status}}
+	}
+	art := map[string]any{"url": "http://sc/a.tar.gz", "digest": "sha256:ab", "revision": "v1@sha256:cd"}
+	cond := func(status string) []any {
+		return []any{map[string]any{"type": "Ready", "status": status, "reason": "R", "message": "m"}}
+	}
+	tests := []struct {
+		name   string
+		status map[string]any
+		reason failure.Reason
+		want   string
+	}{
+		{"ready", map[string]any{"artifact": art, "conditions": cond("True")}, "", ""},
+		{"reconciling keeps the artifact", map[string]any{"artifact": art, "conditions": cond("Unknown")}, "", ""},
+		{"no conditions yet", map[string]any{"artifact": art}, "", ""},
+		{"failing", map[string]any{"artifact": art, "conditions": cond("False")}, failure.SourceNotReady, `sourceRef OCIRepository "bundle" is not Ready (R: m)`},
+		{"no artifact", map[string]any{"conditions": cond("Unknown")}, failure.SourceNotReady, `sourceRef OCIRepository "bundle" has no artifact yet`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := artifactOf(ref, obj(tt.status))
+			if tt.want == "" {
+				if err != nil || a != (engine.Artifact{URL: "http://sc/a.tar.gz", Digest: "sha256:ab", Revision: "v1@sha256:cd", SourceURL: "oci://r.example/bundle"}) {
+					t.Fatalf("artifact %+v, err %v", a, err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tt.want || failure.ReasonOf(err) != tt.reason || failure.IsPermanent(err) {
+				t.Fatalf("err %v (%s), want %q (%s, not permanent)", err, failure.ReasonOf(err), tt.want, tt.reason)
+			}
+		})
+	}
+}
