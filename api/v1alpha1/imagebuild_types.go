@@ -409,6 +409,8 @@ type Source struct {
 	// (0755 for executables), dirMode 0755, uid and gid 0: source-controller
 	// stores files 0600 and directories 0750, unreadable to a non-root user.
 	// A source that is not Ready, or has no artifact yet, is waited for.
+	// The artifact is verified by its own digest; layers[].digest, when
+	// set, pins the tarball kiln writes from it.
 	// +optional
 	SourceRef *SourceReference `json:"sourceRef,omitempty"`
 
