@@ -88,7 +88,7 @@ func (r *ImageBuildReconciler) readArtifacts(ctx context.Context, ns string, ref
 }
 
 func (r *ImageBuildReconciler) readArtifact(ctx context.Context, ns string, ref kilnv1.SourceReference) (engine.Artifact, error) {
-	gvk, ok, err := servedKind(r.RESTMapper, ref.Kind)
+	gvk, ok, err := servedKind(r.restMapper(), ref.Kind)
 	if err != nil {
 		return engine.Artifact{}, failure.Retryable(fmt.Errorf("looking up the %s kind: %w", ref.Kind, err), 0)
 	}
@@ -133,6 +133,15 @@ func artifactOf(ref kilnv1.SourceReference, u *unstructured.Unstructured) (engin
 		return a, notReady("sourceRef %s %q has no artifact yet", ref.Kind, ref.Name)
 	}
 	return a, nil
+}
+
+// restMapper is RESTMapper, else the client's (a reconciler built
+// without SetupWithManager).
+func (r *ImageBuildReconciler) restMapper() apimeta.RESTMapper {
+	if r.RESTMapper != nil {
+		return r.RESTMapper
+	}
+	return r.Client.RESTMapper()
 }
 
 func notReady(format string, args ...any) error {
