@@ -11,6 +11,9 @@
 //     read directly when a build needs it. RBAC cannot grant metadata-only
 //     list, so list/watch do expose bodies to this identity.
 //   - serviceaccounts: get, for spec.serviceAccountName's pull secrets.
+//   - gitrepositories, ocirepositories, buckets, externalartifacts
+//     (source.toolkit.fluxcd.io): read-only; metadata is watched once their
+//     CRDs exist (sourceWatcher) and status.artifact is read with a GET.
 //   - events: created (and patched into series) through the events.k8s.io
 //     API in the ImageBuild's namespace.
 //
@@ -22,4 +25,5 @@
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=source.toolkit.fluxcd.io,resources=gitrepositories;ocirepositories;buckets;externalartifacts,verbs=get;list;watch
 package controllers

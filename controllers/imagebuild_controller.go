@@ -55,6 +55,12 @@ type ImageBuildReconciler struct {
 	// MetadataReader reads ConfigMap/Secret metadata (uid, resourceVersion)
 	// from the metadata-only informers; defaults to Client.
 	MetadataReader client.Reader
+	// RESTMapper tells whether the Flux source kinds are served, and in
+	// which version; default the manager's.
+	RESTMapper apimeta.RESTMapper
+	// SourceKindsRecheck is how often Flux source kinds that were not
+	// served are looked for again (default DefaultSourceKindsRecheck).
+	SourceKindsRecheck time.Duration
 	// Engine is shared by all builds: one blob store, one single-flight.
 	Engine   *engine.Engine
 	Recorder events.EventRecorder
@@ -81,6 +87,8 @@ type ImageBuildReconciler struct {
 	// done carries "a build changed state" from the queue's jobs to the
 	// workqueue (source.Channel): the job never writes status itself.
 	done chan event.GenericEvent
+	// sources adds the Flux source watches once their kinds are served.
+	sources *sourceWatcher
 }
 
 // SetupWithManager registers the field indexes, the build queue and the
@@ -95,6 +103,12 @@ func (r *ImageBuildReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	if err := idx.IndexField(ctx, &kilnv1.ImageBuild{}, secretIndex, indexSecrets); err != nil {
 		return fmt.Errorf("indexing ImageBuilds by Secret: %w", err)
 	}
+	if err := idx.IndexField(ctx, &kilnv1.ImageBuild{}, sourceRefIndex, indexSourceRefs); err != nil {
+		return fmt.Errorf("indexing ImageBuilds by Flux source: %w", err)
+	}
+	if r.RESTMapper == nil {
+		r.RESTMapper = mgr.GetRESTMapper()
+	}
 	if r.Queue == nil {
 		r.Queue = NewBuildQueue(orDefault(r.MaxConcurrentBuilds, DefaultMaxConcurrentBuilds), r.Metrics)
 	}
@@ -102,7 +116,7 @@ func (r *ImageBuildReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 		return fmt.Errorf("adding the build queue: %w", err)
 	}
 	r.done = make(chan event.GenericEvent, 1024)
-	return ctrl.NewControllerManagedBy(mgr).
+	c, err := ctrl.NewControllerManagedBy(mgr).
 		Named("imagebuild").
 		// Status patches do not bump the generation: without the predicate
 		// every status write would come back as one more reconcile. The
@@ -114,7 +128,21 @@ func (r *ImageBuildReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.mapSecret)).
 		WatchesRawSource(source.Channel(r.done, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: orDefault(r.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles)}).
-		Complete(r)
+		Build(r)
+	if err != nil {
+		return err
+	}
+	// The Flux kinds are watched only once served (sourceWatcher): the
+	// manager must start without the Flux CRDs.
+	r.sources = &sourceWatcher{
+		ctrl: c, cache: mgr.GetCache(), mapper: r.RESTMapper, mapFunc: r.mapSource,
+		interval: orDefaultDuration(r.SourceKindsRecheck, DefaultSourceKindsRecheck),
+		watched:  map[kilnv1.SourceKind]bool{},
+	}
+	if err := mgr.Add(r.sources); err != nil {
+		return fmt.Errorf("adding the Flux source watcher: %w", err)
+	}
+	return nil
 }
 
 func orDefault(n, def int) int {

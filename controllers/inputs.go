@@ -35,6 +35,8 @@ type refs struct {
 	ConfigMaps     []string
 	Secrets        []string
 	ServiceAccount string
+	// SourceRefs are the Flux sources (spec.SourceRefs).
+	SourceRefs []kilnv1.SourceReference
 }
 
 // referencesOf lists every ConfigMap and Secret the spec names
@@ -49,7 +51,7 @@ func referencesOf(spec *kilnv1.ImageBuildSpec) refs {
 			secrets = append(secrets, r.Name)
 		}
 	}
-	return refs{ConfigMaps: uniq(cms), Secrets: uniq(secrets), ServiceAccount: spec.ServiceAccountName}
+	return refs{ConfigMaps: uniq(cms), Secrets: uniq(secrets), ServiceAccount: spec.ServiceAccountName, SourceRefs: spec.SourceRefs()}
 }
 
 // uniq sorts s in place and drops repeats; nil stays nil.
@@ -119,11 +121,18 @@ type resolved struct {
 	fingerprint string
 }
 
+// A Flux source's artifact is read with a direct GET on every reconcile
+// (not from the metadata cache, which has no watch until the kind is
+// served); its digest and revision enter the fingerprint, so a new
+// artifact rebuilds and an unchanged one never does.
+
 // objects are the ConfigMaps and Secrets of one namespace a build reads,
 // by name; an absent name was not found.
 type objects struct {
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
+	// artifacts of the sourceRefs, by engine.ArtifactKey.
+	artifacts map[string]engine.Artifact
 }
 
 // resolveInputs reads the ServiceAccount (a direct GET: there is no
@@ -161,6 +170,11 @@ func (r *ImageBuildReconciler) resolveInputs(ctx context.Context, ib *kilnv1.Ima
 	if err != nil {
 		return nil, err
 	}
+	arts, err := r.readArtifacts(ctx, ib.Namespace, res.refs.SourceRefs)
+	if err != nil {
+		return nil, err
+	}
+	ids = append(ids, artifactLines(res.refs.SourceRefs, arts)...)
 	metaID := digestOf(append(append(ids, cmIDs...), secretIDs...))
 	if m.metaID == metaID && m.fingerprint != "" {
 		res.fingerprint = m.fingerprint
@@ -170,6 +184,7 @@ func (r *ImageBuildReconciler) resolveInputs(ctx context.Context, ib *kilnv1.Ima
 	if err != nil {
 		return nil, err
 	}
+	objs.artifacts = arts
 	res.fingerprint = contentFingerprint(&ib.Spec, res.pullSecrets, objs)
 	m.metaID, m.fingerprint = metaID, res.fingerprint
 	return res, nil
@@ -255,6 +270,7 @@ func contentFingerprint(spec *kilnv1.ImageBuildSpec, pullSecrets []string, objs 
 	for _, ref := range refs {
 		lines = append(lines, objectLines(ref, used[ref], objs)...)
 	}
+	lines = append(lines, artifactLines(spec.SourceRefs(), objs.artifacts)...)
 	return digestOf(lines)
 }
 
@@ -315,7 +331,10 @@ func (r *ImageBuildReconciler) buildInputs(ctx context.Context, ib *kilnv1.Image
 	if err != nil {
 		return engine.Inputs{}, "", err
 	}
-	in := engine.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}}
+	if objs.artifacts, err = r.readArtifacts(ctx, ib.Namespace, res.refs.SourceRefs); err != nil {
+		return engine.Inputs{}, "", err
+	}
+	in := engine.Inputs{ConfigMaps: map[string]map[string][]byte{}, Secrets: map[string]map[string][]byte{}, Artifacts: objs.artifacts}
 	for n, cm := range objs.configMaps {
 		in.ConfigMaps[n] = engine.ConfigMapData(cm)
 	}

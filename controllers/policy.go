@@ -69,7 +69,11 @@ var errorPolicy = map[failure.Reason]behaviour{
 	failure.PlatformNotFound: retryExternal,
 	failure.Unauthorized:     retryExternal,
 	failure.PushRejected:     retryExternal,
-	failure.Transient:        retryTransient,
+	// A Flux source still fetching, or failing to: source-controller
+	// retries it, and its next status change wakes the ImageBuild (the
+	// Flux kinds are watched).
+	failure.SourceNotReady: retryExternal,
+	failure.Transient:      retryTransient,
 }
 
 // policyOf returns the behaviour for err. A reason missing from the table

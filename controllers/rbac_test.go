@@ -27,6 +27,11 @@ func TestRBACGrantsExactlyWhatTheManagerUses(t *testing.T) {
 			"events.k8s.io/events":        "create,patch",
 			"kiln.dev/imagebuilds":        "get,list,watch",
 			"kiln.dev/imagebuilds/status": "patch",
+			// sourceRef layers: status.artifact read, metadata watched.
+			"source.toolkit.fluxcd.io/buckets":           "get,list,watch",
+			"source.toolkit.fluxcd.io/externalartifacts": "get,list,watch",
+			"source.toolkit.fluxcd.io/gitrepositories":   "get,list,watch",
+			"source.toolkit.fluxcd.io/ocirepositories":   "get,list,watch",
 		},
 		"Role/system/leader-election-role": {
 			"coordination.k8s.io/leases": "create,get,update",

@@ -257,7 +257,7 @@ type LayerVariant struct {
 }
 
 // Archive is an image tarball used as base.
-// +kubebuilder:validation:XValidation:rule="!has(self.source.files) && !has(self.source.configMapDir) && !has(self.source.secretDir)",message="a base archive's source is one of url, configMap, secret or blob"
+// +kubebuilder:validation:XValidation:rule="!has(self.source.files) && !has(self.source.configMapDir) && !has(self.source.secretDir) && !has(self.source.sourceRef)",message="a base archive's source is one of url, configMap, secret or blob"
 type Archive struct {
 	// source is where the archive is fetched from.
 	// +required
@@ -282,7 +282,7 @@ type Layer struct {
 	Name string `json:"name"`
 
 	// source is where the layer tarball is fetched from, or the files kiln
-	// writes into one (files, configMapDir, secretDir). Exactly one of
+	// writes into one (files, configMapDir, secretDir, sourceRef). Exactly one of
 	// source or variants.
 	// +optional
 	Source *Source `json:"source,omitempty"`
@@ -330,21 +330,23 @@ type Layer struct {
 	// as an octal string ("0644"). A file that had any execute bit gets an
 	// execute bit wherever fileMode has a read bit (0644 makes it 0755), so
 	// binaries stay runnable. For files, configMapDir and secretDir sources
-	// it is instead the mode of entries that set none (default 0644).
+	// it is instead the mode of entries that set none (default 0644). A
+	// sourceRef layer defaults to 0644 (executables 0755).
 	// +optional
 	// +kubebuilder:validation:Pattern=`^0?[0-7]{3,4}$`
 	FileMode string `json:"fileMode,omitempty"`
 
 	// dirMode sets the permission bits of every directory in the layer, as
 	// an octal string ("0755"); for files, configMapDir and secretDir
-	// sources it is the mode of the directories kiln creates (default 0755).
+	// sources it is the mode of the directories kiln creates (default 0755);
+	// a sourceRef layer defaults to 0755.
 	// +optional
 	// +kubebuilder:validation:Pattern=`^0?[0-7]{3,4}$`
 	DirMode string `json:"dirMode,omitempty"`
 
 	// uid sets the owner of every entry in the layer (owner names are
 	// cleared); for generated sources it is the default of entries that set
-	// none (default 0).
+	// none (default 0); a sourceRef layer defaults to 0.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	UID *int64 `json:"uid,omitempty"`
@@ -356,8 +358,9 @@ type Layer struct {
 }
 
 // Source says where bytes come from: exactly one of url, configMap, secret,
-// blob, files, configMapDir or secretDir.
-// +kubebuilder:validation:XValidation:rule="[has(self.url), has(self.configMap), has(self.secret), has(self.blob), has(self.files), has(self.configMapDir), has(self.secretDir)].filter(x, x).size() == 1",message="exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"
+// blob, files, configMapDir, secretDir or sourceRef.
+// +kubebuilder:validation:XValidation:rule="[has(self.url), has(self.configMap), has(self.secret), has(self.blob), has(self.files), has(self.configMapDir), has(self.secretDir), has(self.sourceRef)].filter(x, x).size() == 1",message="exactly one of url, configMap, secret, blob, files, configMapDir, secretDir or sourceRef must be set"
+// +kubebuilder:validation:XValidation:rule="has(self.sourceRef) || (!has(self.path) && !has(self.targetDir))",message="path and targetDir are fields of a sourceRef source"
 type Source struct {
 	// url is an http or https address, fetched with retries on transient errors.
 	// +optional
@@ -409,6 +412,66 @@ type Source struct {
 	// secretDir writes every key of a Secret as a file under targetDir.
 	// +optional
 	SecretDir *DirSource `json:"secretDir,omitempty"`
+
+	// sourceRef is a Flux source (GitRepository, OCIRepository, Bucket or
+	// ExternalArtifact) in this namespace: its status.artifact is downloaded
+	// from source-controller, verified against the artifact's digest while
+	// it streams, and its files (path selects a subdirectory) become a
+	// layer under targetDir. Unless the layer sets them, fileMode is 0644
+	// (0755 for executables), dirMode 0755, uid and gid 0: source-controller
+	// stores files 0600 and directories 0750, unreadable to a non-root user.
+	// A source that is not Ready, or has no artifact yet, is waited for.
+	// The artifact is verified by its own digest; layers[].digest, when
+	// set, pins the tarball kiln writes from it.
+	// +optional
+	SourceRef *SourceReference `json:"sourceRef,omitempty"`
+
+	// path is the subdirectory of the sourceRef artifact that becomes the
+	// layer ("./deploy/base"); default the artifact's root. It is resolved
+	// inside the artifact: ".." may not lead out of it, nor may a symlink.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!(self == '..' || self.startsWith('../') || self.endsWith('/..') || self.contains('/../'))",message="path must not contain \"..\": it is a subdirectory of the artifact"
+	Path string `json:"path,omitempty"`
+
+	// targetDir is the absolute directory the sourceRef files land in
+	// (default /).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/`
+	TargetDir string `json:"targetDir,omitempty"`
+}
+
+// SourceKind is the kind of a Flux source (source.toolkit.fluxcd.io).
+// +kubebuilder:validation:Enum=GitRepository;OCIRepository;Bucket;ExternalArtifact
+type SourceKind string
+
+// SourceKind values.
+const (
+	GitRepositoryKind    SourceKind = "GitRepository"
+	OCIRepositoryKind    SourceKind = "OCIRepository"
+	BucketKind           SourceKind = "Bucket"
+	ExternalArtifactKind SourceKind = "ExternalArtifact"
+)
+
+// FluxSourceGroup is the API group of the Flux source kinds.
+const FluxSourceGroup = "source.toolkit.fluxcd.io"
+
+// SourceKinds lists every SourceKind.
+var SourceKinds = []SourceKind{GitRepositoryKind, OCIRepositoryKind, BucketKind, ExternalArtifactKind}
+
+// SourceReference names a Flux source object in the ImageBuild's namespace.
+type SourceReference struct {
+	// kind of the Flux source.
+	// +required
+	Kind SourceKind `json:"kind"`
+
+	// name of the object.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
 }
 
 // FileEntry is one file of a files source: exactly one of content,
@@ -771,6 +834,10 @@ type LayerStatus struct {
 	// changes counts what normalization rewrote, by kind.
 	// +optional
 	Changes map[string]int64 `json:"changes,omitempty"`
+	// sourceRevision is the revision of the sourceRef artifact the layer
+	// was built from (e.g. main@sha1:...).
+	// +optional
+	SourceRevision string `json:"sourceRevision,omitempty"`
 }
 
 // LastBuild describes one completed build.

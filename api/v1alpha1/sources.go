@@ -1,5 +1,7 @@
 package v1alpha1
 
+import "slices"
+
 // AllSources returns every source the spec names, in spec order: each
 // layer's source or variants' sources, spec.base's archive and each
 // platform's base archive. Whoever resolves a spec's references (the
@@ -112,3 +114,18 @@ func (s *ImageBuildSpec) References() []Reference {
 	}
 	return out
 }
+
+// SourceRefs lists the Flux sources the spec's sources name (each once, in
+// spec order): the controller reads, watches and fingerprints exactly these.
+func (s *ImageBuildSpec) SourceRefs() []SourceReference {
+	var out []SourceReference
+	for _, src := range s.AllSources() {
+		if r := src.SourceRef; r != nil && !slices.Contains(out, *r) {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
+// String is "Kind/name".
+func (r SourceReference) String() string { return string(r.Kind) + "/" + r.Name }

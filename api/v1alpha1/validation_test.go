@@ -66,7 +66,7 @@ func TestValidImageBuildsAreAccepted(t *testing.T) {
 }
 
 func TestSamplesAreAccepted(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "kiln_v1alpha1_*.yaml"))
+	files, err := v1alpha1test.SampleFiles(filepath.Join("..", "..", "config", "samples"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no samples found under config/samples (err %v)", err)
 	}

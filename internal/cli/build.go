@@ -26,6 +26,8 @@ type buildFlags struct {
 	output   string
 	parallel int
 	progress bool
+	// sources are the --source NAME=DIR values.
+	sources []string
 	// engine holds --cache-dir and the limits, shared with kiln manager
 	// (BindLimitFlags).
 	engine engine.Config
@@ -36,6 +38,7 @@ func (f *buildFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.engine.CacheDir, "cache-dir", defaultCacheDir(), "blob cache directory, shared by concurrent builds")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "yaml", "output format: yaml or json")
 	cmd.Flags().IntVar(&f.parallel, "parallel", 4, "independent builds run at once")
+	cmd.Flags().StringArrayVar(&f.sources, "source", nil, "NAME=DIR: a local directory standing in for the artifact of sourceRef NAME (a GitRepository checkout, say); repeatable")
 	cmd.Flags().BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show per-layer progress on stderr")
 	BindLimitFlags(cmd, &f.engine.Source, &f.engine.Limits, &f.engine.BuildTimeout)
 	_ = cmd.MarkFlagRequired("filename")
@@ -62,7 +65,10 @@ in parallel) and prints them with .status filled in exactly as the controller
 would. Registry credentials come from the docker config (~/.docker/config.json
 or $DOCKER_CONFIG). Every ImageBuild is first validated as the API server would
 validate it (the CRD's schema and rules): one invalid document stops the run with
-exit status 2 before anything is fetched or pushed. Exit status 0 only when every
+exit status 2 before anything is fetched or pushed. A sourceRef layer (a Flux
+GitRepository, OCIRepository, Bucket or ExternalArtifact) reads the directory
+given with --source NAME=DIR instead of the artifact, into the same layer a
+checkout of the same files gives in the cluster. Exit status 0 only when every
 build is Ready.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBuild(cmd, f, false) },
@@ -95,6 +101,13 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
 	}
+	sources, err := parseSources(f.sources)
+	if err != nil {
+		return &ExitError{Code: 2, Err: err}
+	}
+	if err := sources.check(docs.builds); err != nil {
+		return &ExitError{Code: 2, Err: err}
+	}
 	eng, err := engine.NewEngine(f.engine)
 	if err != nil {
 		return err
@@ -104,7 +117,7 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 		prog = newProgressView(cmd.ErrOrStderr())
 		defer prog.stop()
 	}
-	failed := buildAll(cmd.Context(), eng, docs, f.parallel, dryRun, prog)
+	failed := buildAll(cmd.Context(), eng, docs, sources, f.parallel, dryRun, prog)
 	if prog != nil {
 		prog.stop()
 	}
@@ -129,7 +142,7 @@ func runBuild(cmd *cobra.Command, f *buildFlags, dryRun bool) error {
 
 // buildAll runs the builds and fills in their status; it returns one line
 // per failed build.
-func buildAll(ctx context.Context, eng *engine.Engine, docs *documents, parallel int, dryRun bool, prog *progressView) []string {
+func buildAll(ctx context.Context, eng *engine.Engine, docs *documents, sources localSources, parallel int, dryRun bool, prog *progressView) []string {
 	if parallel < 1 {
 		parallel = 1
 	}
@@ -142,6 +155,7 @@ func buildAll(ctx context.Context, eng *engine.Engine, docs *documents, parallel
 	for _, ib := range docs.builds {
 		// Resolved here, not in the goroutine: inputsOf fills a shared map.
 		in := docs.inputsOf(ib.Namespace)
+		in.Artifacts = sources.artifacts(ib)
 		g.Go(func() error {
 			opts := engine.Options{DryRun: dryRun}
 			if prog != nil {

@@ -194,7 +194,7 @@ func sourceSpec(layerName string, s *kilnv1.Source, digest string, in Inputs) (s
 		spec.Data, spec.DataKind, spec.DataRef = data, source.KindSecret, fmt.Sprintf("secret %s key %s", s.Secret.Name, s.Secret.Key)
 	case s.Blob != "":
 		spec.Blob = s.Blob
-	case generated(s):
+	case generated(s) || s.SourceRef != nil:
 		return spec, failure.Permanent(failure.InvalidSpec, failure.Layerf(layerName, "a %s source is a layer's only: a base archive is fetched", sourceKind(s)))
 	default:
 		return spec, failure.Permanent(failure.InvalidSpec, failure.Layerf(layerName, "source has none of url, configMap, secret or blob"))
@@ -235,6 +235,8 @@ func describe(s *kilnv1.Source) string {
 		return "configMapDir " + s.ConfigMapDir.Name
 	case s.SecretDir != nil:
 		return "secretDir " + s.SecretDir.Name
+	case s.SourceRef != nil:
+		return "sourceRef " + s.SourceRef.String()
 	}
 	return "unknown source"
 }
@@ -257,6 +259,8 @@ func sourceKind(s *kilnv1.Source) string {
 		return kindConfigMapDir
 	case s.SecretDir != nil:
 		return kindSecretDir
+	case s.SourceRef != nil:
+		return kindSourceRef
 	}
 	return "unknown source"
 }

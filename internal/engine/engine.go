@@ -64,6 +64,9 @@ type Inputs struct {
 	Secrets map[string]map[string][]byte
 	// Keychain authenticates to registries; nil means Registry.Keychain.
 	Keychain authn.Keychain
+	// Artifacts are the artifacts of the spec's sourceRefs, by
+	// ArtifactKey; a sourceRef missing here is SourceNotFound.
+	Artifacts map[string]Artifact
 }
 
 // Options tune one Build call.
@@ -162,6 +165,7 @@ func deadlineError(limit time.Duration, err error) error {
 
 func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, opts Options) (*Result, error) {
 	start := e.now()
+	ib = withSourceAnnotations(ib, in)
 	spec := &ib.Spec
 	regOpts, err := e.registryOptions(spec, in)
 	if err != nil {

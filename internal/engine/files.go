@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"path"
@@ -19,6 +20,7 @@ const (
 	kindFiles        = "files"
 	kindConfigMapDir = "configMapDir"
 	kindSecretDir    = "secretDir"
+	kindSourceRef    = "sourceRef"
 )
 
 // generated reports whether kiln writes s's tarball itself.
@@ -31,8 +33,11 @@ func generated(s *kilnv1.Source) bool {
 // inputs, carried as data like a ConfigMap key: the cache proof is then the
 // sha256 of those bytes (proof.go), and the tarball goes through the same
 // layer.Build as any other. Secret-bearing ones are data of kind secret.
-func layerSource(spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs) (source.Spec, error) {
+func (e *Engine) layerSource(ctx context.Context, f *source.Fetcher, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs) (source.Spec, error) {
 	s := l.Source
+	if s.SourceRef != nil {
+		return e.artifactSource(ctx, f, spec, l, in)
+	}
 	if !generated(s) {
 		return sourceSpec(l.Name, s, l.Digest, in)
 	}
@@ -141,8 +146,13 @@ func overridesOf(l *kilnv1.Layer) (layer.Overrides, error) {
 	if o.FileMode, err = layerMode(l, "fileMode", l.FileMode); err != nil {
 		return o, err
 	}
-	o.DirMode, err = layerMode(l, "dirMode", l.DirMode)
-	return o, err
+	if o.DirMode, err = layerMode(l, "dirMode", l.DirMode); err != nil {
+		return o, err
+	}
+	if l.Source.SourceRef != nil {
+		o = sourceRefOverrides(o)
+	}
+	return o, nil
 }
 
 func layerMode(l *kilnv1.Layer, field, s string) (*int64, error) {

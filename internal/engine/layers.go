@@ -192,7 +192,8 @@ func jobKey(l *kilnv1.Layer) string {
 // this build may have is taken from the cache, the others are encoded
 // side by side from one fetch.
 func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l *kilnv1.Layer, in Inputs, shapes []bool, files bool, o registry.Options, progress func(Progress)) ([]*builtLayer, error) {
-	src, err := layerSource(spec, l, in)
+	f := e.fetcher(o)
+	src, err := e.layerSource(ctx, f, spec, l, in)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +221,6 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 		}
 		opts[i] = optionsKey(bos[i])
 	}
-	f := e.fetcher(o)
 	keys := make([]string, len(opts))
 	for i := range opts {
 		if keys[i], err = flightKey(ctx, f, src, opts[i]); err != nil {
@@ -255,6 +255,9 @@ func (e *Engine) buildLayer(ctx context.Context, spec *kilnv1.ImageBuildSpec, l 
 				}
 			}
 			return nil, err
+		}
+		if r := l.Source.SourceRef; r != nil {
+			out[i].status.SourceRevision = in.Artifacts[ArtifactKey(*r)].Revision
 		}
 	}
 	return out, nil

@@ -173,8 +173,8 @@ func sourceURI(ns string, s *kilnv1.Source) string {
 	return describe(s)
 }
 
-// artifact is one signature or attestation of a subject.
-type artifact struct {
+// attachment is one signature or attestation of a subject.
+type attachment struct {
 	kind  string // "cosign", "spdx", "slsaprovenance1"
 	image v1.Image
 }
@@ -204,13 +204,13 @@ func (e *Engine) attach(ctx context.Context, ib *kilnv1.ImageBuild, sg *signer, 
 }
 
 // artifactsOf signs s and makes its attestations.
-func (e *Engine) artifactsOf(ib *kilnv1.ImageBuild, sg *signer, s subject, repo string, res *Result) ([]artifact, error) {
+func (e *Engine) artifactsOf(ib *kilnv1.ImageBuild, sg *signer, s subject, repo string, res *Result) ([]attachment, error) {
 	at := created(&ib.Spec)
 	sig, err := signing.SignatureArtifact(sg.key, s.desc, repo, sg.format, at)
 	if err != nil {
 		return nil, fmt.Errorf("signing %s: %w", s.desc.Digest, err)
 	}
-	out := []artifact{{kind: signatureKind, image: sig}}
+	out := []attachment{{kind: signatureKind, image: sig}}
 	stmts, err := e.statements(ib, s)
 	if err != nil {
 		return nil, err
@@ -220,7 +220,7 @@ func (e *Engine) artifactsOf(ib *kilnv1.ImageBuild, sg *signer, s subject, repo 
 		if err != nil {
 			return nil, fmt.Errorf("attesting %s (%s): %w", s.desc.Digest, st.kind, err)
 		}
-		out = append(out, artifact{kind: st.kind, image: img})
+		out = append(out, attachment{kind: st.kind, image: img})
 	}
 	return out, nil
 }
@@ -231,7 +231,7 @@ const signatureKind = "cosign"
 // pushArtifacts attaches arts to s: bundle referrers by digest (the
 // referrers API or its tag-schema index), or merged into the legacy
 // .sig/.att tags. Already attached artifacts are not written again.
-func (e *Engine) pushArtifacts(ctx context.Context, sg *signer, repo string, s subject, arts []artifact, res *Result, o registry.Options, opts Options) error {
+func (e *Engine) pushArtifacts(ctx context.Context, sg *signer, repo string, s subject, arts []attachment, res *Result, o registry.Options, opts Options) error {
 	if sg.format == signing.FormatLegacy {
 		return e.pushLegacy(ctx, repo, s, arts, res, o, opts)
 	}
@@ -239,7 +239,7 @@ func (e *Engine) pushArtifacts(ctx context.Context, sg *signer, repo string, s s
 }
 
 // pushLegacy merges each artifact into its subject's .sig or .att tag.
-func (e *Engine) pushLegacy(ctx context.Context, repo string, s subject, arts []artifact, res *Result, o registry.Options, opts Options) error {
+func (e *Engine) pushLegacy(ctx context.Context, repo string, s subject, arts []attachment, res *Result, o registry.Options, opts Options) error {
 	for _, a := range arts {
 		tag := signing.AttestationTag(s.desc.Digest)
 		if a.kind == signatureKind {
@@ -299,9 +299,9 @@ func externalParameters(spec *kilnv1.ImageBuildSpec) (json.RawMessage, error) {
 // pushReferrers attaches bundle-format artifacts as referrers of s: the
 // signature, then the attestations (two listings, so that the counts of
 // what was written are exact per kind).
-func (e *Engine) pushReferrers(ctx context.Context, repo string, s subject, arts []artifact, res *Result, o registry.Options, opts Options) error {
+func (e *Engine) pushReferrers(ctx context.Context, repo string, s subject, arts []attachment, res *Result, o registry.Options, opts Options) error {
 	sub := repo + "@" + s.desc.Digest.String()
-	for _, group := range [][]artifact{arts[:1], arts[1:]} {
+	for _, group := range [][]attachment{arts[:1], arts[1:]} {
 		if len(group) == 0 {
 			continue
 		}

@@ -36,6 +36,9 @@ const (
 	// SigningKeyInvalid: the key cannot be decrypted (wrong password) or is
 	// not a cosign ECDSA P-256 key.
 	SigningKeyInvalid Reason = "SigningKeyInvalid"
+	// SourceNotReady: a Flux source a layer names has no artifact yet, or
+	// is not Ready. Never permanent: the source heals on its own schedule.
+	SourceNotReady Reason = "SourceNotReady"
 	// Transient is the reason reported for retried failures.
 	Transient Reason = "TransientError"
 )

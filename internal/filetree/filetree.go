@@ -36,6 +36,9 @@ type File struct {
 	// index.html"); never its content.
 	Ref  string
 	Data []byte
+	// Link, when set, makes the entry a symlink to Link (Data is ignored):
+	// a sourceRef artifact's symlinks, checked by package artifact.
+	Link string
 	// Mode, UID and GID are used when set; nil takes Options' defaults.
 	Mode     *int64
 	UID, GID *int64
@@ -73,8 +76,16 @@ func Tar(files []File, opts Options) ([]byte, error) {
 			Mode: or(f.Mode, opts.FileMode, DefaultFileMode), Uid: int(or(f.UID, opts.UID, 0)),
 			Gid: int(or(f.GID, opts.GID, 0)), ModTime: mtime,
 		}
+		if f.Link != "" {
+			// A symlink's own mode means nothing on Linux; 0777 is what
+			// every tool writes.
+			h.Typeflag, h.Linkname, h.Size, h.Mode = tar.TypeSymlink, f.Link, 0, 0o777
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			return nil, invalid(opts.Layer, "%s %q: %v", f.Ref, f.Path, err)
+		}
+		if f.Link != "" {
+			continue
 		}
 		if _, err := tw.Write(f.Data); err != nil {
 			return nil, fmt.Errorf("writing %s: %w", f.Ref, err)

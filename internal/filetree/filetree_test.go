@@ -75,6 +75,17 @@ func TestTar(t *testing.T) {
 			{name: "d/b", typ: tar.TypeReg, mode: 0o640, uid: 7, gid: 8},
 		},
 	}, {
+		name: "a symlink has no body and mode 0777",
+		files: []File{
+			{Path: "/bin/tool", Ref: "f[0]", Data: []byte("#!"), Mode: i64(0o700)},
+			{Path: "/bin/t", Ref: "f[1]", Link: "tool", Data: []byte("ignored")},
+		},
+		want: []entry{
+			{name: "bin/", typ: tar.TypeDir, mode: 0o755},
+			{name: "bin/t", typ: tar.TypeSymlink, mode: 0o777},
+			{name: "bin/tool", typ: tar.TypeReg, mode: 0o700, body: "#!"},
+		},
+	}, {
 		name:  "a long path takes PAX",
 		files: []File{{Path: long, Ref: "files[0]", Data: []byte("x")}},
 		want: []entry{

@@ -7,6 +7,7 @@ package v1alpha1test
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -89,9 +90,34 @@ func ValidBuilds() []*kilnv1.ImageBuild {
 	multiPlatform.Spec = MultiPlatformSpec()
 	files := ValidBuild("valid-files")
 	files.Spec.Layers = FilesLayers()
+	sourceRefs := ValidBuild("valid-sourceref")
+	sourceRefs.Spec.Layers = SourceRefLayers()
 	signed := ValidBuild("valid-signed")
 	signed.Spec.Signing, signed.Spec.Attestations = SigningSpec()
-	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers, multiPlatform, files, signed}
+	return []*kilnv1.ImageBuild{ValidBuild("valid-full"), win, archive, noBase, maxLayers, multiPlatform, files, sourceRefs, signed}
+}
+
+// SourceRefLayers use Flux sources: a GitRepository's subdirectory under
+// /opt/config, an OCIRepository at the root with a layer override, a Bucket
+// and an ExternalArtifact.
+func SourceRefLayers() []kilnv1.Layer {
+	ref := func(kind kilnv1.SourceKind, name string) *kilnv1.SourceReference {
+		return &kilnv1.SourceReference{Kind: kind, Name: name}
+	}
+	return []kilnv1.Layer{
+		{Name: "manifests", Source: &kilnv1.Source{SourceRef: ref(kilnv1.GitRepositoryKind, "platform-config"), Path: "./deploy/base", TargetDir: "/opt/config"}},
+		{Name: "bundle", FileMode: "0640", UID: ptr(65532), Source: &kilnv1.Source{SourceRef: ref(kilnv1.OCIRepositoryKind, "bundle")}},
+		{Name: "assets", Source: &kilnv1.Source{SourceRef: ref(kilnv1.BucketKind, "assets"), TargetDir: "/srv"}},
+		{Name: "generated", Source: &kilnv1.Source{SourceRef: ref(kilnv1.ExternalArtifactKind, "generated"), Path: "out/"}},
+	}
+}
+
+// sourceRefs returns a Case mutation whose layers are SourceRefLayers, changed.
+func sourceRefs(mutate func(ls []kilnv1.Layer)) func(*kilnv1.ImageBuild) {
+	return func(ib *kilnv1.ImageBuild) {
+		ib.Spec.Layers = SourceRefLayers()
+		mutate(ib.Spec.Layers)
+	}
 }
 
 // SigningSpec signs with the cosign-key Secret and attaches both attestations.
@@ -175,10 +201,10 @@ func InvalidCases() []Case {
 		}, Want: "exactly one of base.image or base.archive must be set"},
 		{Name: "two sources", Mutate: func(ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers[0].Source.Blob = "r.example/x@" + Digest
-		}, Want: "spec.layers[0].source: Invalid value: exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"},
+		}, Want: "spec.layers[0].source: Invalid value: exactly one of url, configMap, secret, blob, files, configMapDir, secretDir or sourceRef must be set"},
 		{Name: "url and files", Mutate: files(func(ls []kilnv1.Layer) {
 			ls[3].Source.ConfigMapDir = &kilnv1.DirSource{Name: "x", TargetDir: "/x"}
-		}), Want: "spec.layers[3].source: Invalid value: exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"},
+		}), Want: "spec.layers[3].source: Invalid value: exactly one of url, configMap, secret, blob, files, configMapDir, secretDir or sourceRef must be set"},
 		{Name: "file with two contents", Mutate: files(func(ls []kilnv1.Layer) {
 			ls[0].Source.Files[2].ConfigMapKeyRef = &kilnv1.KeySelector{Name: "c", Key: "k"}
 		}), Want: "spec.layers[0].source.files[2]: Invalid value: exactly one of content, secretKeyRef or configMapKeyRef must be set"},
@@ -205,6 +231,23 @@ func InvalidCases() []Case {
 			Want: "spec.layers[0].source.files[1].gid in body should be greater than or equal to 0"},
 		{Name: "relative targetDir", Mutate: files(func(ls []kilnv1.Layer) { ls[1].Source.ConfigMapDir.TargetDir = "srv" }),
 			Want: `spec.layers[1].source.configMapDir.targetDir: Invalid value: "srv"`},
+		{Name: "sourceRef kind enum", Mutate: sourceRefs(func(ls []kilnv1.Layer) { ls[0].Source.SourceRef.Kind = "HelmRepository" }),
+			Want: `spec.layers[0].source.sourceRef.kind: Unsupported value: "HelmRepository"`},
+		{Name: "sourceRef without name", Mutate: sourceRefs(func(ls []kilnv1.Layer) { ls[1].Source.SourceRef.Name = "" }),
+			Want: "spec.layers[1].source.sourceRef.name: Invalid value"},
+		{Name: "url and sourceRef", Mutate: sourceRefs(func(ls []kilnv1.Layer) { ls[1].Source.URL = "https://example.com/x.tgz" }),
+			Want: "spec.layers[1].source: Invalid value: exactly one of url, configMap, secret, blob, files, configMapDir, secretDir or sourceRef must be set"},
+		{Name: "path without sourceRef", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Source.Path = "deploy" },
+			Want: "spec.layers[0].source: Invalid value: path and targetDir are fields of a sourceRef source"},
+		{Name: "targetDir without sourceRef", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Source.TargetDir = "/opt" },
+			Want: "spec.layers[0].source: Invalid value: path and targetDir are fields of a sourceRef source"},
+		{Name: "sourceRef path escapes", Mutate: sourceRefs(func(ls []kilnv1.Layer) { ls[0].Source.Path = "deploy/../../etc" }),
+			Want: `spec.layers[0].source.path: Invalid value: "deploy/../../etc": path must not contain ".."`},
+		{Name: "sourceRef relative targetDir", Mutate: sourceRefs(func(ls []kilnv1.Layer) { ls[2].Source.TargetDir = "srv" }),
+			Want: `spec.layers[2].source.targetDir: Invalid value: "srv"`},
+		{Name: "sourceRef base archive", Mutate: func(ib *kilnv1.ImageBuild) {
+			ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{SourceRef: &kilnv1.SourceReference{Kind: kilnv1.GitRepositoryKind, Name: "g"}}}}
+		}, Want: "spec.base.archive: Invalid value: a base archive's source is one of url, configMap, secret or blob"},
 		{Name: "files base archive", Mutate: func(ib *kilnv1.ImageBuild) {
 			ib.Spec.Base = &kilnv1.Base{Archive: &kilnv1.Archive{Source: kilnv1.Source{SecretDir: &kilnv1.DirSource{Name: "s", TargetDir: "/x"}}}}
 		}, Want: "spec.base.archive: Invalid value: a base archive's source is one of url, configMap, secret or blob"},
@@ -224,7 +267,7 @@ func InvalidCases() []Case {
 		}, Want: "spec.signing.cosign: Required value"},
 		{Name: "no source", Mutate: func(ib *kilnv1.ImageBuild) {
 			ib.Spec.Layers[0].Source = &kilnv1.Source{}
-		}, Want: "exactly one of url, configMap, secret, blob, files, configMapDir or secretDir must be set"},
+		}, Want: "exactly one of url, configMap, secret, blob, files, configMapDir, secretDir or sourceRef must be set"},
 		{Name: "bad digest", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].Digest = "sha256:abc" },
 			Want: `spec.layers[0].digest: Invalid value: "sha256:abc"`},
 		{Name: "uppercase diffID", Mutate: func(ib *kilnv1.ImageBuild) { ib.Spec.Layers[0].DiffID = strings.ToUpper(Digest) },
@@ -308,4 +351,20 @@ func numberedLayers(n int) []kilnv1.Layer {
 		layers[i] = kilnv1.Layer{Name: fmt.Sprintf("l%d", i), Source: &kilnv1.Source{URL: fmt.Sprintf("https://example.com/%d.tar", i)}}
 	}
 	return layers
+}
+
+// SampleFiles lists the ImageBuild samples under dir (config/samples): the
+// kiln_v1alpha1_*.yaml files there and in its flux/ directory (the samples
+// that need Flux's source-controller, kept out of the demo's and the
+// kustomization's set).
+func SampleFiles(dir string) ([]string, error) {
+	var out []string
+	for _, pattern := range []string{"kiln_v1alpha1_*.yaml", filepath.Join("flux", "kiln_v1alpha1_*.yaml")} {
+		m, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m...)
+	}
+	return out, nil
 }
