@@ -123,7 +123,6 @@ type authFileServer struct {
 
 type seenRequest struct {
 	path, auth, ifNoneMatch string
-	status                  int
 }
 
 func newAuthFileServer(t *testing.T, body []byte, tokens ...string) *authFileServer {
@@ -144,7 +143,11 @@ func (s *authFileServer) serve(w http.ResponseWriter, r *http.Request) {
 	if hold != nil {
 		hold(r)
 	}
-	seen := seenRequest{path: r.URL.Path, auth: r.Header.Get("Authorization"), ifNoneMatch: r.Header.Get("If-None-Match")}
+	// Recorded before the response is written: the client can finish its
+	// build before this handler returns, and the test reads the list then.
+	s.mu.Lock()
+	s.seen = append(s.seen, seenRequest{path: r.URL.Path, auth: r.Header.Get("Authorization"), ifNoneMatch: r.Header.Get("If-None-Match")})
+	s.mu.Unlock()
 	rec := &testkit.StatusRecorder{ResponseWriter: w}
 	switch {
 	case !ok:
@@ -157,10 +160,6 @@ func (s *authFileServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("ETag", etag)
 		http.ServeContent(rec, r, "x.tar", time.Unix(1700000000, 0), bytes.NewReader(body))
 	}
-	seen.status = rec.Status
-	s.mu.Lock()
-	s.seen = append(s.seen, seen)
-	s.mu.Unlock()
 }
 
 func (s *authFileServer) requests() []seenRequest {
