@@ -1,11 +1,13 @@
 package sandbox
 
 import (
+	"bytes"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/signing"
 )
 
 func testRewriter() Rewriter {
@@ -187,5 +189,27 @@ func TestConfigMapsFor(t *testing.T) {
 	_, err = ConfigMapsFor(ibs, "default", nil)
 	if err == nil || !strings.Contains(err.Error(), `registry-base-app: ConfigMap app-files key "app.tar.gz": no generated input of that name`) {
 		t.Fatalf("missing key: got %v", err)
+	}
+}
+
+func TestSigningSecretsFor(t *testing.T) {
+	ibs := []*kilnv1.ImageBuild{{}, {}}
+	ibs[0].Spec.Signing = &kilnv1.Signing{Cosign: &kilnv1.CosignSigning{KeyRef: kilnv1.LocalObjectReference{Name: "k"}}}
+	secrets, pub, err := SigningSecretsFor(ibs, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(secrets) != 1 || secrets[0].Name != "k" || secrets[0].Namespace != "default" || !bytes.Contains(pub, []byte("PUBLIC KEY")) {
+		t.Fatalf("secrets %v, pub %q", secrets, pub)
+	}
+	key, err := signing.ParseKey(secrets[0].Data[kilnv1.CosignKeyKey], secrets[0].Data[kilnv1.CosignPasswordKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(key.PublicKeyPEM()) != string(pub) {
+		t.Errorf("cosign.pub is not the key's public key")
+	}
+	if s, _, _ := SigningSecretsFor(ibs[1:], "default"); s != nil {
+		t.Errorf("a build that does not sign got Secrets %v", s)
 	}
 }

@@ -79,6 +79,10 @@ func allCases() []caseDef {
 			desc: "kiln build, the tar.gz rootfs alone as a single image (baseline of kiln-index2)", run: indexCase(1)},
 		caseDef{name: "kiln-index2", kind: kindKiln, input: "gz1", registry: true,
 			desc: "kiln build, two-platform index (linux/amd64 + linux/arm64) sharing the tar.gz rootfs: encoded and uploaded once", run: indexCase(2)},
+		caseDef{name: "kiln-unsigned", kind: kindKiln, input: "tar1", registry: true,
+			desc: "kiln build, the plain-tar rootfs alone as a single image (baseline of kiln-signed)", run: supplyCase(false)},
+		caseDef{name: "kiln-signed", kind: kindKiln, input: "tar1", registry: true,
+			desc: "kiln build, the same with a cosign signature, an SPDX SBOM listing every file's sha256 and SLSA provenance", run: supplyCase(true)},
 	)
 	tars := []string{rootfsTar, appTar}
 	cs = append(cs,

@@ -114,6 +114,7 @@ func (r *report) markdown() string {
 	r.writeInputs(&b)
 	r.writeTable(&b)
 	r.writeIndex(&b)
+	r.writeSupply(&b)
 	r.writeTargets(&b)
 	b.WriteString(notes)
 	b.WriteString(r.extra)

@@ -102,6 +102,9 @@ type demo struct {
 	inputs   map[string][]byte
 	client   client.Client
 	mgrDone  chan error
+	// publicKey is the file with the public key of the samples' signing
+	// key, for the cosign commands the demo prints.
+	publicKey string
 }
 
 func (d *demo) main(ctx context.Context) (err error) {
@@ -349,7 +352,23 @@ func (d *demo) apply(ctx context.Context, builds []*kilnv1.ImageBuild) error {
 	if err != nil {
 		return err
 	}
+	secrets, pub, err := sandbox.SigningSecretsFor(builds, demoNamespace)
+	if err != nil {
+		return err
+	}
 	var created []string
+	for _, sec := range secrets {
+		if err := d.client.Create(ctx, sec); err != nil {
+			return fmt.Errorf("creating Secret %s: %w", sec.Name, err)
+		}
+		created = append(created, "secret/"+sec.Name)
+	}
+	if pub != nil {
+		d.publicKey = filepath.Join(d.work, "cosign.pub")
+		if err := os.WriteFile(d.publicKey, pub, 0o644); err != nil {
+			return fmt.Errorf("writing the demo's public key: %w", err)
+		}
+	}
 	for _, cm := range cms {
 		if err := d.client.Create(ctx, cm); err != nil {
 			return fmt.Errorf("creating ConfigMap %s: %w", cm.Name, err)
@@ -523,7 +542,33 @@ func (d *demo) report(ctx context.Context, builds []*kilnv1.ImageBuild) error {
 	for _, l := range ib.Status.Layers {
 		fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Name, orDash(l.SourceCompression), short(l.Digest), short(l.DiffID), units.Bytes(l.Size))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	d.printSignatures(ib)
+	return nil
+}
+
+// printSignatures lists what was attached to a signed build and the cosign
+// commands that verify it.
+func (d *demo) printSignatures(ib *kilnv1.ImageBuild) {
+	if len(ib.Status.Signatures) == 0 {
+		return
+	}
+	format := ib.Spec.Signing.Cosign.Format
+	if format == "" {
+		format = kilnv1.SignatureBundle
+	}
+	fprintf(d.out, "\n%s: signed and attested (%s format)\n", ib.Name, format)
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	fprintf(tw, "TYPE\tSUBJECT\tARTIFACT\n")
+	for _, a := range append(append([]kilnv1.AttachedArtifact{}, ib.Status.Signatures...), ib.Status.Attestations...) {
+		fprintf(tw, "%s\t%s\t%s\n", a.Type, short(a.Subject), short(a.Digest))
+	}
+	_ = tw.Flush()
+	flags := "--key " + d.publicKey + " --insecure-ignore-tlog=true --allow-insecure-registry --allow-http-registry"
+	fprintf(d.out, "  verify: cosign verify %s %s\n", flags, ib.Status.Image)
+	fprintf(d.out, "          cosign verify-attestation %s --type spdxjson %s\n", flags, ib.Status.Image)
 }
 
 // serve keeps everything up for kubectl until Ctrl-C.
