@@ -50,16 +50,7 @@ func layerTar(t *testing.T, img v1.Image, i int) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := ls[i].Uncompressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testkit.ReadAll(t, ls[i].Uncompressed)
 }
 
 func TestScratchXzLayerAndEnvInOneManifestPut(t *testing.T) {

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"strings"
 	"testing"
 
@@ -194,19 +193,7 @@ func layerWithDigest(t *testing.T, ref string) []byte {
 	return readLayer(t, ls[0])
 }
 
-func readLayer(t *testing.T, l v1.Layer) []byte {
-	t.Helper()
-	rc, err := l.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func readLayer(t *testing.T, l v1.Layer) []byte { return testkit.ReadAll(t, l.Compressed) }
 
 // legacyStatement returns the payload kiln attached in a legacy tag: the
 // simple-signing payload of the .sig tag, or the statement of the .att

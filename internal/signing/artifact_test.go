@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 var testSubject = v1.Descriptor{
@@ -37,16 +38,7 @@ func layerBytes(t *testing.T, img v1.Image, i int) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := ls[i].Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testkit.ReadAll(t, ls[i].Compressed)
 }
 
 // checkImage validates the manifest and that every blob hashes to its
