@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"io"
 	"testing"
 )
 
@@ -31,20 +30,4 @@ func SigningKey(t testing.TB) (private, public []byte) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
-}
-
-// ReadAll reads what open returns to its end and closes it, failing the
-// test on any error: a layer's Compressed or Uncompressed, a stored blob.
-func ReadAll(t testing.TB, open func() (io.ReadCloser, error)) []byte {
-	t.Helper()
-	rc, err := open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
