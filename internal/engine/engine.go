@@ -213,10 +213,16 @@ func (e *Engine) build(ctx context.Context, ib *kilnv1.ImageBuild, in Inputs, op
 		}
 		res.Status, art = st, idx.Index
 	}
+	attachments := e.prepareAttachments(ib, sg, children, art, res.Status, res.Files, regOpts)
 	if err := e.publish(ctx, spec, art, set.jobs, regOpts, opts, res); err != nil {
+		_, _ = attachments() // the goroutine ends; its work is dropped
 		return nil, err
 	}
-	if err := e.attach(ctx, ib, sg, children, art, res, regOpts, opts); err != nil {
+	ps, err := attachments()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.attach(ctx, ib, sg, ps, res, regOpts, opts); err != nil {
 		return nil, err
 	}
 	end := e.now()

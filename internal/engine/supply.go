@@ -179,24 +179,60 @@ type attachment struct {
 	image v1.Image
 }
 
-// attach signs and attests every subject and pushes what the target does
-// not hold yet; in DryRun it only computes the digests. Status gets one
-// entry per artifact.
-func (e *Engine) attach(ctx context.Context, ib *kilnv1.ImageBuild, sg *signer, children []child, art registry.Artifact, res *Result, o registry.Options, opts Options) error {
+// prepared is a subject with the signature and attestations to attach.
+type prepared struct {
+	subject subject
+	arts    []attachment
+}
+
+// prepareAttachments signs and attests every subject on another goroutine
+// and returns the function that waits for them: the image's digests are
+// known before it is pushed, so encoding and signing the statements (the
+// SBOM of a big rootfs is megabytes of JSON) overlaps the image push. st is
+// a copy of the status so far, read while the push fills other fields of
+// the caller's. nil when the spec does not sign.
+func (e *Engine) prepareAttachments(ib *kilnv1.ImageBuild, sg *signer, children []child, art registry.Artifact, st kilnv1.ImageBuildStatus, files map[string]*layer.FileList, o registry.Options) func() ([]prepared, error) {
 	if sg == nil {
-		return nil
+		return func() ([]prepared, error) { return nil, nil }
 	}
-	repo := repoOf(ib.Spec.Target.Image, o)
-	subjects, err := subjectsOf(ib.Namespace, repo, art, &res.Status, children, res.Files)
+	type result struct {
+		ps  []prepared
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ps, err := e.prepare(ib, sg, children, art, &st, files, repoOf(ib.Spec.Target.Image, o))
+		done <- result{ps, err}
+	}()
+	return func() ([]prepared, error) {
+		r := <-done
+		return r.ps, r.err
+	}
+}
+
+func (e *Engine) prepare(ib *kilnv1.ImageBuild, sg *signer, children []child, art registry.Artifact, st *kilnv1.ImageBuildStatus, files map[string]*layer.FileList, repo string) ([]prepared, error) {
+	subjects, err := subjectsOf(ib.Namespace, repo, art, st, children, files)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	out := make([]prepared, 0, len(subjects))
 	for _, s := range subjects {
-		arts, err := e.artifactsOf(ib, sg, s, repo, res)
+		arts, err := e.artifactsOf(ib, sg, s, repo)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := e.pushArtifacts(ctx, sg, repo, s, arts, res, o, opts); err != nil {
+		out = append(out, prepared{subject: s, arts: arts})
+	}
+	return out, nil
+}
+
+// attach pushes what the registry does not hold yet of the prepared
+// artifacts (in DryRun only records their digests); status gets one entry
+// per artifact.
+func (e *Engine) attach(ctx context.Context, ib *kilnv1.ImageBuild, sg *signer, ps []prepared, res *Result, o registry.Options, opts Options) error {
+	repo := repoOf(ib.Spec.Target.Image, o)
+	for _, p := range ps {
+		if err := e.pushArtifacts(ctx, sg, repo, p.subject, p.arts, res, o, opts); err != nil {
 			return err
 		}
 	}
@@ -204,7 +240,7 @@ func (e *Engine) attach(ctx context.Context, ib *kilnv1.ImageBuild, sg *signer, 
 }
 
 // artifactsOf signs s and makes its attestations.
-func (e *Engine) artifactsOf(ib *kilnv1.ImageBuild, sg *signer, s subject, repo string, res *Result) ([]attachment, error) {
+func (e *Engine) artifactsOf(ib *kilnv1.ImageBuild, sg *signer, s subject, repo string) ([]attachment, error) {
 	at := created(&ib.Spec)
 	sig, err := signing.SignatureArtifact(sg.key, s.desc, repo, sg.format, at)
 	if err != nil {
