@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -72,14 +71,16 @@ func (l *FileList) reset() {
 	l.Files, l.Count, l.Omitted = l.Files[:0], 0, false
 }
 
-// wants reports whether the next file is to be hashed, counting it.
+// wants reports whether the next file is to be hashed, counting it. It
+// runs on the normalizer's goroutine and never touches Files, which the
+// hashing goroutine owns while a pass runs (see hashFiles).
 func (l *FileList) wants() bool {
 	l.Count++
 	if l.Omitted {
 		return false
 	}
 	if l.Count > l.limit() {
-		l.Files, l.Omitted = nil, true
+		l.Omitted = true
 		return false
 	}
 	return true
@@ -89,11 +90,86 @@ func (l *FileList) add(p string, sum []byte, size int64) {
 	l.Files = append(l.Files, File{Path: p, Digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum)}, Size: size})
 }
 
-// fileHash is the normalizer's state for the file being copied.
+// fileHash is the normalizer's state for Options.Files: the file being
+// copied, and the goroutine that hashes. The normalizer hands each chunk
+// of a listed file's body to that goroutine (a copy, in one of a few
+// recycled buffers) instead of hashing it in line, so on more than one
+// core the per-file sha256 overlaps the tar checks, the DiffID hash and
+// the encoder instead of adding to them; the few buffers bound the memory
+// and make the normalizer wait when hashing falls behind.
 type fileHash struct {
-	h      hash.Hash
-	sum    []byte
 	active bool
+	work   chan hashChunk
+	free   chan []byte
+	done   chan struct{}
+}
+
+// hashChunk is a piece of a listed file's body, or (end) the end of the
+// file with its path and size, or (omit) the news that the list went past
+// its cap and is dropped.
+type hashChunk struct {
+	data      []byte
+	end, omit bool
+	path      string
+	size      int64
+}
+
+// hashBuffers is how many chunks may wait for the hashing goroutine.
+const hashBuffers = 4
+
+// startHashing starts the hashing goroutine of a pass that lists files.
+func (n *normalizer) startHashing() {
+	if n.opts.Files == nil {
+		return
+	}
+	f := &n.file
+	f.work, f.free, f.done = make(chan hashChunk, hashBuffers), make(chan []byte, hashBuffers), make(chan struct{})
+	for range hashBuffers {
+		f.free <- make([]byte, 0, ioBuffer)
+	}
+	go hashFiles(n.opts.Files, f.work, f.free, f.done)
+}
+
+// hashFiles hashes the chunks of each file in order and adds the file to
+// list at its end. It is the only writer of list while the pass runs.
+func hashFiles(list *FileList, work <-chan hashChunk, free chan<- []byte, done chan<- struct{}) {
+	defer close(done)
+	h := sha256.New()
+	var sum []byte
+	for c := range work {
+		if c.omit {
+			list.Files = nil
+			continue
+		}
+		if c.end {
+			sum = h.Sum(sum[:0])
+			list.add(c.path, sum, c.size)
+			h.Reset()
+			continue
+		}
+		h.Write(c.data)
+		free <- c.data[:0]
+	}
+}
+
+// stopHashing waits until every file handed over is hashed and listed:
+// Normalize returns only then, so its caller reads a complete list.
+func (n *normalizer) stopHashing() {
+	if n.file.work == nil {
+		return
+	}
+	close(n.file.work)
+	<-n.file.done
+	n.file.work = nil
+}
+
+// hashBody hands a chunk of the current file's body to the hasher.
+func (n *normalizer) hashBody(b []byte) {
+	if !n.file.active {
+		return
+	}
+	buf := append(<-n.file.free, b...)
+	n.file.work <- hashChunk{data: buf}
 }
 
 // beginFile starts hashing the body of entry p of type typ when it is a
@@ -103,22 +179,18 @@ func (n *normalizer) beginFile(p string, typ byte) {
 	if n.opts.Files == nil || !isRegular(typ) || isWhiteout(p) {
 		return
 	}
-	if !n.opts.Files.wants() {
-		return
+	omitted := n.opts.Files.Omitted
+	n.file.active = n.opts.Files.wants()
+	if !omitted && n.opts.Files.Omitted {
+		n.file.work <- hashChunk{omit: true}
 	}
-	if n.file.h == nil {
-		n.file.h = sha256.New()
-	}
-	n.file.h.Reset()
-	n.file.active = true
 }
 
 func (n *normalizer) endFile(p string, size int64) {
 	if !n.file.active {
 		return
 	}
-	n.file.sum = n.file.h.Sum(n.file.sum[:0])
-	n.opts.Files.add(p, n.file.sum, size)
+	n.file.work <- hashChunk{end: true, path: p, size: size}
 	n.file.active = false
 }
 

@@ -57,7 +57,9 @@ func Normalize(dst io.Writer, src io.Reader, opts Options) (Stats, error) {
 		opts.Files.reset()
 	}
 	n := newNormalizer(dst, src, opts)
+	n.startHashing()
 	err := n.run()
+	n.stopHashing()
 	if ferr := n.out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("writing normalized layer: %w", ferr)
 	}
@@ -480,9 +482,7 @@ func (n *normalizer) copyBody(size int64) error {
 		if err := n.write(chunk[:m]); err != nil {
 			return err
 		}
-		if n.file.active {
-			n.file.h.Write(chunk[:m])
-		}
+		n.hashBody(chunk[:m])
 		size -= int64(m)
 	}
 	return nil
