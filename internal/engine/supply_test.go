@@ -178,15 +178,7 @@ func registryStatements(t *testing.T, repo string, st kilnv1.ImageBuildStatus, f
 // layerWithDigest returns the bytes of ref's first layer.
 func layerWithDigest(t *testing.T, ref string) []byte {
 	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r)
-	if err != nil {
-		t.Fatalf("pulling %s: %v", ref, err)
-	}
-	ls, err := img.Layers()
+	ls, err := pull(t, ref).Layers()
 	if err != nil || len(ls) == 0 {
 		t.Fatalf("%s: layers %d: %v", ref, len(ls), err)
 	}
@@ -200,14 +192,7 @@ func readLayer(t *testing.T, l v1.Layer) []byte { return testkit.ReadAll(t, l.Co
 // layer annotated with the attestation type's predicate type.
 func legacyStatement(t *testing.T, tag, kind string) []byte {
 	t.Helper()
-	r, err := name.ParseReference(tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r)
-	if err != nil {
-		t.Fatalf("pulling %s: %v", tag, err)
-	}
+	img := pull(t, tag)
 	m, err := img.Manifest()
 	if err != nil {
 		t.Fatal(err)

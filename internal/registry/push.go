@@ -156,18 +156,8 @@ func rewrite(ctx context.Context, pusher *remote.Pusher, ref name.Reference, a A
 		return err
 	}
 	for _, img := range imgs {
-		layers, err := img.Layers()
-		if err != nil {
+		if err := uploadBlobs(ctx, pusher, ref.Context(), img); err != nil {
 			return err
-		}
-		cfg, err := partial.ConfigLayer(img)
-		if err != nil {
-			return err
-		}
-		for _, l := range append(layers, cfg) {
-			if err := pusher.Upload(ctx, ref.Context(), l); err != nil {
-				return err
-			}
 		}
 		if _, isIndex := a.(v1.ImageIndex); isIndex {
 			d, err := img.Digest()
@@ -180,6 +170,25 @@ func rewrite(ctx context.Context, pusher *remote.Pusher, ref name.Reference, a A
 		}
 	}
 	return pusher.Put(ctx, ref, a)
+}
+
+// uploadBlobs uploads img's layers and config to repo, each only when a
+// HEAD does not find it there.
+func uploadBlobs(ctx context.Context, pusher *remote.Pusher, repo name.Repository, img v1.Image) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	cfg, err := partial.ConfigLayer(img)
+	if err != nil {
+		return err
+	}
+	for _, l := range append(layers, cfg) {
+		if err := pusher.Upload(ctx, repo, l); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pushBudget is the retry budget of one push, shared by all its requests

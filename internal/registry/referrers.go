@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kiln-build/kiln/internal/failure"
@@ -103,18 +102,8 @@ func referrers(sub name.Digest, ropts []remote.Option) (map[v1.Hash]bool, error)
 // an artifact whose earlier index update failed (or was lost to a race)
 // would then never be listed. Listing said it is not, so it is PUT again.
 func putReferrer(ctx context.Context, pusher *remote.Pusher, ref name.Digest, img v1.Image) error {
-	layers, err := img.Layers()
-	if err != nil {
+	if err := uploadBlobs(ctx, pusher, ref.Context(), img); err != nil {
 		return err
-	}
-	cfg, err := partial.ConfigLayer(img)
-	if err != nil {
-		return err
-	}
-	for _, l := range append(layers, cfg) {
-		if err := pusher.Upload(ctx, ref.Context(), l); err != nil {
-			return err
-		}
 	}
 	return pusher.Put(ctx, ref, img)
 }
